@@ -1,0 +1,40 @@
+# The two commands: `make demo` runs the main job end to end, `make test` runs the test suite.
+# Both create .venv from the lock file first; nothing installed by hand is assumed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.synced
+
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+
+.PHONY: venv demo test lint parity bench clean
+
+$(STAMP): pyproject.toml uv.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install -q "uv==0.13.9"
+	$(BIN)/uv sync --frozen --quiet
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/skewless demo
+
+lint: venv
+	$(BIN)/ruff check transforms pipelines serving feature_repo bench cli tests
+	$(BIN)/ruff format --check transforms pipelines serving feature_repo bench cli tests
+	$(BIN)/mypy transforms serving cli
+
+test: lint
+	$(BIN)/python -m pytest
+
+parity: venv
+	$(BIN)/skewless parity --rows 100000
+
+bench: venv
+	$(BIN)/skewless bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache
