@@ -1,0 +1,3 @@
+"""Commands of the transform core: parity."""
+
+from __future__ import annotations

@@ -1,0 +1,31 @@
+"""The one error hierarchy of skewless: every expected failure is a ``SkewlessError``."""
+
+from __future__ import annotations
+
+
+class SkewlessError(Exception):
+    """Root of every error skewless raises on purpose (bad input, missing service, ...)."""
+
+
+class TransformError(SkewlessError):
+    """A transform was given, or produced, values that break its declaration."""
+
+
+class SchemaError(SkewlessError):
+    """Columns or types differ from what a feature set or a file declares."""
+
+
+class ArtifactError(SkewlessError):
+    """A statistics artifact is missing, corrupt, or does not match the feature set."""
+
+
+class StoreUnavailable(SkewlessError):
+    """An online or offline store (Redis, Parquet files) cannot be reached."""
+
+
+class RequestError(SkewlessError):
+    """A lookup request is malformed; ``field`` names the offending part."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
