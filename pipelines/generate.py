@@ -165,6 +165,8 @@ def _make_merchants(n: int, seed: int) -> tuple[_Merchants, pa.Table]:
     rng = _rng(seed, 1)
     cat_w = 1.0 / np.arange(1, len(CATEGORIES) + 1) ** 1.1
     category = rng.choice(len(CATEGORIES), size=n, p=cat_w / cat_w.sum())
+    if n >= len(CATEGORIES):  # every category exists, so downstream vocabularies are stable
+        category[rng.permutation(n)[: len(CATEGORIES)]] = np.arange(len(CATEGORIES))
     country = rng.choice(len(COUNTRIES), size=n, p=_HOME_WEIGHTS / _HOME_WEIGHTS.sum())
     popularity = 1.0 / rng.permutation(np.arange(1, n + 1)) ** 0.8
     risky = popularity * _CAT_RISKY[category]
