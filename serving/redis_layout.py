@@ -1,0 +1,456 @@
+"""Pure-Python codec for Feast's Redis online-store layout (Feast 0.67, entity key v3).
+
+Feast stores one Redis hash per entity key::
+
+    key    = serialize_entity_key(join keys, values, version 3) + project (utf-8)
+    field  = mmh3_32("<view>:<feature>") as 4 little-endian bytes -> feast.types.Value bytes
+    field  = b"_ts:<view>"                                     -> google.protobuf.Timestamp bytes
+
+This module rebuilds those bytes without importing feast, protobuf, pandas or numpy, so the
+online server starts fast and the materializer can encode values without building protos.
+Every function is checked byte-for-byte against Feast in tests/serving/test_redis_layout.py.
+
+Null handling (what Feast does, and what we copy):
+
+* a null feature value is written as an *empty* ``Value`` message, i.e. ``b""``;
+* Feast's materialization maps a float NaN to null too (``pd.isnull``), so
+  ``encode_value(nan, "double")`` gives ``b""`` unless ``nan_as_null=False``, which keeps
+  the NaN bits like ``ValueProto(double_val=nan).SerializeToString()``;
+* ``decode_value`` reads both ``b""`` and an explicit ``null_val`` as ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import mmh3
+
+__all__ = [
+    "ENTITY_KEY_VERSION",
+    "VALUE_TYPES",
+    "EntityKeyEncoder",
+    "decode_timestamp",
+    "decode_timestamp_datetime",
+    "decode_timestamp_nanos",
+    "decode_value",
+    "encode_timestamp",
+    "encode_timestamp_datetime",
+    "encode_timestamp_micros",
+    "encode_value",
+    "encode_varint",
+    "feature_field",
+    "parse_connection_string",
+    "redis_key",
+    "serialize_entity_key",
+    "timestamp_field",
+    "value_encoder",
+]
+
+ENTITY_KEY_VERSION = 3
+
+# feast.types.ValueType.Enum numbers used inside serialized entity keys.
+_VT_BYTES, _VT_STRING, _VT_INT32, _VT_INT64, _VT_UNIX_TIMESTAMP = 1, 2, 3, 4, 8
+_ENTITY_TYPES = frozenset({"int64", "string", "int32", "bytes", "unix_timestamp"})
+
+# Scalar value types we encode; names follow Feast's ValueType (lower case).
+VALUE_TYPES = ("int64", "int32", "double", "float", "string", "bool", "bytes", "unix_timestamp")
+
+# Field numbers of feast.types.Value (Value.proto) and their one-byte wire tags.
+_TAG_BYTES = 0x0A  # 1, length-delimited
+_TAG_STRING = 0x12  # 2, length-delimited
+_TAG_INT32 = 0x18  # 3, varint
+_TAG_INT64 = 0x20  # 4, varint
+_TAG_DOUBLE = 0x29  # 5, fixed64
+_TAG_FLOAT = 0x35  # 6, fixed32
+_TAG_BOOL = 0x38  # 7, varint
+_TAG_UNIX_TS = 0x40  # 8, varint
+_NULL_VAL = b"\x98\x01\x00"  # field 19 (null_val = NULL), what ValueProto(null_val=0) gives
+
+# Feast's sentinel for a null unix timestamp (NaT as int64).
+NULL_TIMESTAMP_INT_VALUE = -(1 << 63)
+
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
+_I64 = struct.Struct("<q")
+_F64 = struct.Struct("<d")
+_F32 = struct.Struct("<f")
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_SMALL_VARINTS = [bytes((i,)) for i in range(128)]
+
+
+# ---------------------------------------------------------------------------- varints
+
+
+def encode_varint(n: int) -> bytes:
+    """Protobuf varint of ``n``; negative numbers use 64-bit two's complement (10 bytes)."""
+    if 0 <= n < 0x80:
+        return _SMALL_VARINTS[n]
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Read one varint at ``pos``; returns (value as uint64, next position)."""
+    result = 0
+    shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result & 0xFFFFFFFFFFFFFFFF, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("malformed varint (more than 10 bytes)")
+
+
+def _signed64(u: int) -> int:
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+# ----------------------------------------------------------------------- entity keys
+
+
+def _entity_value_type(value: Any, type_name: str | None) -> str:
+    if type_name is not None:
+        return type_name
+    if isinstance(value, bool):
+        raise ValueError("bool is not a valid entity key value type in Feast")
+    if isinstance(value, int):
+        return "int64"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bytes | bytearray):
+        return "bytes"
+    raise ValueError(f"unsupported entity key value {value!r} ({type(value).__name__})")
+
+
+def _entity_value_bytes(value: Any, type_name: str) -> bytes:
+    """Type tag, length and payload of one entity key value, as Feast's _serialize_val."""
+    if type_name == "int64":
+        return b"\x04\x00\x00\x00\x08\x00\x00\x00" + _I64.pack(value)
+    if type_name == "string":
+        raw = value.encode("utf8")
+        return b"\x02\x00\x00\x00" + _U32.pack(len(raw)) + raw
+    if type_name == "int32":
+        return b"\x03\x00\x00\x00\x04\x00\x00\x00" + _I32.pack(value)
+    if type_name == "bytes":
+        return b"\x01\x00\x00\x00" + _U32.pack(len(value)) + bytes(value)
+    if type_name == "unix_timestamp":
+        return b"\x08\x00\x00\x00\x08\x00\x00\x00" + _I64.pack(value)
+    raise ValueError(f"entity key value type {type_name!r} is not supported by Feast")
+
+
+def _key_names_header(names: Sequence[str]) -> bytes:
+    parts = [_U32.pack(len(names))]
+    for name in names:
+        raw = name.encode("utf8")
+        parts.append(b"\x02\x00\x00\x00" + _U32.pack(len(raw)) + raw)
+    return b"".join(parts)
+
+
+def serialize_entity_key(
+    join_keys: Sequence[str], values: Sequence[Any], types: Sequence[str | None] | None = None
+) -> bytes:
+    """Feast's ``serialize_entity_key`` (version 3): keys sorted by name, then values.
+
+    ``types`` gives each value's Feast type ("int64", "string", "int32", "bytes",
+    "unix_timestamp"); when omitted, Python ints are int64 and strs are strings.
+    """
+    if len(join_keys) != len(values):
+        raise ValueError("join_keys and values differ in length")
+    type_list = list(types) if types is not None else [None] * len(values)
+    triples = sorted(zip(join_keys, values, type_list, strict=True), key=lambda t: t[0])
+    head = _key_names_header([t[0] for t in triples])
+    body = b"".join(_entity_value_bytes(v, _entity_value_type(v, t)) for _, v, t in triples)
+    return head + body
+
+
+def redis_key(
+    project: str,
+    join_keys: Sequence[str],
+    values: Sequence[Any],
+    types: Sequence[str | None] | None = None,
+) -> bytes:
+    """The Redis key of one entity: serialized entity key followed by the project name."""
+    return serialize_entity_key(join_keys, values, types) + project.encode("utf-8")
+
+
+class EntityKeyEncoder:
+    """Builds Redis keys for many entities of one join-key set, reusing the fixed parts.
+
+    ``join_keys`` and ``types`` are in the caller's column order; values passed to
+    ``encode`` follow that order (sorting by name happens once here).
+    """
+
+    def __init__(self, project: str, join_keys: Sequence[str], types: Sequence[str]) -> None:
+        if len(join_keys) != len(types) or not join_keys:
+            raise ValueError("need one type per join key, and at least one join key")
+        for t in types:
+            if t not in _ENTITY_TYPES:
+                raise ValueError(f"entity key value type {t!r} is not supported by Feast")
+        order = sorted(range(len(join_keys)), key=lambda i: join_keys[i])
+        self.join_keys = list(join_keys)
+        self.types = list(types)
+        self.order = order
+        self.header = _key_names_header([join_keys[i] for i in order])
+        self.suffix = project.encode("utf-8")
+
+    def encode(self, values: Sequence[Any]) -> bytes:
+        """Redis key for one entity given its join-key values in constructor order."""
+        body = b"".join(_entity_value_bytes(values[i], self.types[i]) for i in self.order)
+        return self.header + body + self.suffix
+
+    def fixed_int64(self) -> tuple[bytes, bytes] | None:
+        """For a single int64 key: (bytes before the 8 value bytes, bytes after).
+
+        Lets a vectorized caller build keys as ``prefix + int64_le + suffix``.
+        """
+        if len(self.types) == 1 and self.types[0] in ("int64", "unix_timestamp"):
+            tag = _VT_INT64 if self.types[0] == "int64" else _VT_UNIX_TIMESTAMP
+            return self.header + _U32.pack(tag) + _U32.pack(8), self.suffix
+        return None
+
+
+# ------------------------------------------------------------------- hash field names
+
+
+def feature_field(view: str, feature: str) -> bytes:
+    """Feast's hashed field name: murmur3_32 of "view:feature", 4 bytes little-endian."""
+    return _U32.pack(mmh3.hash(f"{view}:{feature}", signed=False))
+
+
+def timestamp_field(view: str) -> bytes:
+    """The field holding the event timestamp of the view's row: b"_ts:<view>"."""
+    return f"_ts:{view}".encode()
+
+
+# ------------------------------------------------------------------------ timestamps
+
+
+def encode_timestamp(seconds: int, nanos: int = 0) -> bytes:
+    """google.protobuf.Timestamp wire bytes (zero fields are omitted, as proto3 does)."""
+    out = b""
+    if seconds:
+        out = b"\x08" + encode_varint(seconds)
+    if nanos:
+        out += b"\x10" + encode_varint(nanos)
+    return out
+
+
+def encode_timestamp_micros(micros: int) -> bytes:
+    """Timestamp bytes for microseconds since the epoch (Feast keeps microseconds only)."""
+    seconds, rem = divmod(micros, 1_000_000)
+    return encode_timestamp(seconds, rem * 1000)
+
+
+def encode_timestamp_datetime(dt: datetime) -> bytes:
+    """Timestamp bytes of a datetime as Feast writes it (naive means UTC)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return encode_timestamp_micros(
+        (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    )
+
+
+def decode_timestamp(buf: bytes) -> tuple[int, int]:
+    """(seconds, nanos) of google.protobuf.Timestamp bytes; b"" is the epoch."""
+    seconds = nanos = 0
+    pos, end = 0, len(buf)
+    while pos < end:
+        tag, pos = _read_varint(buf, pos)
+        value, pos = _read_varint(buf, pos)
+        if tag == 0x08:
+            seconds = _signed64(value)
+        elif tag == 0x10:
+            nanos = _signed64(value)
+        else:
+            raise ValueError(f"unexpected field tag {tag} in Timestamp")
+    return seconds, nanos
+
+
+def decode_timestamp_nanos(buf: bytes) -> int:
+    """Nanoseconds since the epoch of Timestamp bytes (what Feast compares on write)."""
+    seconds, nanos = decode_timestamp(buf)
+    return seconds * 1_000_000_000 + nanos
+
+
+def decode_timestamp_datetime(buf: bytes) -> datetime:
+    """UTC datetime of Timestamp bytes (microsecond precision)."""
+    seconds, nanos = decode_timestamp(buf)
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+
+
+# ---------------------------------------------------------------------------- values
+
+
+def _enc_int64(v: Any) -> bytes:
+    v = int(v)
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise ValueError(f"value {v} out of int64 range")
+    if 0 <= v < 0x80:
+        return bytes((_TAG_INT64, v))
+    return b"\x20" + encode_varint(v)
+
+
+def _enc_int32(v: Any) -> bytes:
+    v = int(v)
+    if not _INT32_MIN <= v <= _INT32_MAX:
+        raise ValueError(f"value {v} out of int32 range")
+    if 0 <= v < 0x80:
+        return bytes((_TAG_INT32, v))
+    return b"\x18" + encode_varint(v)
+
+
+def _enc_unix_ts(v: Any) -> bytes:
+    if isinstance(v, datetime):
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=UTC)
+        v = int(v.timestamp())
+    v = int(v)
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise ValueError(f"value {v} out of int64 range")
+    return b"\x40" + encode_varint(v)
+
+
+def _enc_double(v: Any) -> bytes:
+    return b"\x29" + _F64.pack(v)
+
+
+def _enc_float(v: Any) -> bytes:
+    return b"\x35" + _F32.pack(v)
+
+
+def _enc_bool(v: Any) -> bytes:
+    return b"\x38\x01" if v else b"\x38\x00"
+
+
+def _enc_string(v: Any) -> bytes:
+    raw = str(v).encode("utf-8")
+    n = len(raw)
+    return (bytes((_TAG_STRING, n)) if n < 0x80 else b"\x12" + encode_varint(n)) + raw
+
+
+def _enc_bytes(v: Any) -> bytes:
+    raw = bytes(v)
+    n = len(raw)
+    return (bytes((_TAG_BYTES, n)) if n < 0x80 else b"\x0a" + encode_varint(n)) + raw
+
+
+_ENCODERS: dict[str, Callable[[Any], bytes]] = {
+    "int64": _enc_int64,
+    "int32": _enc_int32,
+    "double": _enc_double,
+    "float": _enc_float,
+    "string": _enc_string,
+    "bool": _enc_bool,
+    "bytes": _enc_bytes,
+    "unix_timestamp": _enc_unix_ts,
+}
+
+
+def value_encoder(type_name: str, nan_as_null: bool = True) -> Callable[[Any], bytes]:
+    """A function value -> Value bytes for one type; None (and NaN if asked) give b""."""
+    try:
+        enc = _ENCODERS[type_name]
+    except KeyError:
+        raise ValueError(f"unsupported value type {type_name!r}; one of {VALUE_TYPES}") from None
+    floating = type_name in ("double", "float")
+
+    def encode(value: Any) -> bytes:
+        if value is None:
+            return b""
+        if floating and nan_as_null and value != value:
+            return b""
+        return enc(value)
+
+    return encode
+
+
+def encode_value(value: Any, type_name: str, nan_as_null: bool = True) -> bytes:
+    """Serialized feast.types.Value of one scalar (see module doc for null and NaN)."""
+    return value_encoder(type_name, nan_as_null)(value)
+
+
+def decode_value(buf: bytes | None) -> Any:
+    """Python value of serialized feast.types.Value bytes, as Feast's online read returns it.
+
+    b"" / None / null_val -> None; unix_timestamp -> UTC datetime; other scalars -> int,
+    float, str, bool, bytes. List and map values raise ValueError.
+    """
+    if not buf:
+        return None
+    tag = buf[0]
+    if tag == _TAG_INT64:
+        if len(buf) == 2:
+            return buf[1]
+        return _signed64(_read_varint(buf, 1)[0])
+    if tag == _TAG_DOUBLE:
+        return _F64.unpack_from(buf, 1)[0]
+    if tag == _TAG_STRING:
+        n, pos = (buf[1], 2) if buf[1] < 0x80 else _read_varint(buf, 1)
+        return buf[pos : pos + n].decode("utf-8")
+    if tag == _TAG_BOOL:
+        return buf[1] != 0
+    if tag == _TAG_FLOAT:
+        return _F32.unpack_from(buf, 1)[0]
+    if tag == _TAG_INT32:
+        u = _read_varint(buf, 1)[0] & 0xFFFFFFFF
+        return u - (1 << 32) if u >= 1 << 31 else u
+    if tag == _TAG_BYTES:
+        n, pos = _read_varint(buf, 1)
+        return bytes(buf[pos : pos + n])
+    if tag == _TAG_UNIX_TS:
+        v = _signed64(_read_varint(buf, 1)[0])
+        if v == NULL_TIMESTAMP_INT_VALUE:
+            return None
+        return datetime.fromtimestamp(v, tz=UTC)
+    if buf == _NULL_VAL:
+        return None
+    field, _ = _read_varint(buf, 0)
+    raise ValueError(f"unsupported feast Value field {field >> 3} (only scalars are decoded)")
+
+
+def is_nan(value: Any) -> bool:
+    """True for a float NaN (helper for callers comparing decoded values)."""
+    return isinstance(value, float) and math.isnan(value)
+
+
+# ------------------------------------------------------------------ connection string
+
+
+def parse_connection_string(connection_string: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """Feast's Redis ``connection_string`` -> ([(host, port)...], redis-py keyword params).
+
+    Same rules as RedisOnlineStore._parse_connection_string: items without "=" are
+    host:port nodes, the others are parameters whose values are JSON-decoded if possible.
+    """
+    import json
+
+    nodes: list[tuple[str, int]] = []
+    params: dict[str, Any] = {}
+    for item in connection_string.split(","):
+        if "=" in item:
+            key, raw = item.split("=", 1)
+            try:
+                params[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                params[key] = raw
+        else:
+            host, _, port = item.partition(":")
+            nodes.append((host, int(port) if port else 6379))
+    return nodes, params
