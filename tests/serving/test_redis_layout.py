@@ -13,7 +13,7 @@ from feast.infra.key_encoding_utils import serialize_entity_key as feast_seriali
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Null
+from feast.protos.feast.types.Value_pb2 import Int64List, Null
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -142,7 +142,7 @@ def test_out_of_range_rejected() -> None:
     with pytest.raises(ValueError):
         rl.encode_value(2**31, "int32")
     with pytest.raises(ValueError):
-        rl.decode_value(ValueProto(int64_list_val={"val": [1]}).SerializeToString())
+        rl.decode_value(ValueProto(int64_list_val=Int64List(val=[1])).SerializeToString())
 
 
 def test_multi_join_keys_sorted_like_feast() -> None:
