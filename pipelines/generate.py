@@ -427,9 +427,10 @@ def generate(
     give byte-identical files. Users number ``max(100, rows // 50)``, merchants
     ``max(50, rows // 500)``. Events span ``days`` days from ``start`` (default 2024-01-01 UTC)
     with daily and weekly seasonality; files are time slices ``part-00000.parquet``... sorted by
-    event time (burst tails may spill a few minutes past a slice). ``is_fraud`` (~1-2%) rises with
-    amount above the user's usual level, a foreign ``currency_country``, risky categories, a
-    device other than the user's usual one, and bursts of transactions within minutes.
+    event time (burst tails may spill up to ~30 minutes past a slice). ``is_fraud`` (~1-2%)
+    rises with amount above the user's usual level, a foreign ``currency_country``, risky
+    categories, a device other than the user's usual one, and bursts of transactions within
+    minutes.
 
     The data is clean unless ``inject_faults`` names faults, each hitting ``fault_rate`` of rows
     (``naive_timestamps`` hits whole files), for tests of the downstream pipeline:

@@ -1,4 +1,4 @@
-"""The synthetic data generator: determinism, schema, integrity, label signal, atomic writes, CLI."""
+"""The data generator: determinism, schema, integrity, label signal, atomic writes, CLI."""
 
 from __future__ import annotations
 
