@@ -1,0 +1,68 @@
+"""skewless transforms: write a feature once, run it in Spark, Beam and online.
+
+The public surface: the ``transform`` decorator, ``FeatureSet``, field types, analyzers
+and their helpers, the statistics artifact and the errors. Engines live in
+``transforms.engines`` and are imported only by the code that needs them.
+"""
+
+from __future__ import annotations
+
+from transforms.analyzers import (
+    Count,
+    Max,
+    Mean,
+    Min,
+    NullCount,
+    Quantiles,
+    Std,
+    Var,
+    Vocabulary,
+    VocabularyTable,
+    bucketize,
+    fingerprint64,
+)
+from transforms.artifact import StatisticsArtifact
+from transforms.errors import (
+    ArtifactError,
+    RequestError,
+    SchemaError,
+    SkewlessError,
+    StoreUnavailable,
+    TransformError,
+)
+from transforms.feature_set import FeatureSet
+from transforms.runtime import FeatureSetRunner
+from transforms.transform import Transform, transform
+from transforms.types import Bool, Field, Float64, Int64, String, Timestamp
+
+__all__ = [
+    "ArtifactError",
+    "Bool",
+    "Count",
+    "FeatureSet",
+    "FeatureSetRunner",
+    "Field",
+    "Float64",
+    "Int64",
+    "Max",
+    "Mean",
+    "Min",
+    "NullCount",
+    "Quantiles",
+    "RequestError",
+    "SchemaError",
+    "SkewlessError",
+    "StatisticsArtifact",
+    "Std",
+    "StoreUnavailable",
+    "String",
+    "Timestamp",
+    "Transform",
+    "TransformError",
+    "Var",
+    "Vocabulary",
+    "VocabularyTable",
+    "bucketize",
+    "fingerprint64",
+    "transform",
+]

@@ -1,0 +1,278 @@
+"""The canonical column codec: the only place values cross between an engine's
+representation (Arrow batches, Python rows) and the numpy arrays a transform sees.
+
+Every engine goes through these functions, so the rules of ``CONTRACT.md`` hold in one
+place: missing floats are NaN, strings are NFC, timestamps are UTC microseconds, and a
+non-finite float output is null.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.errors import TransformError
+from transforms.types import Bool, Field, Float64, Int64, String, Timestamp
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+class InputError(TransformError):
+    """An input column is missing or holds a value its declaration does not allow."""
+
+
+class OutputError(TransformError):
+    """A transform returned values that do not match its declared output."""
+
+
+def _nfc(value: str) -> str:
+    return value if value.isascii() else unicodedata.normalize("NFC", value)
+
+
+# ---------------------------------------------------------------- Arrow -> numpy
+
+
+def from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> np.ndarray:
+    """Canonical numpy column for ``field`` from an Arrow array (Spark, Beam batches, files)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    t = array.type
+    where = f"{owner}: input '{field.name}'"
+    nulls = array.null_count
+    kind = field.type
+    if kind is Float64:
+        if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+            raise InputError(f"{where} expected float64, got {t}")
+        values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return _missing_as_nan(values, field, where, nulls)
+    if kind is Int64:
+        if not pa.types.is_integer(t):
+            raise InputError(f"{where} expected int64, got {t}")
+        if nulls and not field.nullable:
+            raise InputError(f"{where} is not nullable but has {nulls} null(s)")
+        if field.nullable:
+            return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return array.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if kind is Bool:
+        if not pa.types.is_boolean(t):
+            raise InputError(f"{where} expected bool, got {t}")
+        if nulls and not field.nullable:
+            raise InputError(f"{where} is not nullable but has {nulls} null(s)")
+        if field.nullable:
+            return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.bool_)
+    if kind is String:
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise InputError(f"{where} expected string, got {t}")
+        if nulls and not field.nullable:
+            raise InputError(f"{where} is not nullable but has {nulls} null(s)")
+        values = array.to_numpy(zero_copy_only=False)
+        if len(array) and not pc.all(pc.string_is_ascii(array)).as_py():
+            values = np.array([None if v is None else _nfc(v) for v in values], dtype=object)
+        return values
+    if kind is Timestamp:
+        if not pa.types.is_timestamp(t):
+            raise InputError(f"{where} expected timestamp, got {t}")
+        if t.tz is None:
+            raise InputError(f"{where} is a timestamp without time zone; give it a zone (UTC)")
+        if nulls and not field.nullable:
+            raise InputError(f"{where} is not nullable but has {nulls} null(s)")
+        try:
+            us = array.cast(pa.timestamp("us", tz="UTC"))
+        except pa.ArrowInvalid as exc:
+            raise InputError(f"{where} has sub-microsecond precision: {exc}") from None
+        return us.to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    raise InputError(f"{where} has unsupported field type {kind.__name__}")
+
+
+def _missing_as_nan(values: np.ndarray, field: Field, where: str, nulls: int) -> np.ndarray:
+    finite = np.isfinite(values)
+    if finite.all():
+        return values
+    if not field.nullable:
+        raise InputError(f"{where} is not nullable but has {int((~finite).sum())} missing value(s)")
+    values = np.array(values, dtype=np.float64, copy=True)
+    values[~finite] = np.nan
+    return values
+
+
+# ---------------------------------------------------------------- Python -> numpy
+
+
+def from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
+    """Canonical numpy column for ``field`` from Python values (online requests, Beam rows)."""
+    where = f"{owner}: input '{field.name}'"
+    kind = field.type
+    if kind is Float64:
+        for v in values:
+            tv = type(v)
+            if tv is not float and tv is not int and v is not None:
+                if not isinstance(v, (float, int, np.floating, np.integer)) or isinstance(v, bool):
+                    raise InputError(f"{where} expected float64, got {_py_kind(v)}")
+        arr = np.array(values, dtype=np.float64)
+        return _missing_as_nan(arr, field, where, 0)
+    if kind is Int64:
+        has_null = False
+        for v in values:
+            if v is None:
+                has_null = True
+            elif type(v) is not int and not (
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+            ):
+                raise InputError(f"{where} expected int64, got {_py_kind(v)}")
+            elif not _INT64_MIN <= v <= _INT64_MAX:
+                raise InputError(f"{where} value {v} is outside int64")
+        if has_null and not field.nullable:
+            raise InputError(f"{where} is not nullable but has null(s)")
+        if field.nullable and has_null:
+            return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        if field.nullable:
+            return np.array(values, dtype=np.int64).astype(np.float64)
+        return np.array(values, dtype=np.int64)
+    if kind is Bool:
+        for v in values:
+            if v is not None and not isinstance(v, (bool, np.bool_)):
+                raise InputError(f"{where} expected bool, got {_py_kind(v)}")
+        if field.nullable:
+            return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        if any(v is None for v in values):
+            raise InputError(f"{where} is not nullable but has null(s)")
+        return np.array(values, dtype=np.bool_)
+    if kind is String:
+        out = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):
+            if v is None:
+                if not field.nullable:
+                    raise InputError(f"{where} is not nullable but has null(s)")
+                out[i] = None
+            elif type(v) is str:
+                out[i] = _nfc(v)
+            else:
+                raise InputError(f"{where} expected string, got {_py_kind(v)}")
+        return out
+    if kind is Timestamp:
+        out_us = np.empty(len(values), dtype="datetime64[us]")
+        for i, v in enumerate(values):
+            if v is None:
+                if not field.nullable:
+                    raise InputError(f"{where} is not nullable but has null(s)")
+                out_us[i] = np.datetime64("NaT")
+            else:
+                out_us[i] = np.datetime64(_epoch_us(v, where), "us")
+        return out_us
+    raise InputError(f"{where} has unsupported field type {kind.__name__}")
+
+
+def _epoch_us(value: Any, where: str) -> int:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise InputError(f"{where} expected an ISO-8601 timestamp, got {value!r}") from None
+    if not isinstance(value, dt.datetime):
+        raise InputError(f"{where} expected timestamp, got {_py_kind(value)}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InputError(f"{where} is a timestamp without time zone; give it a zone (UTC)")
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _py_kind(value: Any) -> str:
+    names = {bool: "bool", int: "int64", float: "float64", str: "string", bytes: "bytes"}
+    return names.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------- transform output
+
+
+def check_output(
+    field: Field, result: Any, n: int, owner: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate what a transform returned; give (values, valid mask or None when all valid)."""
+    where = f"transform '{owner}': output '{field.name}'"
+    arr = result if isinstance(result, np.ndarray) else np.asarray(result)
+    if arr.ndim == 0:
+        arr = np.broadcast_to(arr, (n,))
+    if arr.shape != (n,):
+        raise OutputError(f"{where} has shape {arr.shape}, expected ({n},)")
+    dkind = arr.dtype.kind
+    kind = field.type
+    valid: np.ndarray | None
+    if kind is Float64:
+        if dkind not in "fiub":
+            raise OutputError(f"{where} expected float64, got {arr.dtype}")
+        values = arr.astype(np.float64, copy=False)
+        valid = np.isfinite(values)
+    elif kind is Int64:
+        if dkind in "iub":
+            if dkind == "u" and n and int(arr.max()) > _INT64_MAX:
+                raise OutputError(f"{where} has values outside int64")
+            values, valid = arr.astype(np.int64, copy=False), None
+        elif dkind == "f":
+            valid = ~np.isnan(arr)
+            filled = np.where(valid, arr, 0.0)
+            if not (np.isfinite(filled).all() and (np.floor(filled) == filled).all()):
+                raise OutputError(f"{where} expected int64, got non-integral floats")
+            values = filled.astype(np.int64)
+        else:
+            raise OutputError(f"{where} expected int64, got {arr.dtype}")
+    elif kind is Bool:
+        if dkind == "b":
+            values, valid = arr, None
+        elif dkind == "f":
+            valid = ~np.isnan(arr)
+            filled = np.where(valid, arr, 0.0)
+            if not np.isin(filled, (0.0, 1.0)).all():
+                raise OutputError(f"{where} expected bool, got floats other than 0/1/NaN")
+            values = filled.astype(np.bool_)
+        else:
+            raise OutputError(f"{where} expected bool, got {arr.dtype}")
+    elif kind is String:
+        if dkind == "U":
+            values, valid = arr.astype(object), None
+        elif dkind == "O":
+            values = arr
+            for v in arr:
+                if v is not None and type(v) is not str:
+                    raise OutputError(f"{where} expected string, got {_py_kind(v)}")
+            valid = arr != None  # noqa: E711 - elementwise comparison on an object array
+        else:
+            raise OutputError(f"{where} expected string, got {arr.dtype}")
+    elif kind is Timestamp:
+        if dkind != "M":
+            raise OutputError(f"{where} expected timestamp, got {arr.dtype}")
+        values = arr.astype("datetime64[us]", copy=False)
+        valid = ~np.isnat(values)
+    else:
+        raise OutputError(f"{where} has unsupported field type {kind.__name__}")
+    if valid is not None and valid.all():
+        valid = None
+    if valid is not None and not field.nullable:
+        raise OutputError(f"{where} is not nullable but {int((~valid).sum())} value(s) are null")
+    return values, valid
+
+
+# ---------------------------------------------------------------- numpy -> engine
+
+
+def to_arrow(field: Field, values: np.ndarray, valid: np.ndarray | None) -> pa.Array:
+    mask = None if valid is None else ~valid
+    return pa.array(values, type=field.type.arrow, mask=mask, from_pandas=False)
+
+
+def to_python(field: Field, values: np.ndarray, valid: np.ndarray | None) -> list[Any]:
+    if field.type is Timestamp:
+        micros = values.astype(np.int64).tolist()
+        out: list[Any] = [_EPOCH + dt.timedelta(microseconds=m) for m in micros]
+    else:
+        out = values.tolist()
+    if valid is not None:
+        out = [v if ok else None for v, ok in zip(out, valid.tolist(), strict=True)]
+    return out

@@ -1,0 +1,41 @@
+"""Online engine: one row or a small batch of dicts in, dicts out. No DataFrames, no
+Spark, Beam or Feast imports, so the request path starts fast."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from transforms.artifact import StatisticsArtifact
+from transforms.feature_set import FeatureSet
+from transforms.runtime import FeatureSetRunner
+
+
+class OnlineEngine:
+    """Apply a feature set's transforms (or the request-time ones) to request rows."""
+
+    def __init__(
+        self,
+        feature_set: FeatureSet,
+        artifact: StatisticsArtifact | None,
+        *,
+        request_time_only: bool = False,
+    ) -> None:
+        selected = feature_set.select(request_time=True) if request_time_only else None
+        self.runner = FeatureSetRunner(feature_set, artifact, selected)
+        self.inputs = tuple(self.runner.inputs)
+        self.outputs = tuple(f.name for f in self.runner.outputs)
+
+    def transform_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Outputs for one row, as Python values (None for null)."""
+        columns = {}
+        for name in self.inputs:
+            if name not in row:
+                raise self.runner._missing(name)
+            columns[name] = (row[name],)
+        out = self.runner.run_python_columns(columns, 1)
+        return {name: values[0] for name, values in out.items()}
+
+    def transform_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Outputs for a small batch of rows, in order."""
+        return self.runner.run_rows(rows)

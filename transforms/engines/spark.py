@@ -1,0 +1,78 @@
+"""Spark engine: moves Arrow batches through ``mapInArrow``; the logic is the feature set's.
+
+Workers must run the driver's Python (``PYSPARK_PYTHON = sys.executable``) and the
+session time zone must be UTC; :func:`pipelines.spark_session.get_spark` does both.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from transforms.artifact import StatisticsArtifact
+from transforms.feature_set import FeatureSet
+from transforms.runtime import FeatureSetRunner
+from transforms.statistics import StatisticsCombiner
+
+
+def _spark_schema(schema: pa.Schema) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema, prefer_timestamp_ntz=False)
+
+
+def apply_transforms(
+    df: Any,
+    feature_set: FeatureSet,
+    artifact: StatisticsArtifact | None,
+    passthrough: Sequence[str] | None = None,
+    request_time: bool | None = None,
+) -> Any:
+    """A DataFrame of ``passthrough`` columns (default: keys and event time) plus outputs."""
+    selected = feature_set.select(request_time=request_time)
+    runner = FeatureSetRunner(feature_set, artifact, selected)
+    keep = list(passthrough if passthrough is not None else _default_passthrough(df, feature_set))
+    arrow_in = _input_arrow_schema(df, keep)
+    out_schema = runner.output_schema(arrow_in, keep)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield runner.run_arrow(batch, keep)
+
+    return df.mapInArrow(run, _spark_schema(out_schema))
+
+
+def analyze(df: Any, feature_set: FeatureSet) -> StatisticsArtifact:
+    """Full-pass statistics: each partition folds its batches, the driver merges partials."""
+    combiner = StatisticsCombiner(feature_set)
+    columns = sorted({c for c, _ in combiner.slots})
+    if not columns:
+        return combiner.finish(combiner.create(), engine="spark")
+
+    def fold(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        acc = combiner.create()
+        for batch in batches:
+            combiner.add_arrow(acc, batch)
+        yield pa.RecordBatch.from_arrays([pa.array([pickle.dumps(acc)], pa.binary())], ["acc"])
+
+    from pyspark.sql.types import BinaryType, StructField, StructType
+
+    partials = df.select(*columns).mapInArrow(
+        fold, StructType([StructField("acc", BinaryType())])
+    ).collect()
+    merged = combiner.merge(pickle.loads(row["acc"]) for row in partials)
+    return combiner.finish(merged, engine="spark")
+
+
+def _default_passthrough(df: Any, feature_set: FeatureSet) -> list[str]:
+    wanted = [*feature_set.entities, feature_set.event_timestamp]
+    return [c for c in wanted if c in df.columns]
+
+
+def _input_arrow_schema(df: Any, keep: Sequence[str]) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(df.select(*keep).schema, timezone="UTC") if keep else pa.schema([])

@@ -1,0 +1,173 @@
+"""The executor every engine calls: canonical columns in, validated outputs out.
+
+Engines differ only in how a batch arrives (an Arrow record batch in Spark and in
+files, Python dicts online and in Beam); both are turned into the same numpy columns by
+:mod:`transforms._columns`, then the same transform functions run on them here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from transforms import _columns
+from transforms.artifact import StatisticsArtifact
+from transforms.errors import TransformError
+from transforms.feature_set import FeatureSet
+from transforms.transform import Transform
+from transforms.types import Bool, Field, Int64
+
+Column = np.ndarray
+Output = tuple[np.ndarray, "np.ndarray | None"]
+
+
+def _as_input(f: Field, values: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """An upstream transform's output seen as another transform's input (same rules as raw)."""
+    if f.nullable and f.type in (Int64, Bool):
+        out = values.astype(np.float64)
+        if valid is not None:
+            out[~valid] = np.nan
+        return out
+    if valid is not None and not f.nullable:
+        raise _columns.InputError(f"input '{f.name}' is not nullable but has nulls")
+    return values
+
+
+class FeatureSetRunner:
+    """A feature set bound to a statistics artifact, ready to run on any engine's batches.
+
+    ``transforms`` picks a subset (e.g. only request-time ones); inputs it needs that
+    another selected transform produces are computed, others must be in the batch.
+    """
+
+    def __init__(
+        self,
+        feature_set: FeatureSet,
+        artifact: StatisticsArtifact | None,
+        transforms: Sequence[Transform] | None = None,
+    ) -> None:
+        self.feature_set = feature_set
+        self.transforms = tuple(transforms) if transforms is not None else feature_set.order
+        if feature_set.analyzers:
+            if artifact is None:
+                raise TransformError(
+                    f"feature set '{feature_set.name}' has analyzers; give it a statistics artifact"
+                )
+            feature_set.check_artifact(artifact)
+        self.artifact = artifact
+        produced = {t.name for t in self.transforms}
+        # One canonical column per distinct declaration: a column may be nullable for one
+        # transform and not for another, and each must see (and check) its own form.
+        self.fields: dict[Field, str] = {}
+        for t in self.transforms:
+            for f in t.inputs:
+                if f.name not in produced:
+                    self.fields.setdefault(f, t.name)
+        self.inputs: dict[str, str] = {}
+        for f, owner in self.fields.items():
+            self.inputs.setdefault(f.name, owner)
+        self._calls: list[tuple[Transform, Callable[..., Any], dict[str, Any]]] = []
+        for t in self.transforms:
+            bound = {
+                p: a.load(artifact.values[a.key()])  # type: ignore[union-attr]
+                for p, a in t.analyzers.items()
+            }
+            self._calls.append((t, t.fn, bound))
+        self.outputs: tuple[Field, ...] = tuple(t.output for t in self.transforms)
+
+    # ------------------------------------------------------------ core
+
+    def run_columns(self, columns: Mapping[Field, Column], n: int) -> dict[str, Output]:
+        """Run every selected transform on canonical input columns of length ``n``."""
+        env: dict[Field, Column] = dict(columns)
+        results: dict[str, Output] = {}
+        with np.errstate(all="ignore"):  # NaN/inf results are rules of the contract, not warnings
+            self._run(env, results, n)
+        return results
+
+    def _run(self, env: dict[Field, Column], results: dict[str, Output], n: int) -> None:
+        for t, fn, bound in self._calls:
+            kwargs = dict(bound)
+            for f in t.inputs:
+                if f.name in results:
+                    kwargs[f.name] = _as_input(f, *results[f.name])
+                else:
+                    kwargs[f.name] = env[f]
+            try:
+                raw = fn(**kwargs)
+            except TransformError:
+                raise
+            except Exception as exc:
+                raise TransformError(
+                    f"transform '{t.name}' raised {type(exc).__name__}: {exc}"
+                ) from exc
+            results[t.name] = _columns.check_output(t.output, raw, n, t.name)
+
+    def _missing(self, name: str) -> TransformError:
+        return _columns.InputError(
+            f"transform '{self.inputs[name]}': input '{name}' is missing from the batch"
+        )
+
+    # ------------------------------------------------------------ Arrow batches
+
+    def canonical_from_arrow(self, batch: pa.RecordBatch | pa.Table) -> dict[Field, Column]:
+        names = set(batch.schema.names)
+        out: dict[Field, Column] = {}
+        for f, owner in self.fields.items():
+            if f.name not in names:
+                raise self._missing(f.name)
+            out[f] = _columns.from_arrow(f, batch.column(f.name), f"transform '{owner}'")
+        return out
+
+    def run_arrow(
+        self, batch: pa.RecordBatch, passthrough: Iterable[str] = ()
+    ) -> pa.RecordBatch:
+        """Outputs for one Arrow batch, after the ``passthrough`` columns copied unchanged."""
+        results = self.run_columns(self.canonical_from_arrow(batch), batch.num_rows)
+        arrays = [batch.column(c) for c in passthrough]
+        names = list(passthrough)
+        for f in self.outputs:
+            arrays.append(_columns.to_arrow(f, *results[f.name]))
+            names.append(f.name)
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def output_schema(self, input_schema: pa.Schema, passthrough: Iterable[str] = ()) -> pa.Schema:
+        fields = [input_schema.field(c) for c in passthrough]
+        fields += [pa.field(f.name, f.type.arrow, nullable=f.nullable) for f in self.outputs]
+        return pa.schema(fields)
+
+    # ------------------------------------------------------------ Python rows
+
+    def canonical_from_python(self, columns: Mapping[str, Sequence[Any]]) -> dict[Field, Column]:
+        out: dict[Field, Column] = {}
+        for f, owner in self.fields.items():
+            values = columns.get(f.name)
+            if values is None:
+                raise self._missing(f.name)
+            out[f] = _columns.from_python(f, values, f"transform '{owner}'")
+        return out
+
+    def run_python_columns(self, columns: Mapping[str, Sequence[Any]], n: int) -> dict[str, list[Any]]:
+        """Outputs as Python lists (None for null) from columns of Python values."""
+        results = self.run_columns(self.canonical_from_python(columns), n)
+        return {f.name: _columns.to_python(f, *results[f.name]) for f in self.outputs}
+
+    def run_rows(self, rows: Sequence[Mapping[str, Any]], passthrough: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Outputs for a list of dict rows, with the ``passthrough`` keys copied first."""
+        n = len(rows)
+        columns: dict[str, list[Any]] = {}
+        for name in self.inputs:
+            try:
+                columns[name] = [r[name] for r in rows]
+            except KeyError:
+                raise self._missing(name) from None
+        outputs = self.run_python_columns(columns, n)
+        keep = list(passthrough)
+        out = [{k: r.get(k) for k in keep} for r in rows]
+        for name, values in outputs.items():
+            for row, v in zip(out, values, strict=True):
+                row[name] = v
+        return out
