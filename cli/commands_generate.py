@@ -7,13 +7,8 @@ from typing import Annotated
 
 import typer
 
+from cli.errors import fail
 from transforms.errors import SkewlessError
-
-
-def _fail(message: str) -> None:
-    """One line on stderr and exit status 2, as every skewless command does for bad input."""
-    typer.echo(f"skewless: error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 def register(app: typer.Typer) -> None:
@@ -30,21 +25,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write seeded synthetic users, merchants and card transactions as Parquet."""
         if rows <= 0:
-            _fail(f"--rows must be positive, got {rows}")
+            fail(f"--rows must be positive, got {rows}")
         if days <= 0:
-            _fail(f"--days must be positive, got {days}")
+            fail(f"--days must be positive, got {days}")
         if out.exists() and not out.is_dir():
-            _fail(f"--out {out} exists and is not a directory")
+            fail(f"--out {out} exists and is not a directory")
 
         from pipelines.generate import generate
 
         try:
             report = generate(rows, out, seed=seed, days=days)
         except SkewlessError as exc:
-            _fail(str(exc))
+            fail(str(exc))
             return
         except OSError as exc:
-            _fail(f"cannot write {out}: {exc.strerror or exc}")
+            fail(f"cannot write {out}: {exc.strerror or exc}")
             return
         typer.echo(
             f"generated {report.rows:,} transactions, {report.users:,} users, "

@@ -4,12 +4,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import typer
-
-from transforms.errors import SkewlessError
 
 app = typer.Typer(
     name="skewless",
@@ -20,29 +16,12 @@ app = typer.Typer(
 )
 
 
-def fail(message: str) -> None:
-    """Print one line on stderr and exit with status 2 (bad input / unavailable service)."""
-    typer.echo(f"skewless: error: {message}", err=True)
-    raise typer.Exit(code=2)
-
-
-def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a SkewlessError raised by a command into one line and exit code 2."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SkewlessError as exc:
-            fail(str(exc))
-
-    return wrapper
-
-
 def _register() -> None:
-    # Each module adds its own commands to ``app``; importing them is cheap (no engines).
-    from cli import commands_core  # noqa: F401
+    # Each module adds its own commands; importing them is cheap (engines load lazily).
+    from cli import commands_core, commands_generate
+
+    for module in (commands_core, commands_generate):
+        module.register(app)
 
 
 _register()
