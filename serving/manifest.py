@@ -1,0 +1,98 @@
+"""The serving manifest: what the online server needs from the feature repo, as JSON.
+
+``skewless apply`` writes it next to ``feature_store.yaml`` when it registers the repo in
+Feast; the server reads it instead of Feast's registry so it never imports Feast (about
+10 s) and knows the frozen artifact hash and transform fingerprints registered for each
+FeatureService.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transforms.errors import ArtifactError
+
+MANIFEST_NAME = "skewless_manifest.json"
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A Feast FeatureView as materialized in Redis."""
+
+    name: str
+    entities: dict[str, str]  # join key -> value type ("int64", "string")
+    features: dict[str, str]  # feature -> value type ("int64", "double", "string", "bool")
+    ttl_seconds: int  # 0 = no expiry
+
+
+@dataclass(frozen=True)
+class RequestTransformSpec:
+    """Request-time transforms of one feature set (a Feast OnDemandFeatureView)."""
+
+    name: str  # the on-demand feature view name
+    feature_set: str  # "module:attribute" of the FeatureSet
+    artifact_path: str  # relative to the repo
+    artifact_hash: str
+    fingerprints: dict[str, str]  # transform -> fingerprint
+    request_schema: dict[str, str]  # request field -> type name ("float64", ...)
+    view_inputs: dict[str, str]  # transform input -> "view:feature" it reads
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A Feast FeatureService: the features a model version reads, in order."""
+
+    name: str
+    features: list[str]  # "view:feature" references, request-time ones included
+    artifact_hashes: dict[str, str] = field(default_factory=dict)  # feature set -> hash
+    fingerprints: dict[str, str] = field(default_factory=dict)  # transform -> fingerprint
+
+
+@dataclass(frozen=True)
+class Manifest:
+    project: str
+    entity_key_serialization_version: int
+    views: dict[str, ViewSpec]
+    request_transforms: dict[str, RequestTransformSpec]
+    services: dict[str, ServiceSpec]
+    redis_connection_string: str = "127.0.0.1:6379"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, repo: str | Path) -> Path:
+        """Write atomically into ``repo`` (temp file + rename)."""
+        path = Path(repo) / MANIFEST_NAME
+        fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_json(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, repo: str | Path) -> Manifest:
+        path = Path(repo) / MANIFEST_NAME
+        try:
+            raw = json.loads(path.read_text())
+            return cls(
+                project=raw["project"],
+                entity_key_serialization_version=raw["entity_key_serialization_version"],
+                views={k: ViewSpec(**v) for k, v in raw["views"].items()},
+                request_transforms={
+                    k: RequestTransformSpec(**v) for k, v in raw["request_transforms"].items()
+                },
+                services={k: ServiceSpec(**v) for k, v in raw["services"].items()},
+                redis_connection_string=raw.get("redis_connection_string", "127.0.0.1:6379"),
+            )
+        except FileNotFoundError:
+            raise ArtifactError(
+                f"{path} does not exist; run `skewless apply` on the feature repo first"
+            ) from None
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{path} is not a valid skewless manifest: {exc}") from None
