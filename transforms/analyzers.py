@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from transforms._columns import all_true
 from transforms._exact import exact_mean, exact_std, exact_sums, exact_variance
 from transforms.errors import ArtifactError
 
@@ -252,7 +253,9 @@ def bucketize(column: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
     missing values give NaN, so declare the output ``Int64 | None``."""
     x = np.asarray(column, dtype=np.float64)
     idx = np.searchsorted(boundaries, x, side="right").astype(np.float64)
-    idx[np.isnan(x)] = np.nan
+    missing = np.isnan(x)
+    if not all_true(~missing):
+        idx[missing] = np.nan
     return idx
 
 

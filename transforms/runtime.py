@@ -69,42 +69,41 @@ class FeatureSetRunner:
         self.inputs: dict[str, str] = {}
         for f, owner in self.fields.items():
             self.inputs.setdefault(f.name, owner)
-        self._calls: list[tuple[Transform, Callable[..., Any], dict[str, Any]]] = []
+        # The plan: per transform, where each argument comes from (a canonical input by
+        # position, an upstream output by name, or a frozen statistic), resolved once here.
+        position = {f: i for i, f in enumerate(self.fields)}
+        self._plan: list[tuple[Transform, Callable[..., Any], dict[str, Any], list[tuple[str, Any]]]] = []
         for t in self.transforms:
             bound = {
                 p: a.load(artifact.values[a.key()])  # type: ignore[union-attr]
                 for p, a in t.analyzers.items()
             }
-            self._calls.append((t, t.fn, bound))
+            sources = [(f.name, f if f.name in produced else position[f]) for f in t.inputs]
+            self._plan.append((t, t.fn, bound, sources))
         self.outputs: tuple[Field, ...] = tuple(t.output for t in self.transforms)
 
     # ------------------------------------------------------------ core
 
-    def run_columns(self, columns: Mapping[Field, Column], n: int) -> dict[str, Output]:
-        """Run every selected transform on canonical input columns of length ``n``."""
-        env: dict[Field, Column] = dict(columns)
+    def run_columns(self, columns: Sequence[Column], n: int) -> dict[str, Output]:
+        """Run every selected transform on canonical input columns (in ``fields`` order)."""
         results: dict[str, Output] = {}
         with np.errstate(all="ignore"):  # NaN/inf results are rules of the contract, not warnings
-            self._run(env, results, n)
+            for t, fn, bound, sources in self._plan:
+                kwargs = dict(bound) if bound else {}
+                for name, src in sources:
+                    kwargs[name] = (
+                        columns[src] if type(src) is int else _as_input(src, *results[name])
+                    )
+                try:
+                    raw = fn(**kwargs)
+                except TransformError:
+                    raise
+                except Exception as exc:
+                    raise TransformError(
+                        f"transform '{t.name}' raised {type(exc).__name__}: {exc}"
+                    ) from exc
+                results[t.name] = _columns.check_output(t.output, raw, n, t.name)
         return results
-
-    def _run(self, env: dict[Field, Column], results: dict[str, Output], n: int) -> None:
-        for t, fn, bound in self._calls:
-            kwargs = dict(bound)
-            for f in t.inputs:
-                if f.name in results:
-                    kwargs[f.name] = _as_input(f, *results[f.name])
-                else:
-                    kwargs[f.name] = env[f]
-            try:
-                raw = fn(**kwargs)
-            except TransformError:
-                raise
-            except Exception as exc:
-                raise TransformError(
-                    f"transform '{t.name}' raised {type(exc).__name__}: {exc}"
-                ) from exc
-            results[t.name] = _columns.check_output(t.output, raw, n, t.name)
 
     def _missing(self, name: str) -> TransformError:
         return _columns.InputError(
@@ -113,13 +112,13 @@ class FeatureSetRunner:
 
     # ------------------------------------------------------------ Arrow batches
 
-    def canonical_from_arrow(self, batch: pa.RecordBatch | pa.Table) -> dict[Field, Column]:
+    def canonical_from_arrow(self, batch: pa.RecordBatch | pa.Table) -> list[Column]:
         names = set(batch.schema.names)
-        out: dict[Field, Column] = {}
+        out: list[Column] = []
         for f, owner in self.fields.items():
             if f.name not in names:
                 raise self._missing(f.name)
-            out[f] = _columns.from_arrow(f, batch.column(f.name), f"transform '{owner}'")
+            out.append(_columns.from_arrow(f, batch.column(f.name), f"transform '{owner}'"))
         return out
 
     def run_arrow(
@@ -141,13 +140,13 @@ class FeatureSetRunner:
 
     # ------------------------------------------------------------ Python rows
 
-    def canonical_from_python(self, columns: Mapping[str, Sequence[Any]]) -> dict[Field, Column]:
-        out: dict[Field, Column] = {}
+    def canonical_from_python(self, columns: Mapping[str, Sequence[Any]]) -> list[Column]:
+        out: list[Column] = []
         for f, owner in self.fields.items():
             values = columns.get(f.name)
             if values is None:
                 raise self._missing(f.name)
-            out[f] = _columns.from_python(f, values, f"transform '{owner}'")
+            out.append(_columns.from_python(f, values, f"transform '{owner}'"))
         return out
 
     def run_python_columns(self, columns: Mapping[str, Sequence[Any]], n: int) -> dict[str, list[Any]]:
