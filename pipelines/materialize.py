@@ -471,6 +471,11 @@ class RedisWriter:
                     startup_nodes=[ClusterNode(h, p) for h, p in nodes], **params
                 )
             else:
+                from redis.backoff import ExponentialBackoff
+                from redis.retry import Retry
+
+                # redis-py's default retry spends ~6 s on a refused connection; fail fast.
+                params.setdefault("retry", Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
                 host, port = nodes[0]
                 self.client = redis_mod.Redis(host=host, port=port, **params)
             self.client.ping()
@@ -833,6 +838,9 @@ def push(
         )
     ]
     schema_fields.append(pa.field(plan.timestamp_field, pa.timestamp("us", tz="UTC")))
+    if plan.created_field:
+        columns[plan.created_field] = [r.get(plan.created_field) or now for r in rows]
+        schema_fields.append(pa.field(plan.created_field, pa.timestamp("us", tz="UTC")))
     try:
         table = pa.Table.from_pydict(columns, schema=pa.schema(schema_fields))
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
