@@ -498,7 +498,23 @@ class RedisWriter:
         conn = pool.get_connection()
         try:
             conn.send_packed_command([b"".join(packed)], check_health=False)
+            parser = getattr(conn, "_parser", None)
+            reader = getattr(parser, "_reader", None)
             out: list[Any] = []
+            if reader is not None and hasattr(parser, "read_from_socket"):
+                # hiredis fast path: pull replies straight from its reader (error replies
+                # come back as ResponseError objects), refilling from the socket as needed.
+                from redis._parsers import hiredis as hiredis_parser
+
+                not_enough = getattr(hiredis_parser, "NOT_ENOUGH_DATA", False)
+                gets = reader.gets
+                while len(out) < n_replies:
+                    reply = gets()
+                    if reply is not_enough:
+                        parser.read_from_socket()  # type: ignore[union-attr]
+                    else:
+                        out.append(reply)
+                return out
             for _ in range(n_replies):
                 try:
                     out.append(conn.read_response())
@@ -539,6 +555,27 @@ class RedisWriter:
         tail = b"".join(_bulk(f) for f in fields)
         return self._raw([head + _bulk(k) + tail for k in keys], len(keys))
 
+    def hset_packed(
+        self, keys: Sequence[bytes], bodies: Sequence[bytes], n_pairs: int, ttl_seconds: int | None
+    ) -> None:
+        """HSET with pre-packed field/value arguments (standalone Redis only)."""
+        if not keys:
+            return
+        head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * n_pairs)
+        if ttl_seconds:
+            expire = b"$%d\r\n%d\r\n" % (len(str(ttl_seconds)), ttl_seconds)
+            packed = []
+            for k, body in zip(keys, bodies, strict=True):
+                kb = _bulk(k)
+                packed.append(head + kb + body + b"*3\r\n$6\r\nEXPIRE\r\n" + kb + expire)
+            results = self._raw(packed, 2 * len(keys))
+        else:
+            packed = [head + _bulk(k) + body for k, body in zip(keys, bodies, strict=True)]
+            results = self._raw(packed, len(keys))
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            raise SkewlessError(f"Redis rejected {len(errors)} writes, first: {errors[0]}")
+
     def hset_many(
         self,
         keys: Sequence[bytes],
@@ -575,6 +612,17 @@ class RedisWriter:
             raise SkewlessError(f"Redis rejected {len(errors)} writes, first: {errors[0]}")
 
 
+def _packed_bodies(enc: EncodedRows, ts_field: bytes, rows: list[int]) -> list[bytes]:
+    """RESP field/value arguments of HSET for ``rows``, built column by column."""
+    ts_head = _bulk(ts_field)
+    ts_vals = enc.ts_values
+    cols = [[ts_head + b"$%d\r\n%s\r\n" % (len(ts_vals[i]), ts_vals[i]) for i in rows]]
+    for fld, values in zip(enc.fields, enc.values, strict=True):
+        head = _bulk(fld)
+        cols.append([b"%s$%d\r\n%s\r\n" % (head, len(values[i]), values[i]) for i in rows])
+    return [b"".join(parts) for parts in zip(*cols, strict=True)]
+
+
 def write_encoded(
     writer: RedisWriter,
     enc: EncodedRows,
@@ -601,11 +649,20 @@ def write_encoded(
             ]
         else:
             keep = list(idx)
-        mappings = [
-            [(ts_field, enc.ts_values[i])] + [(enc.fields[j], enc.values[j][i]) for j in range(nf)]
-            for i in keep
-        ]
-        writer.hset_many([enc.keys[i] for i in keep], mappings, ttl_seconds)
+        if writer.cluster:
+            mappings = [
+                [(ts_field, enc.ts_values[i])]
+                + [(enc.fields[j], enc.values[j][i]) for j in range(nf)]
+                for i in keep
+            ]
+            writer.hset_many([enc.keys[i] for i in keep], mappings, ttl_seconds)
+        else:
+            writer.hset_packed(
+                [enc.keys[i] for i in keep],
+                _packed_bodies(enc, ts_field, keep),
+                nf + 1,
+                ttl_seconds,
+            )
         written += len(keep)
         skipped += (hi - lo) - len(keep)
         if progress:
