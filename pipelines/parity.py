@@ -56,7 +56,8 @@ def _sorted(table: pa.Table, key: str) -> pa.Table:
     return table.sort_by(key)
 
 
-def _online(fs: FeatureSet, art: StatisticsArtifact, table: pa.Table, key: str) -> pa.Table:
+def run_online(fs: FeatureSet, art: StatisticsArtifact | None, table: pa.Table, key: str) -> pa.Table:
+    """The online engine over ``table``: the first rows one by one, the rest in small batches."""
     from transforms.engines.online import OnlineEngine
 
     engine = OnlineEngine(fs, art)
@@ -70,13 +71,17 @@ def _online(fs: FeatureSet, art: StatisticsArtifact, table: pa.Table, key: str) 
     return pa.table(columns)
 
 
-def _spark(fs: FeatureSet, parquet: Path, workdir: Path, key: str) -> tuple[StatisticsArtifact, pa.Table]:
+def run_spark(
+    fs: FeatureSet, parquet: Path, workdir: Path, key: str, art: StatisticsArtifact | None = None
+) -> tuple[StatisticsArtifact, pa.Table]:
+    """Spark reads ``parquet``, analyzes it (unless ``art`` is given), applies, writes Parquet."""
     from pipelines.spark_session import get_spark
     from transforms.engines import spark as spark_engine
 
     session = get_spark()
     df = session.read.parquet(str(parquet))
-    art = spark_engine.analyze(df, fs)
+    if art is None:
+        art = spark_engine.analyze(df, fs)
     out_dir = workdir / "spark-out"
     spark_engine.apply_transforms(df, fs, art, passthrough=[key]).write.mode("overwrite").parquet(
         str(out_dir)
@@ -84,7 +89,10 @@ def _spark(fs: FeatureSet, parquet: Path, workdir: Path, key: str) -> tuple[Stat
     return art, _sorted(pq.read_table(out_dir), key)
 
 
-def _beam(fs: FeatureSet, parquet: Path, workdir: Path, key: str, art: StatisticsArtifact) -> tuple[StatisticsArtifact, pa.Table]:
+def run_beam(
+    fs: FeatureSet, parquet: Path, workdir: Path, key: str, art: StatisticsArtifact | None
+) -> tuple[StatisticsArtifact, pa.Table]:
+    """Beam reads ``parquet`` as dict rows, analyzes and applies (with ``art``), writes Parquet."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -93,15 +101,15 @@ def _beam(fs: FeatureSet, parquet: Path, workdir: Path, key: str, art: Statistic
 
     runner = FeatureSetRunner(fs, art)
     schema = runner.output_schema(pq.read_schema(parquet), [key])
+    beam_art = workdir / "beam-artifact.json"
     out_prefix = workdir / "beam-out" / "part"
-    art_path = workdir / "beam-artifact.json"
     options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1"])
     with beam.Pipeline(options=options) as p:
         rows = p | "Read" >> beam.io.ReadFromParquet(str(parquet))
         (
             rows
             | "Analyze" >> AnalyzeDataset(fs)
-            | "Save" >> beam.Map(lambda a: a.save(art_path))
+            | "Save" >> beam.Map(lambda a: a.save(beam_art))
         )
         (
             rows
@@ -109,7 +117,7 @@ def _beam(fs: FeatureSet, parquet: Path, workdir: Path, key: str, art: Statistic
             | "Write" >> beam.io.WriteToParquet(str(out_prefix), schema, file_name_suffix=".parquet")
         )
     table = pq.read_table(out_prefix.parent)
-    return StatisticsArtifact.load(art_path), _sorted(table, key)
+    return StatisticsArtifact.load(beam_art), _sorted(table, key)
 
 
 def run_parity(
@@ -141,18 +149,18 @@ def run_parity(
 
         step("transforms: online")
         t0 = time.perf_counter()
-        results = {"online": _online(fs, art_py, data, key)}
+        results = {"online": run_online(fs, art_py, data, key)}
         report.seconds["online"] = time.perf_counter() - t0
 
         step("analyzers + transforms: spark")
         t0 = time.perf_counter()
-        art_spark, results["spark"] = _spark(fs, parquet, work, key)
+        art_spark, results["spark"] = run_spark(fs, parquet, work, key)
         report.seconds["spark"] = time.perf_counter() - t0
         report.artifact_hashes["spark"] = art_spark.content_hash
 
         step("analyzers + transforms: beam")
         t0 = time.perf_counter()
-        art_beam, results["beam"] = _beam(fs, parquet, work, key, art_py)
+        art_beam, results["beam"] = run_beam(fs, parquet, work, key, art_py)
         report.seconds["beam"] = time.perf_counter() - t0
         report.artifact_hashes["beam"] = art_beam.content_hash
 
