@@ -1,0 +1,483 @@
+"""The online lookup server: a raw ASGI app (no framework on the request path; measured
+faster than Starlette routing for these few fixed routes), run by uvicorn.
+
+Endpoints
+---------
+``POST /get-online-features``
+    Feast's feature-server API, byte-for-byte the same JSON shapes, so Feast HTTP clients
+    work unchanged. Request: ``{"features": ["view:feature", ...]}`` or
+    ``{"feature_service": "name"}``, ``"entities": {"user_id": [1, 2], "request_field":
+    [..]}`` (request data rides in ``entities``, as in Feast) and ``"full_feature_names"``.
+    Response: ``{"metadata": {"feature_names": [...]}, "results": [{"values": [...],
+    "statuses": [...], "event_timestamps": [...]}, ...]}``, entity keys first, then the
+    features (view features grouped by view, then on-demand outputs), values encoded like
+    Feast's ``convert_response_to_dict`` (NaN/inf as strings, bytes base64, unix timestamps
+    as epoch seconds, event timestamps RFC 3339 with Feast's adaptive precision). Statuses
+    follow :mod:`serving.lookup` (stricter than Feast: NOT_FOUND, NULL_VALUE,
+    OUTSIDE_MAX_AGE).
+
+``POST /v1/features/{feature_service}``
+    The compact native form. Request: ``{"entities": {...}}`` (same as above, optional
+    ``"full_feature_names"``). Response::
+
+        {"feature_service": "payments_v1", "n": 2,
+         "features": {"user_id": [1, 2], "avg_amount": [3.5, null], ...},
+         "statuses": {"avg_amount": ["PRESENT", "NOT_FOUND"]},   # only non-all-PRESENT
+         "fingerprints": {"amount_vs_avg": "ed76..."},            # request-time transforms
+         "artifact_hashes": {"payments": "6f1c..."}}
+
+    Timestamps are not returned; a feature absent from ``statuses`` is PRESENT for every
+    entity.
+
+``GET /health`` (process up), ``GET /ready`` (manifest loaded and Redis answers),
+``GET /metrics`` (Prometheus), ``GET /openapi.json``.
+
+Errors are ``{"error": message, "field": name-or-null}``: 400 malformed JSON, unknown
+feature, missing entity key, wrong type; 401 bad/missing bearer token; 404 unknown feature
+service or path; 405 wrong method; 413 body over ``max_body_bytes`` or more than
+``max_entities`` entities; 422 a transform rejected its inputs; 503 Redis unreachable or
+slower than ``redis_timeout_ms`` (the next request reconnects, no restart needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import math
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from serving.config import ServeConfig, redis_connection
+from serving.lookup import (
+    NOT_FOUND,
+    PRESENT,
+    STATUS_NAMES,
+    Catalog,
+    PlanCache,
+    RedisReader,
+    Result,
+    TooManyEntities,
+    UnknownService,
+    decode,
+    encode_keys,
+    parse_entities,
+)
+from serving.metrics import Metrics
+from transforms.errors import RequestError, StoreUnavailable, TransformError
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+_FEAST_PATH = "/get-online-features"
+_NATIVE_PREFIX = "/v1/features/"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+# ----------------------------------------------------------------- JSON encoding
+
+
+@lru_cache(maxsize=65_536)
+def timestamp_str(ts: tuple[int, int]) -> str:
+    """RFC 3339 with Feast's adaptive precision (none, ms, us or ns digits) and a Z."""
+    seconds, nanos = ts
+    if seconds == 0 and nanos == 0:
+        return "1970-01-01T00:00:00Z"
+    base = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if nanos == 0:
+        return base + "Z"
+    if nanos % 1_000_000 == 0:
+        return f"{base}.{nanos // 1_000_000:03d}Z"
+    if nanos % 1_000 == 0:
+        return f"{base}.{nanos // 1_000:06d}Z"
+    return f"{base}.{nanos:09d}Z"
+
+
+def _float_native(v: Any) -> Any:
+    if v is None or math.isfinite(v):
+        return v
+    if math.isnan(v):
+        return "NaN"
+    return "Infinity" if v > 0 else "-Infinity"
+
+
+def _ts_seconds(v: Any) -> Any:
+    return None if v is None else (v - _EPOCH) // _SECOND
+
+
+_SECOND = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) - _EPOCH
+
+
+def native_column(values: list[Any], type_name: str, iso_timestamps: bool) -> list[Any]:
+    """Values as Feast's JSON gives them: non-finite floats as strings, bytes base64,
+    unix timestamps as epoch seconds (or ISO strings in the native API)."""
+    if type_name in ("double", "float", "float64"):
+        for v in values:
+            if v is not None and not math.isfinite(v):
+                return [_float_native(x) for x in values]
+        return values
+    if type_name == "bytes":
+        return [None if v is None else base64.b64encode(v).decode("ascii") for v in values]
+    if type_name in ("unix_timestamp", "timestamp") and not iso_timestamps:
+        return [_ts_seconds(v) for v in values]
+    return values
+
+
+def feast_response(result: Result) -> bytes:
+    """Feast's /get-online-features JSON (convert_response_to_dict's shape)."""
+    plan = result.plan
+    types = plan.output_types
+    n_ent = len(plan.entity_names)
+    results = []
+    status_cache: dict[int, list[str]] = {}
+    for i, name in enumerate(result.names):
+        statuses = result.statuses[i]
+        sid = id(statuses)
+        names = status_cache.get(sid)
+        if names is None:
+            names = status_cache[sid] = [STATUS_NAMES[s] for s in statuses]
+        tss = result.timestamps[i]
+        values = result.values[i]
+        if i >= n_ent:
+            values = native_column(values, types.get(name, ""), False)
+        results.append(
+            {
+                "values": values,
+                "statuses": names,
+                "event_timestamps": [timestamp_str(t) for t in tss],
+            }
+        )
+    return orjson.dumps({"metadata": {"feature_names": result.names}, "results": results})
+
+
+def native_response(result: Result) -> bytes:
+    plan = result.plan
+    types = plan.output_types
+    n_ent = len(plan.entity_names)
+    features: dict[str, list[Any]] = {}
+    statuses: dict[str, list[str]] = {}
+    for i, name in enumerate(result.names):
+        values = result.values[i]
+        if i >= n_ent:
+            values = native_column(values, types.get(name, ""), True)
+            col = result.statuses[i]
+            if any(s != PRESENT for s in col):
+                statuses[name] = [STATUS_NAMES[s] for s in col]
+        features[name] = values
+    return orjson.dumps(
+        {
+            "feature_service": plan.name,
+            "n": result.n,
+            "features": features,
+            "statuses": statuses,
+            "fingerprints": plan.fingerprints,
+            "artifact_hashes": plan.artifact_hashes,
+        }
+    )
+
+
+def error_body(message: str, field: str | None) -> bytes:
+    return orjson.dumps({"error": message, "field": field})
+
+
+# -------------------------------------------------------------------------- app
+
+
+class LookupApp:
+    """The ASGI application. Loads (and verifies) the catalog when constructed."""
+
+    def __init__(self, config: ServeConfig, catalog: Catalog | None = None) -> None:
+        self.config = config
+        self.catalog = catalog if catalog is not None else Catalog.load(config.repo)
+        self.plans = PlanCache(self.catalog)
+        self.metrics = Metrics()
+        conn = redis_connection(self.catalog.manifest.redis_connection_string, config.redis_url)
+        self.reader = RedisReader(conn, config.redis_timeout_ms / 1000.0)
+        self.token = f"Bearer {config.auth_token}".encode() if config.auth_token else None
+        self.logger = None
+        if config.log_dir:
+            from serving.feature_log import FeatureLogger
+
+            m = self.catalog.manifest
+            entity_types = {k: t for v in m.views.values() for k, t in v.entities.items()}
+            request_types = {
+                k: t for rt in m.request_transforms.values() for k, t in rt.request_schema.items()
+            }
+            self.logger = FeatureLogger(
+                config.log_dir,
+                config.log_sample_rate,
+                self.metrics,
+                max_queue=config.log_queue,
+                rows_per_file=config.log_rows_per_file,
+                roll_seconds=config.log_roll_seconds,
+                entity_types=entity_types,
+                request_types=request_types,
+            )
+            self.logger.start()
+        self._openapi = orjson.dumps(openapi_spec(self.catalog))
+
+    async def shutdown(self) -> None:
+        """Flush feature logs and close Redis connections (idempotent)."""
+        if self.logger is not None:
+            import asyncio
+
+            await asyncio.get_running_loop().run_in_executor(None, self.logger.close)
+        await self.reader.close()
+
+    # ------------------------------------------------------------ ASGI entry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        endpoint = path if not path.startswith(_NATIVE_PREFIX) else "/v1/features"
+        content_type = b"application/json"
+        try:
+            if path == _FEAST_PATH or path.startswith(_NATIVE_PREFIX):
+                if method != "POST":
+                    raise HTTPError(405, f"{path} takes POST", None)
+                self._check_auth(scope)
+                body = await self._read_body(scope, receive)
+                if path == _FEAST_PATH:
+                    payload = feast_response(await self.lookup(body, None))
+                else:
+                    service = path[len(_NATIVE_PREFIX) :]
+                    payload = native_response(await self.lookup(body, service))
+                status = 200
+            elif path == "/health":
+                status, payload = 200, b'{"status":"ok"}'
+            elif path == "/ready":
+                ok = await self.reader.ping()
+                status = 200 if ok else 503
+                payload = orjson.dumps(
+                    {
+                        "ready": ok,
+                        "manifest": True,
+                        "redis": ok,
+                        "project": self.catalog.manifest.project,
+                    }
+                )
+            elif path == "/metrics":
+                self._check_auth(scope)
+                status, payload = 200, self.metrics.render()
+                content_type = b"text/plain; version=0.0.4; charset=utf-8"
+            elif path == "/openapi.json":
+                status, payload = 200, self._openapi
+            else:
+                endpoint = "other"
+                raise HTTPError(404, f"no route {path}", None)
+        except HTTPError as exc:
+            status, payload = exc.status, error_body(str(exc), exc.field)
+        except UnknownService as exc:
+            status, payload = 404, error_body(str(exc), exc.field)
+        except TooManyEntities as exc:
+            status, payload = 413, error_body(str(exc), exc.field)
+        except RequestError as exc:
+            status, payload = 400, error_body(str(exc), exc.field)
+        except TransformError as exc:
+            status, payload = 422, error_body(str(exc), _field_of(str(exc)))
+        except StoreUnavailable as exc:
+            self.metrics.redis_errors.inc()
+            status, payload = 503, error_body(str(exc), None)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+        self.metrics.observe(endpoint, status, time.perf_counter() - start)
+
+    def _check_auth(self, scope: Scope) -> None:
+        if self.token is None:
+            return
+        for k, v in scope["headers"]:
+            if k == b"authorization" and hmac.compare_digest(v, self.token):
+                return
+        raise HTTPError(401, "missing or wrong bearer token", "authorization")
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.config.max_body_bytes
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    raise HTTPError(400, "bad Content-Length", None) from None
+                if declared > limit:
+                    raise HTTPError(413, f"body of {declared} bytes exceeds {limit}", None)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            msg = await receive()
+            chunk = msg.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise HTTPError(413, f"body exceeds {limit} bytes", None)
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # ------------------------------------------------------------ lookups
+
+    async def lookup(self, body: bytes, service: str | None) -> Result:
+        """Parse a request body, read Redis once, decode, transform, log."""
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPError(400, f"malformed JSON: {exc}", None) from None
+        if not isinstance(req, dict):
+            raise HTTPError(400, "the body must be a JSON object", None)
+        full = req.get("full_feature_names", False)
+        if type(full) is not bool:
+            raise RequestError("'full_feature_names' must be true or false", "full_feature_names")
+        if service is None:
+            service = req.get("feature_service")
+            if service is not None and type(service) is not str:
+                raise RequestError("'feature_service' must be a string", "feature_service")
+        if service:
+            plan = self.plans.for_service(service, full)
+        else:
+            plan = self.plans.for_features(req.get("features"), full)
+        n, entities = parse_entities(plan, req.get("entities"), self.config.max_entities)
+        keys = [encode_keys(g, entities, n) for g in plan.groups]
+        replies = await self.reader.read(plan, keys) if keys else []
+        result = decode(plan, n, replies, entities)
+        n_ent = len(plan.entity_names)
+        self.metrics.count_statuses(result.statuses[n_ent:], n)
+        if self.logger is not None:
+            self.logger.offer(result)
+        return result
+
+
+def _field_of(message: str) -> str | None:
+    """The input a transform error names ("input 'x'"), for the error's ``field``."""
+    marker = "input '"
+    i = message.find(marker)
+    if i < 0:
+        return None
+    j = message.find("'", i + len(marker))
+    return message[i + len(marker) : j] if j > 0 else None
+
+
+def openapi_spec(catalog: Catalog) -> dict[str, Any]:
+    """A small OpenAPI 3.1 document of the endpoints (services listed in the enum)."""
+    err = {"$ref": "#/components/schemas/Error"}
+    services = sorted(catalog.manifest.services)
+
+    def resp(desc: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": desc, "content": {"application/json": {"schema": schema}}}
+
+    errors = {
+        str(c): resp(d, err)
+        for c, d in [
+            (400, "bad request"),
+            (401, "unauthorized"),
+            (404, "unknown"),
+            (413, "too large"),
+            (422, "transform rejected inputs"),
+            (503, "Redis unavailable"),
+        ]
+    }
+    body = {
+        "type": "object",
+        "properties": {
+            "entities": {"type": "object", "additionalProperties": {"type": "array"}},
+            "features": {"type": "array", "items": {"type": "string"}},
+            "feature_service": {"type": "string", "enum": services},
+            "full_feature_names": {"type": "boolean", "default": False},
+        },
+        "required": ["entities"],
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "skewless online lookup", "version": "1", "description": __doc__},
+        "paths": {
+            _FEAST_PATH: {
+                "post": {
+                    "summary": "Feast-compatible online features",
+                    "requestBody": {"content": {"application/json": {"schema": body}}},
+                    "responses": {"200": resp("feature vectors", {"type": "object"}), **errors},
+                }
+            },
+            "/v1/features/{feature_service}": {
+                "post": {
+                    "summary": "Compact feature vectors of one feature service",
+                    "parameters": [
+                        {
+                            "name": "feature_service",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": services},
+                        }
+                    ],
+                    "requestBody": {"content": {"application/json": {"schema": body}}},
+                    "responses": {"200": resp("features", {"type": "object"}), **errors},
+                }
+            },
+            "/health": {"get": {"responses": {"200": {"description": "alive"}}}},
+            "/ready": {
+                "get": {
+                    "responses": {
+                        "200": {"description": "ready"},
+                        "503": {"description": "no Redis"},
+                    }
+                }
+            },
+            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {"type": "string"},
+                        "field": {"type": ["string", "null"]},
+                    },
+                }
+            }
+        },
+    }
+
+
+def create_app() -> LookupApp:
+    """uvicorn factory: settings come from SKEWLESS_SERVE_CONFIG (set by ``skewless serve``)."""
+    return LookupApp(ServeConfig.from_env())
+
+
+__all__ = ["NOT_FOUND", "LookupApp", "create_app", "feast_response", "native_response"]

@@ -1,0 +1,56 @@
+"""Settings of ``skewless serve``, passed to every uvicorn worker through one env var."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+ENV_VAR = "SKEWLESS_SERVE_CONFIG"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    repo: str = "feature_repo"
+    host: str = "127.0.0.1"
+    port: int = 6566
+    workers: int = 1
+    log_dir: str | None = None
+    log_sample_rate: float = 1.0
+    log_queue: int = 10_000
+    log_rows_per_file: int = 50_000
+    log_roll_seconds: float = 60.0
+    max_entities: int = 1000
+    max_body_bytes: int = 1 << 20
+    auth_token: str | None = None
+    redis_timeout_ms: int = 250
+    redis_url: str | None = None  # overrides the manifest (REDIS_URL env var)
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ServeConfig:
+        raw = os.environ.get(ENV_VAR)
+        return cls(**json.loads(raw)) if raw else cls()
+
+
+def redis_connection(manifest_conn: str, override_url: str | None) -> str:
+    """REDIS_URL (redis://host:port/db) wins over the manifest's Feast connection string."""
+    url = override_url or os.environ.get("REDIS_URL")
+    if not url:
+        return manifest_conn
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    parts = [f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"]
+    db = (u.path or "/0").lstrip("/")
+    if db and db != "0":
+        parts.append(f"db={db}")
+    if u.password:
+        parts.append(f"password={u.password}")
+    if u.username:
+        parts.append(f"username={u.username}")
+    if u.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)

@@ -1,0 +1,261 @@
+"""A throwaway Feast repo for serving tests and ``bench.serving``: Parquet data, a Feast
+Redis online store under a unique project, ``apply`` + ``materialize``, and the skewless
+manifest that describes the same objects.
+
+Views: ``user_stats`` (8 features of mixed types, ttl 7 days) and, when ``wide``,
+``user_wide`` (50 features, no ttl). A pandas on-demand feature view ``payment_features``
+runs the request-time feature set through the same transform functions, so Feast's own
+server computes what ours does. Feast is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
+
+STATS_FEATURES: dict[str, str] = {
+    "avg_amount": "double",
+    "txn_count": "int64",
+    "country": "string",
+    "is_premium": "bool",
+    "risk_score": "float",
+    "days_active": "int32",
+    "refund_ratio": "double",
+    "segment": "string",
+}
+WIDE_FEATURES: dict[str, str] = {f"w{i:02d}": ("double" if i % 3 else "int64") for i in range(50)}
+STATS_TTL = timedelta(days=7)
+FEATURE_SET_REF = "tests.serving.request_features:FEATURES"
+ODFV = "payment_features"
+REQUEST_SCHEMA = {"request_amount": "float64"}
+VIEW_INPUTS = {"avg_amount": "user_stats:avg_amount", "txn_count": "user_stats:txn_count"}
+
+_FEAST_TYPE = {
+    "double": "Float64",
+    "int64": "Int64",
+    "string": "String",
+    "bool": "Bool",
+    "float": "Float32",
+    "int32": "Int32",
+}
+_ARROW_TYPE = {
+    "double": pa.float64(),
+    "int64": pa.int64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "float": pa.float32(),
+    "int32": pa.int32(),
+}
+
+
+@dataclass(frozen=True)
+class DemoRepo:
+    path: Path
+    project: str
+    users: int  # user ids 0 .. users-1 have rows; ids >= users are missing
+    expired: frozenset[int]  # users whose only row is older than the ttl
+    connection_string: str
+
+
+def connection_string(redis_url: str) -> str:
+    """redis://host:port/db -> Feast's "host:port,db=N" connection string."""
+    u = urlparse(redis_url)
+    db = (u.path or "/0").lstrip("/") or "0"
+    out = f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"
+    return out + (f",db={db}" if db != "0" else "")
+
+
+def _column(rng: np.random.Generator, kind: str, n: int, null_rate: float) -> pa.Array:
+    if kind == "double":
+        vals: list[Any] = np.round(rng.lognormal(3.5, 0.8, n), 6).tolist()
+    elif kind == "float":
+        vals = rng.random(n).astype(np.float32).tolist()
+    elif kind == "int64":
+        vals = rng.integers(-(2**40), 2**40, n).tolist()
+    elif kind == "int32":
+        vals = rng.integers(0, 5000, n).tolist()
+    elif kind == "bool":
+        vals = (rng.random(n) < 0.3).tolist()
+    else:
+        pool = ["DE", "FR", "US", "café", "日本", "", "a" * 150]
+        vals = [pool[i] for i in rng.integers(0, len(pool), n).tolist()]
+    for i in np.flatnonzero(rng.random(n) < null_rate).tolist():
+        vals[i] = None
+    return pa.array(vals, _ARROW_TYPE[kind])
+
+
+def _write_source(
+    path: Path, features: dict[str, str], ts: list[datetime], seed: int, null_rate: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = len(ts)
+    cols: dict[str, pa.Array] = {"user_id": pa.array(np.arange(n, dtype=np.int64))}
+    for name, kind in features.items():
+        cols[name] = _column(rng, kind, n, null_rate)
+    cols["event_timestamp"] = pa.array(ts, pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table(cols), path)
+
+
+def _repo_py(wide: bool, data: Path) -> str:
+    def fields(features: dict[str, str]) -> str:
+        return ", ".join(f'Field(name="{k}", dtype={_FEAST_TYPE[v]})' for k, v in features.items())
+
+    wide_src = ""
+    if wide:
+        wide_src = f"""
+        wide_source = FileSource(path="{data / "user_wide.parquet"}",
+                                 timestamp_field="event_timestamp")
+        user_wide = FeatureView(name="user_wide", entities=[user], ttl=timedelta(0),
+                                schema=[{fields(WIDE_FEATURES)}], source=wide_source, online=True)
+        wide_service = FeatureService(name="wide_v1", features=[user_wide])
+        """
+    return textwrap.dedent(
+        f"""
+        from datetime import timedelta
+
+        import pandas as pd
+        from feast import (Entity, FeatureService, FeatureView, Field, FileSource,
+                           RequestSource, ValueType)
+        from feast.on_demand_feature_view import on_demand_feature_view
+        from feast.types import Bool, Float32, Float64, Int32, Int64, String
+
+        user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+        stats_source = FileSource(path="{data / "user_stats.parquet"}",
+                                  timestamp_field="event_timestamp")
+        user_stats = FeatureView(name="user_stats", entities=[user],
+                                 ttl=timedelta(seconds={int(STATS_TTL.total_seconds())}),
+                                 schema=[{fields(STATS_FEATURES)}], source=stats_source,
+                                 online=True)
+        payment_request = RequestSource(name="payment_request",
+                                        schema=[Field(name="request_amount", dtype=Float64)])
+
+        @on_demand_feature_view(
+            sources=[user_stats, payment_request],
+            schema=[Field(name="amount_vs_avg", dtype=Float64),
+                    Field(name="request_amount_z", dtype=Float64)],
+            mode="pandas",
+        )
+        def {ODFV}(inputs: pd.DataFrame) -> pd.DataFrame:
+            from tests.serving.request_features import feast_udf
+
+            return feast_udf(inputs)
+
+        stats_service = FeatureService(name="stats_v1", features=[user_stats])
+        payments_service = FeatureService(name="payments_v1", features=[user_stats, {ODFV}])
+        """
+    ) + textwrap.dedent(wide_src)
+
+
+def build(
+    root: Path, redis_url: str, users: int = 500, wide: bool = False, expired_every: int = 10
+) -> DemoRepo:
+    """Write data + repo into ``root``, ``feast apply`` and ``materialize`` it, save manifest.
+
+    Every ``expired_every``-th user's row is 8-30 days old (beyond the 7-day ttl), the rest
+    are 1 minute to 6 days old.
+    """
+    from feast import FeatureStore
+    from feast.repo_operations import apply_total
+
+    from tests.serving.request_features import ARTIFACT, FEATURES
+
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    project = f"skewless_test_{uuid.uuid4().hex[:10]}"
+    conn = connection_string(redis_url)
+    now = datetime.now(UTC).replace(microsecond=0)
+    rng = np.random.default_rng(7)
+    ages = rng.integers(60, 6 * 86_400, users)
+    expired = {u for u in range(users) if u % expired_every == 3}
+    for u in expired:
+        ages[u] = int(rng.integers(8 * 86_400, 30 * 86_400))
+    ts = [now - timedelta(seconds=int(a), microseconds=int(a) % 997) for a in ages.tolist()]
+    _write_source(data / "user_stats.parquet", STATS_FEATURES, ts, 11, 0.05)
+    if wide:
+        _write_source(data / "user_wide.parquet", WIDE_FEATURES, ts, 12, 0.02)
+    (root / "feature_store.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            project: {project}
+            registry: {data / "registry.db"}
+            provider: local
+            online_store:
+              type: redis
+              connection_string: "{conn}"
+            offline_store:
+              type: file
+            entity_key_serialization_version: 3
+            """
+        )
+    )
+    # a unique module name: Feast imports repo files by name, and sys.modules caches them
+    (root / f"repo_{project}.py").write_text(_repo_py(wide, data))
+    ARTIFACT.save(root / "artifacts" / "payments.json")
+
+    from feast.repo_config import load_repo_config
+
+    apply_total(
+        load_repo_config(root, root / "feature_store.yaml"), root, skip_source_validation=True
+    )
+    store = FeatureStore(repo_path=str(root))
+    store.materialize(start_date=now - timedelta(days=60), end_date=now + timedelta(seconds=1))
+    manifest_for(project, conn, wide, ARTIFACT.content_hash, FEATURES.fingerprints(ARTIFACT)).save(
+        root
+    )
+    return DemoRepo(root, project, users, frozenset(expired), conn)
+
+
+def manifest_for(
+    project: str, conn: str, wide: bool, artifact_hash: str, fingerprints: dict[str, str]
+) -> Manifest:
+    """The manifest ``skewless apply`` would write for the demo repo."""
+    views = {
+        "user_stats": ViewSpec(
+            "user_stats", {"user_id": "int64"}, dict(STATS_FEATURES), int(STATS_TTL.total_seconds())
+        )
+    }
+    stats_refs = [f"user_stats:{f}" for f in STATS_FEATURES]
+    odfv_refs = [f"{ODFV}:amount_vs_avg", f"{ODFV}:request_amount_z"]
+    services = {
+        "stats_v1": ServiceSpec("stats_v1", stats_refs),
+        "payments_v1": ServiceSpec(
+            "payments_v1",
+            stats_refs + odfv_refs,
+            {"payments": artifact_hash},
+            dict(fingerprints),
+        ),
+    }
+    if wide:
+        views["user_wide"] = ViewSpec("user_wide", {"user_id": "int64"}, dict(WIDE_FEATURES), 0)
+        services["wide_v1"] = ServiceSpec("wide_v1", [f"user_wide:{f}" for f in WIDE_FEATURES])
+    transforms = {
+        ODFV: RequestTransformSpec(
+            name=ODFV,
+            feature_set=FEATURE_SET_REF,
+            artifact_path="artifacts/payments.json",
+            artifact_hash=artifact_hash,
+            fingerprints=dict(fingerprints),
+            request_schema=dict(REQUEST_SCHEMA),
+            view_inputs=dict(VIEW_INPUTS),
+        )
+    }
+    return Manifest(
+        project=project,
+        entity_key_serialization_version=3,
+        views=views,
+        request_transforms=transforms,
+        services=services,
+        redis_connection_string=conn,
+    )

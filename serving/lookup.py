@@ -1,0 +1,598 @@
+"""Online lookups: request -> plan -> one pipelined Redis round trip -> decoded, TTL-checked
+values -> request-time transforms.
+
+Everything the request path needs is resolved once, per feature service or feature list,
+into a :class:`Plan` (hashed field names, entity-key encoders, decoders, transform input
+wiring); a request then only encodes keys, sends one HMGET per entity (all views that share
+the entity's join keys live in the same Redis hash, as Feast stores them) in one pipeline,
+and decodes with :mod:`serving.redis_layout`. No Feast, pandas or protobuf.
+
+Statuses (Feast's ``FieldStatus`` numbers) and where they differ from Feast's server, on
+purpose, to match offline retrieval:
+
+* ``PRESENT`` (1): a value was stored and is within the view's ttl;
+* ``NULL_VALUE`` (2): the entity's row exists but this value is null (Feast says PRESENT);
+* ``NOT_FOUND`` (3): the entity has no row for the view (Feast says PRESENT with null);
+* ``OUTSIDE_MAX_AGE`` (4): the row is older than the view's ttl relative to now, so the
+  value is null, as a point-in-time join would give (Feast's server returns the stale value).
+
+Request-time transform outputs are PRESENT or NULL_VALUE; their inputs from views are null
+unless PRESENT, exactly what the offline join feeds the same transforms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serving import redis_layout as rl
+from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
+from transforms.errors import ArtifactError, RequestError, SkewlessError, TransformError
+
+PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = 1, 2, 3, 4
+STATUS_NAMES = ("INVALID", "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE")
+EPOCH_TS = (0, 0)
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+PLAN_CACHE_SIZE = 512
+
+# Request field type names (manifest) -> a check of one JSON value.
+_REQUEST_CHECKS: dict[str, Any] = {
+    "float64": lambda v: type(v) is float or type(v) is int,
+    "int64": lambda v: type(v) is int and _INT64_MIN <= v <= _INT64_MAX,
+    "string": lambda v: type(v) is str,
+    "bool": lambda v: type(v) is bool,
+    "timestamp": lambda v: type(v) is str,
+}
+
+
+# ------------------------------------------------------------------ start-up checks
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedTransforms:
+    """A request-time feature set, imported and bound to its verified artifact."""
+
+    spec: RequestTransformSpec
+    engine: Any  # transforms.engines.online.OnlineEngine
+    outputs: tuple[str, ...]
+    output_types: dict[str, str]  # output -> field type name ("float64", ...)
+    fingerprints: dict[str, str]
+    artifact_hash: str
+
+
+def load_request_transforms(repo: Path, spec: RequestTransformSpec) -> LoadedTransforms:
+    """Import the feature set, load its artifact and refuse any drift from the manifest.
+
+    The artifact must hash to ``spec.artifact_hash`` (its content hash; the sha256 of the
+    file bytes is accepted too) and every request-time transform's fingerprint (code,
+    declaration, statistics) must equal the one registered, else ArtifactError.
+    """
+    from transforms.artifact import StatisticsArtifact
+    from transforms.engines.online import OnlineEngine
+    from transforms.feature_set import FeatureSet
+
+    module_name, _, attr = spec.feature_set.partition(":")
+    try:
+        fs = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ArtifactError(
+            f"request transforms '{spec.name}': cannot import feature set {spec.feature_set}: {exc}"
+        ) from None
+    if not isinstance(fs, FeatureSet):
+        raise ArtifactError(f"{spec.feature_set} is not a FeatureSet")
+    path = repo / spec.artifact_path
+    artifact = StatisticsArtifact.load(path)
+    if spec.artifact_hash not in (artifact.content_hash, _file_sha256(path)):
+        raise ArtifactError(
+            f"request transforms '{spec.name}': artifact {path} hash "
+            f"{artifact.content_hash[:12]} differs from the manifest's {spec.artifact_hash[:12]}; "
+            "re-run `skewless apply` or restore the registered artifact"
+        )
+    engine = OnlineEngine(fs, artifact, request_time_only=True)
+    computed = fs.fingerprints(artifact)
+    for name in engine.outputs:
+        want = spec.fingerprints.get(name)
+        if want != computed[name]:
+            raise ArtifactError(
+                f"request transforms '{spec.name}': transform '{name}' fingerprint "
+                f"{computed[name][:12]} differs from the manifest's {(want or 'none')[:12]}; "
+                "the code or its statistics changed since `skewless apply`"
+            )
+    types = {f.name: f.type.name for f in engine.runner.outputs}
+    return LoadedTransforms(
+        spec,
+        engine,
+        engine.outputs,
+        types,
+        {n: computed[n] for n in engine.outputs},
+        artifact.content_hash,
+    )
+
+
+# ------------------------------------------------------------------------ catalog
+
+
+@dataclass
+class Catalog:
+    """The manifest plus loaded request transforms: everything plans are compiled from."""
+
+    manifest: Manifest
+    transforms: dict[str, LoadedTransforms]
+    repo: Path
+
+    @classmethod
+    def load(cls, repo: str | Path) -> Catalog:
+        repo = Path(repo)
+        manifest = Manifest.load(repo)
+        loaded = {
+            name: load_request_transforms(repo, spec)
+            for name, spec in manifest.request_transforms.items()
+        }
+        for svc in manifest.services.values():
+            _check_service(svc, loaded)
+        return cls(manifest, loaded, repo)
+
+
+def _check_service(svc: ServiceSpec, loaded: Mapping[str, LoadedTransforms]) -> None:
+    """A service's registered fingerprints / artifact hashes must match what was loaded."""
+    by_output = {o: lt for lt in loaded.values() for o in lt.outputs}
+    for name, fp in svc.fingerprints.items():
+        lt = by_output.get(name)
+        if lt is not None and lt.fingerprints[name] != fp:
+            raise ArtifactError(
+                f"feature service '{svc.name}': transform '{name}' fingerprint "
+                f"{lt.fingerprints[name][:12]} differs from the registered {fp[:12]}"
+            )
+    hashes = {lt.engine.runner.feature_set.name: lt.artifact_hash for lt in loaded.values()}
+    for fs_name, h in svc.artifact_hashes.items():
+        if fs_name in hashes and hashes[fs_name] != h:
+            raise ArtifactError(
+                f"feature service '{svc.name}': artifact of '{fs_name}' hash "
+                f"{hashes[fs_name][:12]} differs from the registered {h[:12]}"
+            )
+
+
+# -------------------------------------------------------------------------- plans
+
+
+@dataclass
+class KeyGroup:
+    """Views sharing one join-key set: one Redis hash, one HMGET per entity."""
+
+    join_keys: tuple[str, ...]
+    key_types: tuple[str, ...]
+    encoder: rl.EntityKeyEncoder
+    fields: list[bytes] = field(default_factory=list)
+    views: list[ViewRead] = field(default_factory=list)
+
+
+@dataclass
+class ViewRead:
+    view: ViewSpec
+    offset: int  # position of this view's first field in the group's HMGET
+    features: list[str]
+    ttl_ns: int
+
+
+@dataclass
+class Plan:
+    """A compiled request shape (a feature service or a feature list)."""
+
+    name: str  # the service, or "" for a feature list
+    entity_names: list[str]  # join keys, output first
+    groups: list[KeyGroup]
+    # output columns after the entity keys: (name, kind, a, b)
+    #   kind "view": a = (group index, view index), b = feature index
+    #   kind "transform": a = transform set name, b = output name
+    outputs: list[tuple[str, str, Any, Any]]
+    transform_sets: list[tuple[LoadedTransforms, dict[str, tuple[int, int, int]]]]
+    request_fields: dict[str, str]  # request field -> type name
+    fingerprints: dict[str, str]
+    artifact_hashes: dict[str, str]
+    output_types: dict[str, str]  # output column -> type name (for logs)
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    view, sep, feat = ref.partition(":")
+    if not sep or not view or not feat:
+        raise RequestError(f"feature reference {ref!r} is not 'view:feature'", "features")
+    return view, feat
+
+
+def compile_plan(
+    catalog: Catalog, refs: Sequence[str], full_feature_names: bool, name: str = ""
+) -> Plan:
+    """Resolve feature references against the manifest into a Plan (RequestError if unknown)."""
+    m = catalog.manifest
+    view_feats: dict[str, list[str]] = {}  # view -> features to read, in first-seen order
+    outputs_spec: list[tuple[str, str, str]] = []  # (kind, view/transform set, feature)
+    used_sets: dict[str, LoadedTransforms] = {}
+
+    def need(view: str, feat: str) -> None:
+        feats = view_feats.setdefault(view, [])
+        if feat not in feats:
+            feats.append(feat)
+
+    seen: set[tuple[str, str]] = set()
+    for ref in refs:
+        if not isinstance(ref, str):
+            raise RequestError("feature references must be strings", "features")
+        view, feat = _split_ref(ref)
+        if (view, feat) in seen:
+            continue
+        seen.add((view, feat))
+        if view in m.views:
+            if feat not in m.views[view].features:
+                raise RequestError(f"feature view '{view}' has no feature '{feat}'", ref)
+            need(view, feat)
+            outputs_spec.append(("view", view, feat))
+        elif view in catalog.transforms:
+            lt = catalog.transforms[view]
+            if feat not in lt.outputs:
+                raise RequestError(f"on-demand feature view '{view}' has no feature '{feat}'", ref)
+            used_sets[view] = lt
+            outputs_spec.append(("transform", view, feat))
+        else:
+            raise RequestError(f"unknown feature view '{view}'", ref)
+    # Hidden inputs of request-time transforms are read but not returned (as Feast drops them).
+    for lt in used_sets.values():
+        for inp, src in lt.spec.view_inputs.items():
+            v, f = _split_ref(src)
+            if v not in m.views or f not in m.views[v].features:
+                raise ArtifactError(f"'{lt.spec.name}': input {inp} reads unknown {src}")
+            need(v, f)
+
+    groups: list[KeyGroup] = []
+    where: dict[str, tuple[int, int]] = {}
+    for view_name, feats in view_feats.items():
+        spec = m.views[view_name]
+        jk = tuple(spec.entities)
+        group = next((g for g in groups if set(g.join_keys) == set(jk)), None)
+        if group is None:
+            types = tuple(spec.entities[k] for k in jk)
+            group = KeyGroup(jk, types, rl.EntityKeyEncoder(m.project, jk, types))
+            groups.append(group)
+        offset = len(group.fields)
+        group.fields.extend(rl.feature_field(view_name, f) for f in feats)
+        group.fields.append(rl.timestamp_field(view_name))
+        where[view_name] = (groups.index(group), len(group.views))
+        group.views.append(ViewRead(spec, offset, feats, spec.ttl_seconds * 1_000_000_000))
+
+    entity_names: list[str] = []
+    for g in groups:
+        for k in g.join_keys:
+            if k not in entity_names:
+                entity_names.append(k)
+
+    outputs: list[tuple[str, str, Any, Any]] = []
+    output_types: dict[str, str] = {}
+    for kind, src, feat in outputs_spec:
+        out_name = f"{src}__{feat}" if full_feature_names else feat
+        if kind == "view":
+            gi, vi = where[src]
+            outputs.append((out_name, kind, (gi, vi), groups[gi].views[vi].features.index(feat)))
+            output_types[out_name] = m.views[src].features[feat]
+        else:
+            outputs.append((out_name, kind, src, feat))
+            output_types[out_name] = catalog.transforms[src].output_types[feat]
+    names = entity_names + [o[0] for o in outputs]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise RequestError(
+            f"feature names collide: {dupes}; set full_feature_names to true", "features"
+        )
+
+    transform_sets = []
+    request_fields: dict[str, str] = {}
+    fingerprints: dict[str, str] = {}
+    hashes: dict[str, str] = {}
+    for set_name, lt in used_sets.items():
+        wiring: dict[str, tuple[int, int, int]] = {}
+        for inp, src in lt.spec.view_inputs.items():
+            v, f = _split_ref(src)
+            gi, vi = where[v]
+            wiring[inp] = (gi, vi, groups[gi].views[vi].features.index(f))
+        for inp in lt.engine.inputs:
+            if inp not in wiring:
+                request_fields[inp] = lt.spec.request_schema.get(inp, "float64")
+        transform_sets.append((lt, wiring))
+        wanted = {o[3] for o in outputs if o[1] == "transform" and o[2] == set_name}
+        fingerprints.update({k: v for k, v in lt.fingerprints.items() if k in wanted})
+        hashes[lt.engine.runner.feature_set.name] = lt.artifact_hash
+    return Plan(
+        name,
+        entity_names,
+        groups,
+        outputs,
+        transform_sets,
+        request_fields,
+        fingerprints,
+        hashes,
+        output_types,
+    )
+
+
+class PlanCache:
+    """Plans by (service or feature tuple, full_feature_names), bounded."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._plans: dict[Any, Plan] = {}
+
+    def for_service(self, service: str, full_feature_names: bool) -> Plan:
+        key = ("svc", service, full_feature_names)
+        plan = self._plans.get(key)
+        if plan is None:
+            svc = self.catalog.manifest.services.get(service)
+            if svc is None:
+                raise UnknownService(f"unknown feature service '{service}'", "feature_service")
+            plan = compile_plan(self.catalog, svc.features, full_feature_names, service)
+            self._store(key, plan)
+        return plan
+
+    def for_features(self, refs: Any, full_feature_names: bool) -> Plan:
+        if not isinstance(refs, list) or not refs:
+            raise RequestError(
+                "give 'features' (a non-empty list) or 'feature_service'", "features"
+            )
+        key = (
+            ("refs", tuple(refs), full_feature_names) if all(type(r) is str for r in refs) else None
+        )
+        plan = self._plans.get(key) if key is not None else None
+        if plan is None:
+            plan = compile_plan(self.catalog, refs, full_feature_names)
+            if key is not None:
+                self._store(key, plan)
+        return plan
+
+    def _store(self, key: Any, plan: Plan) -> None:
+        if len(self._plans) >= PLAN_CACHE_SIZE:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = plan
+
+
+class UnknownService(RequestError):
+    """The feature service is not in the manifest (HTTP 404)."""
+
+
+# ------------------------------------------------------------------------ results
+
+
+@dataclass
+class Result:
+    """Columns of one lookup, entity keys first; timestamps as (seconds, nanos)."""
+
+    plan: Plan
+    n: int
+    names: list[str]
+    values: list[list[Any]]
+    statuses: list[list[int]]
+    timestamps: list[list[tuple[int, int]]]
+    request_data: dict[str, list[Any]]
+    entities: dict[str, list[Any]]
+
+
+def parse_entities(
+    plan: Plan, entities: Any, max_entities: int
+) -> tuple[int, dict[str, list[Any]]]:
+    """Validate the ``entities`` object (join keys + request data); return n and columns."""
+    if not isinstance(entities, dict) or not entities:
+        raise RequestError("'entities' must be an object of equal-length lists", "entities")
+    n = -1
+    for k, v in entities.items():
+        if not isinstance(v, list):
+            raise RequestError(f"entities['{k}'] must be a list", k)
+        if n == -1:
+            n = len(v)
+        elif len(v) != n:
+            raise RequestError("all entity and request-data lists must have the same length", k)
+    if n == 0:
+        raise RequestError("no entities given", "entities")
+    if n > max_entities:
+        raise TooManyEntities(f"{n} entities exceed the limit of {max_entities}", "entities")
+    for k in plan.entity_names:
+        if k not in entities:
+            raise RequestError(f"missing entity key '{k}'", k)
+    for k, type_name in plan.request_fields.items():
+        col = entities.get(k)
+        if col is None:
+            raise RequestError(f"missing request data field '{k}'", k)
+        check = _REQUEST_CHECKS.get(type_name)
+        if check is not None:
+            for v in col:
+                if v is not None and not check(v):
+                    raise RequestError(f"request data '{k}' expects {type_name}, got {v!r}", k)
+    return n, entities
+
+
+class TooManyEntities(RequestError):
+    """More entities than --max-entities (HTTP 413)."""
+
+
+def encode_keys(group: KeyGroup, entities: Mapping[str, list[Any]], n: int) -> list[bytes]:
+    """Redis keys of the group's entities; RequestError naming the join key on a bad value."""
+    cols = [entities[k] for k in group.join_keys]
+    for k, t, col in zip(group.join_keys, group.key_types, cols, strict=True):
+        for v in col:
+            if t in ("int64", "int32", "unix_timestamp"):
+                ok = type(v) is int and _INT64_MIN <= v <= _INT64_MAX
+            elif t == "string":
+                ok = type(v) is str
+            else:
+                ok = isinstance(v, str | bytes)
+            if not ok:
+                raise RequestError(f"entity key '{k}' expects {t}, got {v!r}", k)
+    enc = group.encoder.encode
+    if len(cols) == 1:
+        return [enc((v,)) for v in cols[0]]
+    return [enc(vals) for vals in zip(*cols, strict=True)]
+
+
+def decode(
+    plan: Plan,
+    n: int,
+    replies: list[list[list[bytes | None]]],
+    entities: dict[str, list[Any]],
+    now_ns: int | None = None,
+) -> Result:
+    """Decode HMGET replies (per group, per entity) into columns, then run transforms."""
+    if now_ns is None:
+        now_ns = time.time_ns()
+    decode_value = rl.decode_value
+    decode_ts = rl.decode_timestamp
+    # per group, per view: (values per feature, statuses per feature, ts per entity)
+    decoded: list[list[tuple[list[list[Any]], list[list[int]], list[tuple[int, int]]]]] = []
+    for gi, group in enumerate(plan.groups):
+        per_view = []
+        rows = replies[gi]
+        for vr in group.views:
+            nf = len(vr.features)
+            off = vr.offset
+            vals: list[list[Any]] = [[None] * n for _ in range(nf)]
+            stats: list[list[int]] = [[NOT_FOUND] * n for _ in range(nf)]
+            tss: list[tuple[int, int]] = [EPOCH_TS] * n
+            ttl = vr.ttl_ns
+            for e in range(n):
+                row = rows[e]
+                raw_ts = row[off + nf]
+                if raw_ts is None:
+                    continue  # entity has no row for this view: NOT_FOUND
+                ts = decode_ts(raw_ts)
+                tss[e] = ts
+                if ttl and now_ns - (ts[0] * 1_000_000_000 + ts[1]) > ttl:
+                    for f in range(nf):
+                        stats[f][e] = OUTSIDE_MAX_AGE
+                    continue
+                for f in range(nf):
+                    raw = row[off + f]
+                    if raw is None:
+                        continue  # feature never written for this entity: NOT_FOUND
+                    v = decode_value(raw)
+                    if v is None:
+                        stats[f][e] = NULL_VALUE
+                    else:
+                        vals[f][e] = v
+                        stats[f][e] = PRESENT
+            per_view.append((vals, stats, tss))
+        decoded.append(per_view)
+
+    transformed: dict[tuple[str, str], list[Any]] = {}
+    for lt, wiring in plan.transform_sets:
+        cols: dict[str, Sequence[Any]] = {}
+        for inp in lt.engine.inputs:
+            w = wiring.get(inp)
+            if w is None:
+                cols[inp] = entities[inp]
+            else:
+                gi, vi, fi = w
+                cols[inp] = decoded[gi][vi][0][fi]
+        try:
+            out = lt.engine.runner.run_python_columns(cols, n)
+        except TransformError:
+            raise
+        except SkewlessError as exc:
+            raise TransformError(str(exc)) from None
+        for name, col in out.items():
+            transformed[(lt.spec.name, name)] = col
+
+    names = list(plan.entity_names)
+    values: list[list[Any]] = [entities[k] for k in plan.entity_names]
+    statuses: list[list[int]] = [[PRESENT] * n for _ in plan.entity_names]
+    epoch = [EPOCH_TS] * n
+    timestamps: list[list[tuple[int, int]]] = [epoch for _ in plan.entity_names]
+    for out_name, kind, a, b in plan.outputs:
+        names.append(out_name)
+        if kind == "view":
+            vals, stats, tss = decoded[a[0]][a[1]]
+            values.append(vals[b])
+            statuses.append(stats[b])
+            timestamps.append(tss)
+        else:
+            col = transformed[(a, b)]
+            values.append(col)
+            statuses.append([NULL_VALUE if v is None else PRESENT for v in col])
+            timestamps.append(epoch)
+    request_data = {k: entities[k] for k in plan.request_fields}
+    ent = {k: entities[k] for k in plan.entity_names}
+    return Result(plan, n, names, values, statuses, timestamps, request_data, ent)
+
+
+# ---------------------------------------------------------------------- Redis reads
+
+
+class RedisReader:
+    """redis.asyncio (hiredis parser) reads: all HMGETs of a request in one pipeline."""
+
+    def __init__(self, connection_string: str, timeout_s: float, max_connections: int = 64) -> None:
+        import redis.asyncio as aredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        nodes, params = rl.parse_connection_string(connection_string)
+        host, port = nodes[0] if nodes else ("127.0.0.1", 6379)
+        kwargs: dict[str, Any] = {
+            k: v for k, v in params.items() if k in ("db", "password", "username", "ssl")
+        }
+        self.client = aredis.Redis(
+            host=host,
+            port=port,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
+            **kwargs,
+        )
+        self.timeout_s = timeout_s
+
+    async def read(self, plan: Plan, keys: list[list[bytes]]) -> list[list[list[bytes | None]]]:
+        """HMGET replies per group, per entity; one round trip for the whole request."""
+        import asyncio
+
+        cmds = [
+            (key, g.fields) for g, gkeys in zip(plan.groups, keys, strict=True) for key in gkeys
+        ]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if len(cmds) == 1:
+                    key, fields = cmds[0]
+                    flat = [await self.client.execute_command("HMGET", key, *fields)]
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    for key, fields in cmds:
+                        pipe.execute_command("HMGET", key, *fields)
+                    flat = await pipe.execute()
+        except SkewlessError:
+            raise
+        except Exception as exc:  # connection refused, timeout, reset: all mean "unavailable"
+            from transforms.errors import StoreUnavailable
+
+            raise StoreUnavailable(
+                f"online store unavailable: {type(exc).__name__}: {exc}"
+            ) from None
+        out: list[list[list[bytes | None]]] = []
+        pos = 0
+        for gkeys in keys:
+            out.append(flat[pos : pos + len(gkeys)])
+            pos += len(gkeys)
+        return out
+
+    async def ping(self) -> bool:
+        try:
+            import asyncio
+
+            async with asyncio.timeout(self.timeout_s):
+                return bool(await self.client.ping())  # type: ignore[misc]
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
