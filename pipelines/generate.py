@@ -10,7 +10,6 @@ size, and written into a temporary directory that replaces ``out_dir`` only once
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import uuid
@@ -24,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.atomic import replace_dir
 from transforms.errors import SkewlessError
 
 GENERATOR_VERSION = 1
@@ -395,21 +395,6 @@ def _check_args(rows: int, out_dir: Path, days: int, start: datetime, fault_rate
         raise SkewlessError(f"output path {out_dir} exists and is not a directory")
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move the finished ``tmp`` onto ``out_dir``; an existing ``out_dir`` is dropped only after."""
-    if not out_dir.exists():
-        os.rename(tmp, out_dir)
-        return
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        os.rename(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def generate(
     rows: int,
     out_dir: Path,
@@ -519,7 +504,7 @@ def generate(
             },
         }
         (tmp / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -56,7 +56,9 @@ def _sorted(table: pa.Table, key: str) -> pa.Table:
     return table.sort_by(key)
 
 
-def run_online(fs: FeatureSet, art: StatisticsArtifact | None, table: pa.Table, key: str) -> pa.Table:
+def run_online(
+    fs: FeatureSet, art: StatisticsArtifact | None, table: pa.Table, key: str
+) -> pa.Table:
     """The online engine over ``table``: the first rows one by one, the rest in small batches."""
     from transforms.engines.online import OnlineEngine
 
@@ -106,15 +108,12 @@ def run_beam(
     options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1"])
     with beam.Pipeline(options=options) as p:
         rows = p | "Read" >> beam.io.ReadFromParquet(str(parquet))
-        (
-            rows
-            | "Analyze" >> AnalyzeDataset(fs)
-            | "Save" >> beam.Map(lambda a: a.save(beam_art))
-        )
+        (rows | "Analyze" >> AnalyzeDataset(fs) | "Save" >> beam.Map(lambda a: a.save(beam_art)))
         (
             rows
             | "Apply" >> ApplyTransforms(fs, art, passthrough=[key])
-            | "Write" >> beam.io.WriteToParquet(str(out_prefix), schema, file_name_suffix=".parquet")
+            | "Write"
+            >> beam.io.WriteToParquet(str(out_prefix), schema, file_name_suffix=".parquet")
         )
     table = pq.read_table(out_prefix.parent)
     return StatisticsArtifact.load(beam_art), _sorted(table, key)

@@ -44,7 +44,9 @@ def amount_scaled(amount: Float64 | None, lo=Min("amount"), hi=Max("amount")) ->
 
 
 @transform
-def amount_bucket(amount: Float64 | None, bounds=Quantiles("amount", num_buckets=8)) -> Int64 | None:
+def amount_bucket(
+    amount: Float64 | None, bounds=Quantiles("amount", num_buckets=8)
+) -> Int64 | None:
     return bucketize(amount, bounds)
 
 
@@ -139,12 +141,42 @@ PARITY_FEATURES = FeatureSet(
 )
 
 _AMOUNT_EDGES = [
-    None, float("nan"), float("inf"), float("-inf"), 0.0, -0.0, -1.0, -0.5, 1e308, -1e308,
-    5e-324, 0.125, 0.005, 0.015, 2.675, 1.5, 2.5, 100.0, 100.00000000000001,
+    None,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    0.0,
+    -0.0,
+    -1.0,
+    -0.5,
+    1e308,
+    -1e308,
+    5e-324,
+    0.125,
+    0.005,
+    0.015,
+    2.675,
+    1.5,
+    2.5,
+    100.0,
+    100.00000000000001,
 ]
 _CATEGORY_EDGES = [
-    None, "", "groceries", "café", "cafe\u0301", "CAFÉ", " travel ", "日本", "🚀", "rare-1",
-    "rare-2", "a" * 200, "\u212b", "\u00c5", "x\x00y",
+    None,
+    "",
+    "groceries",
+    "café",
+    "cafe\u0301",
+    "CAFÉ",
+    " travel ",
+    "日本",
+    "🚀",
+    "rare-1",
+    "rare-2",
+    "a" * 200,
+    "\u212b",
+    "\u00c5",
+    "x\x00y",
 ]
 _NAME_EDGES = [None, "", "  Straße ", "ÅNGSTRÖM", "A\u030angstro\u0308m", "\t tab\n", "ǅ", "ﬁ"]
 _TS_EDGES = [
@@ -156,8 +188,18 @@ _TS_EDGES = [
     dt.datetime(1900, 1, 1, tzinfo=dt.UTC),
     dt.datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=dt.UTC),
 ]
-_CATEGORIES = ["groceries", "travel", "fuel", "dining", "online", "pharmacy", "electronics",
-               "jewelry", "gaming", "gifts"]
+_CATEGORIES = [
+    "groceries",
+    "travel",
+    "fuel",
+    "dining",
+    "online",
+    "pharmacy",
+    "electronics",
+    "jewelry",
+    "gaming",
+    "gifts",
+]
 
 
 def parity_rows(rows: int, seed: int = 42) -> pa.Table:

@@ -261,7 +261,9 @@ def _out_bool(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked:
         valid = ~np.isnan(arr)
         filled = np.where(valid, arr, 0.0)
         if not all_true((filled == 0.0) | (filled == 1.0)):
-            raise OutputError(f"{_where(owner, field)} expected bool, got floats other than 0/1/NaN")
+            raise OutputError(
+                f"{_where(owner, field)} expected bool, got floats other than 0/1/NaN"
+            )
         return filled.astype(np.bool_), valid
     raise OutputError(f"{_where(owner, field)} expected bool, got {arr.dtype}")
 

@@ -235,7 +235,12 @@ class VocabularyTable:
 
     def lookup(self, column: np.ndarray, null_index: int = -1) -> np.ndarray:
         """Index of each string; OOV -> len(values) + hash % num_oov_buckets (or -1)."""
-        index, n_vocab, buckets, seed = self._index, len(self.values), self.num_oov_buckets, self.seed
+        index, n_vocab, buckets, seed = (
+            self._index,
+            len(self.values),
+            self.num_oov_buckets,
+            self.seed,
+        )
         out = np.empty(len(column), dtype=np.int64)
         for i, v in enumerate(column.tolist()):
             if v is None:
@@ -297,7 +302,11 @@ class MomentsAccumulator:
         self.s2 += other.s2
         for attr, pick in (("min", min), ("max", max)):
             mine, theirs = getattr(self, attr), getattr(other, attr)
-            setattr(self, attr, theirs if mine is None else mine if theirs is None else pick(mine, theirs))
+            setattr(
+                self,
+                attr,
+                theirs if mine is None else mine if theirs is None else pick(mine, theirs),
+            )
 
 
 class CountsAccumulator:

@@ -24,6 +24,9 @@ class FeatureSet:
     ``entities`` maps join-key names to field types (``{"user_id": Int64}``);
     ``event_timestamp`` names the UTC event time column carried through every engine.
     ``ttl_seconds`` is how long a computed value stays valid, offline and online.
+    ``order_by`` makes it an *entity* feature set: every engine groups rows by the entity
+    keys, sorts each group by these columns (event time, then a unique tie-break) and
+    calls the transforms once per entity, so window aggregates see that entity's history.
     """
 
     name: str
@@ -31,6 +34,7 @@ class FeatureSet:
     transforms: Sequence[Transform]
     event_timestamp: str = "event_timestamp"
     ttl_seconds: int = 0
+    order_by: tuple[str, ...] = ()
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -120,7 +124,9 @@ class FeatureSet:
         """(column, family) pairs: one accumulator serves every analyzer of a family."""
         return tuple(sorted({(a.column, a.family) for a in self.analyzers.values()}))
 
-    def select(self, names: Iterable[str] | None = None, *, request_time: bool | None = None) -> tuple[Transform, ...]:
+    def select(
+        self, names: Iterable[str] | None = None, *, request_time: bool | None = None
+    ) -> tuple[Transform, ...]:
         """Transforms in dependency order, filtered by name and/or by request-time flag."""
         wanted = None if names is None else set(names)
         return tuple(

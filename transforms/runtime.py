@@ -72,7 +72,9 @@ class FeatureSetRunner:
         # The plan: per transform, where each argument comes from (a canonical input by
         # position, an upstream output by name, or a frozen statistic), resolved once here.
         position = {f: i for i, f in enumerate(self.fields)}
-        self._plan: list[tuple[Transform, Callable[..., Any], dict[str, Any], list[tuple[str, Any]]]] = []
+        self._plan: list[
+            tuple[Transform, Callable[..., Any], dict[str, Any], list[tuple[str, Any]]]
+        ] = []
         for t in self.transforms:
             bound = {
                 p: a.load(artifact.values[a.key()])  # type: ignore[union-attr]
@@ -121,9 +123,7 @@ class FeatureSetRunner:
             out.append(_columns.from_arrow(f, batch.column(f.name), f"transform '{owner}'"))
         return out
 
-    def run_arrow(
-        self, batch: pa.RecordBatch, passthrough: Iterable[str] = ()
-    ) -> pa.RecordBatch:
+    def run_arrow(self, batch: pa.RecordBatch, passthrough: Iterable[str] = ()) -> pa.RecordBatch:
         """Outputs for one Arrow batch, after the ``passthrough`` columns copied unchanged."""
         results = self.run_columns(self.canonical_from_arrow(batch), batch.num_rows)
         arrays = [batch.column(c) for c in passthrough]
@@ -138,6 +138,55 @@ class FeatureSetRunner:
         fields += [pa.field(f.name, f.type.arrow, nullable=f.nullable) for f in self.outputs]
         return pa.schema(fields)
 
+    def run_grouped_arrow(self, table: pa.Table, passthrough: Sequence[str] = ()) -> pa.Table:
+        """Entity feature sets: sort by keys and ``order_by``, run once per entity group."""
+        fs = self.feature_set
+        keys = list(fs.entities)
+        for name in (*keys, *fs.order_by):
+            if name not in table.schema.names:
+                raise (
+                    self._missing(name)
+                    if name in self.inputs
+                    else _columns.InputError(
+                        f"feature set '{fs.name}': column '{name}' is missing from the batch"
+                    )
+                )
+            nulls = table.column(name).null_count
+            if nulls:
+                raise _columns.InputError(
+                    f"feature set '{fs.name}': column '{name}' has {nulls} null(s); "
+                    "keys and ordering columns must be present"
+                )
+        ordered = table.sort_by([(c, "ascending") for c in (*keys, *fs.order_by)])
+        n = ordered.num_rows
+        if not n:
+            return self.output_schema(table.schema, passthrough).empty_table()
+        whole = ordered.combine_chunks().to_batches()[0]
+        change = np.zeros(n, dtype=bool)
+        for k in keys:
+            col = whole.column(k).to_numpy(zero_copy_only=False)
+            change[1:] |= col[1:] != col[:-1]
+        starts = [0, *np.flatnonzero(change).tolist()]
+        ends = [*starts[1:], n]
+        batches = [
+            self.run_arrow(whole.slice(a, b - a), passthrough)
+            for a, b in zip(starts, ends, strict=True)
+        ]
+        return pa.Table.from_batches(batches)
+
+    def run_grouped_rows(
+        self, rows: Sequence[Mapping[str, Any]], passthrough: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
+        """One entity's rows (any order) sorted by ``order_by``, then run like ``run_rows``."""
+        order = self.feature_set.order_by
+        try:
+            ordered = sorted(rows, key=lambda r: tuple(r[c] for c in order))
+        except KeyError as exc:
+            raise _columns.InputError(
+                f"feature set '{self.feature_set.name}': column {exc} is missing from the batch"
+            ) from None
+        return self.run_rows(ordered, passthrough)
+
     # ------------------------------------------------------------ Python rows
 
     def canonical_from_python(self, columns: Mapping[str, Sequence[Any]]) -> list[Column]:
@@ -149,12 +198,16 @@ class FeatureSetRunner:
             out.append(_columns.from_python(f, values, f"transform '{owner}'"))
         return out
 
-    def run_python_columns(self, columns: Mapping[str, Sequence[Any]], n: int) -> dict[str, list[Any]]:
+    def run_python_columns(
+        self, columns: Mapping[str, Sequence[Any]], n: int
+    ) -> dict[str, list[Any]]:
         """Outputs as Python lists (None for null) from columns of Python values."""
         results = self.run_columns(self.canonical_from_python(columns), n)
         return {f.name: _columns.to_python(f, *results[f.name]) for f in self.outputs}
 
-    def run_rows(self, rows: Sequence[Mapping[str, Any]], passthrough: Iterable[str] = ()) -> list[dict[str, Any]]:
+    def run_rows(
+        self, rows: Sequence[Mapping[str, Any]], passthrough: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
         """Outputs for a list of dict rows, with the ``passthrough`` keys copied first."""
         n = len(rows)
         columns: dict[str, list[Any]] = {}

@@ -24,6 +24,15 @@ class _RunRows(beam.DoFn):
         yield from self.runner.run_rows(rows, self.passthrough)
 
 
+class _RunGroup(beam.DoFn):
+    def __init__(self, runner: FeatureSetRunner, passthrough: Sequence[str]) -> None:
+        self.runner = runner
+        self.passthrough = list(passthrough)
+
+    def process(self, keyed: tuple[Any, Iterable[dict[str, Any]]]) -> Iterable[dict[str, Any]]:
+        yield from self.runner.run_grouped_rows(list(keyed[1]), self.passthrough)
+
+
 class _RunArrow(beam.DoFn):
     def __init__(self, runner: FeatureSetRunner, passthrough: Sequence[str]) -> None:
         self.runner = runner
@@ -63,6 +72,14 @@ class ApplyTransforms(beam.PTransform):
         self.max_batch_size = max_batch_size
 
     def expand(self, pcoll: Any) -> Any:
+        keys = list(self.runner.feature_set.entities)
+        if self.runner.feature_set.order_by:
+            return (
+                pcoll
+                | "KeyByEntity" >> beam.Map(lambda row: (tuple(row[k] for k in keys), row))
+                | "GroupByEntity" >> beam.GroupByKey()
+                | "Transform" >> beam.ParDo(_RunGroup(self.runner, self.passthrough))
+            )
         if self.arrow:
             return pcoll | "Transform" >> beam.ParDo(_RunArrow(self.runner, self.passthrough))
         return (

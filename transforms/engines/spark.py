@@ -38,6 +38,13 @@ def apply_transforms(
     arrow_in = _input_arrow_schema(df, keep)
     out_schema = runner.output_schema(arrow_in, keep)
 
+    if feature_set.order_by:
+        # Entity feature set: Spark shuffles each entity's rows to one call.
+        def run_group(table: pa.Table) -> pa.Table:
+            return runner.run_grouped_arrow(table, keep)
+
+        return df.groupBy(*feature_set.entities).applyInArrow(run_group, _spark_schema(out_schema))
+
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             yield runner.run_arrow(batch, keep)
@@ -60,9 +67,11 @@ def analyze(df: Any, feature_set: FeatureSet) -> StatisticsArtifact:
 
     from pyspark.sql.types import BinaryType, StructField, StructType
 
-    partials = df.select(*columns).mapInArrow(
-        fold, StructType([StructField("acc", BinaryType())])
-    ).collect()
+    partials = (
+        df.select(*columns)
+        .mapInArrow(fold, StructType([StructField("acc", BinaryType())]))
+        .collect()
+    )
     merged = combiner.merge(pickle.loads(row["acc"]) for row in partials)
     return combiner.finish(merged, engine="spark")
 

@@ -1,0 +1,168 @@
+"""The reference domain: card-transaction fraud features, written once.
+
+Entity feature sets (``order_by``) run per user / per merchant over their transactions
+in event order, in Spark or Beam; the request-time set runs in the online server and
+in training-set building. Adding a domain means adding a module like this one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transforms import (
+    FeatureSet,
+    Float64,
+    Int64,
+    Mean,
+    Std,
+    String,
+    Timestamp,
+    Vocabulary,
+    transform,
+)
+from transforms.windows import (
+    seconds_since_previous,
+    window_count,
+    window_distinct,
+    window_mean,
+    window_sum,
+)
+
+HOUR, DAY = 3_600, 86_400
+
+# ---------------------------------------------------------------- per user, as of each event
+
+
+@transform
+def user_txn_count_1h(event_timestamp: Timestamp) -> Int64:
+    return window_count(event_timestamp, HOUR)
+
+
+@transform
+def user_txn_count_24h(event_timestamp: Timestamp) -> Int64:
+    return window_count(event_timestamp, DAY)
+
+
+@transform
+def user_txn_count_7d(event_timestamp: Timestamp) -> Int64:
+    return window_count(event_timestamp, 7 * DAY)
+
+
+@transform
+def user_amount_sum_1h(event_timestamp: Timestamp, amount: Float64 | None) -> Float64:
+    return window_sum(event_timestamp, amount, HOUR)
+
+
+@transform
+def user_amount_sum_24h(event_timestamp: Timestamp, amount: Float64 | None) -> Float64:
+    return window_sum(event_timestamp, amount, DAY)
+
+
+@transform
+def user_amount_mean_24h(event_timestamp: Timestamp, amount: Float64 | None) -> Float64 | None:
+    return window_mean(event_timestamp, amount, DAY)
+
+
+@transform
+def user_amount_mean_7d(event_timestamp: Timestamp, amount: Float64 | None) -> Float64 | None:
+    return window_mean(event_timestamp, amount, 7 * DAY)
+
+
+@transform
+def user_distinct_merchants_7d(event_timestamp: Timestamp, merchant_id: Int64) -> Int64:
+    return window_distinct(event_timestamp, merchant_id, 7 * DAY)
+
+
+@transform
+def user_seconds_since_prev(event_timestamp: Timestamp) -> Float64 | None:
+    return seconds_since_previous(event_timestamp)
+
+
+USER_ACTIVITY = FeatureSet(
+    name="user_activity",
+    entities={"user_id": Int64},
+    order_by=("event_timestamp", "txn_id"),
+    ttl_seconds=7 * DAY,
+    description="A user's spending as of each of their transactions.",
+    transforms=[
+        user_txn_count_1h,
+        user_txn_count_24h,
+        user_txn_count_7d,
+        user_amount_sum_1h,
+        user_amount_sum_24h,
+        user_amount_mean_24h,
+        user_amount_mean_7d,
+        user_distinct_merchants_7d,
+        user_seconds_since_prev,
+    ],
+)
+
+# ---------------------------------------------------------------- per merchant
+
+
+@transform
+def merchant_txn_count_24h(event_timestamp: Timestamp) -> Int64:
+    return window_count(event_timestamp, DAY)
+
+
+@transform
+def merchant_amount_mean_7d(event_timestamp: Timestamp, amount: Float64 | None) -> Float64 | None:
+    return window_mean(event_timestamp, amount, 7 * DAY)
+
+
+MERCHANT_ACTIVITY = FeatureSet(
+    name="merchant_activity",
+    entities={"merchant_id": Int64},
+    order_by=("event_timestamp", "txn_id"),
+    ttl_seconds=7 * DAY,
+    description="A merchant's traffic as of each of its transactions.",
+    transforms=[merchant_txn_count_24h, merchant_amount_mean_7d],
+)
+
+# ---------------------------------------------------------------- at request time
+
+
+@transform(request_time=True)
+def amount_z(amount: Float64, mean=Mean("amount"), std=Std("amount")) -> Float64 | None:
+    """The transaction amount as a z-score over all training transactions."""
+    return (amount - mean) / std
+
+
+@transform(request_time=True)
+def amount_log(amount: Float64) -> Float64 | None:
+    return np.log1p(amount)
+
+
+@transform(request_time=True)
+def amount_vs_user_mean_7d(amount: Float64, user_amount_mean_7d: Float64 | None) -> Float64 | None:
+    """How unusual the amount is for this user (null without 7 days of history)."""
+    return amount / user_amount_mean_7d
+
+
+@transform(request_time=True)
+def amount_vs_merchant_mean_7d(
+    amount: Float64, merchant_amount_mean_7d: Float64 | None
+) -> Float64 | None:
+    return amount / merchant_amount_mean_7d
+
+
+@transform(request_time=True)
+def device_idx(device: String | None, vocab=Vocabulary("device", num_oov_buckets=2)) -> Int64:
+    return vocab.lookup(device)
+
+
+TRANSACTION_REQUEST = FeatureSet(
+    name="transaction_request",
+    entities={"user_id": Int64, "merchant_id": Int64},
+    description="Features of the transaction being scored, computed when it is requested.",
+    transforms=[
+        amount_z,
+        amount_log,
+        amount_vs_user_mean_7d,
+        amount_vs_merchant_mean_7d,
+        device_idx,
+    ],
+)
+
+ENTITY_FEATURE_SETS = (USER_ACTIVITY, MERCHANT_ACTIVITY)
+REQUEST_FEATURE_SETS = (TRANSACTION_REQUEST,)

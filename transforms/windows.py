@@ -1,0 +1,77 @@
+"""Sliding-window helpers for entity feature sets (``FeatureSet(order_by=...)``).
+
+An entity feature set's transforms are called once per entity with that entity's rows
+sorted by ``order_by`` (event time first, then a unique tie-break), so these plain
+numpy functions compute "as of each event" aggregates. A window of ``seconds`` at row i
+covers rows whose timestamp t satisfies ``t_i - seconds < t <= t_i``: the event itself
+and every event at the same instant are inside, whatever their order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_US = 1_000_000
+
+
+def _bounds(ts: np.ndarray, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    micros = ts.astype("datetime64[us]").astype(np.int64)
+    hi = np.searchsorted(micros, micros, side="right")
+    lo = np.searchsorted(micros, micros - int(seconds * _US), side="right")
+    return lo, hi
+
+
+def window_count(ts: np.ndarray, seconds: float) -> np.ndarray:
+    """Number of events in the window ending at each event (int64)."""
+    lo, hi = _bounds(ts, seconds)
+    return (hi - lo).astype(np.int64)
+
+
+def _segment_sums(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    # reduceat over interleaved (lo, hi) pairs sums each x[lo:hi] (hi > lo always: the
+    # window holds its own event); a trailing 0 makes hi == len(x) a valid index.
+    padded = np.append(x, 0.0)
+    return np.add.reduceat(padded, np.ravel(np.column_stack([lo, hi])))[::2]
+
+
+def window_sum(ts: np.ndarray, values: np.ndarray, seconds: float) -> np.ndarray:
+    """Sum of the present values in each window (missing values count as 0).
+
+    Summed per window (no running prefix difference), so the result does not drift with
+    history length and depends only on the window's values in event order.
+    """
+    lo, hi = _bounds(ts, seconds)
+    if not len(lo):
+        return np.empty(0, dtype=np.float64)
+    x = values.astype(np.float64)
+    return _segment_sums(np.where(np.isnan(x), 0.0, x), lo, hi)
+
+
+def window_mean(ts: np.ndarray, values: np.ndarray, seconds: float) -> np.ndarray:
+    """Mean of the present values in each window; NaN (null) when none."""
+    lo, hi = _bounds(ts, seconds)
+    if not len(lo):
+        return np.empty(0, dtype=np.float64)
+    x = values.astype(np.float64)
+    present = ~np.isnan(x)
+    total = _segment_sums(np.where(present, x, 0.0), lo, hi)
+    count = _segment_sums(present.astype(np.float64), lo, hi)
+    return total / count  # 0/0 -> NaN -> null
+
+
+def window_distinct(ts: np.ndarray, values: np.ndarray, seconds: float) -> np.ndarray:
+    """Number of distinct values in each window (int64)."""
+    lo, hi = _bounds(ts, seconds)
+    items = values.tolist()
+    out = np.empty(len(items), dtype=np.int64)
+    for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+        out[i] = len(set(items[a:b]))
+    return out
+
+
+def seconds_since_previous(ts: np.ndarray) -> np.ndarray:
+    """Seconds since the entity's previous event (float64); NaN (null) for the first."""
+    micros = ts.astype("datetime64[us]").astype(np.int64)
+    out = np.full(len(micros), np.nan)
+    out[1:] = (micros[1:] - micros[:-1]) / _US
+    return out
