@@ -18,9 +18,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its own commands; importing them is cheap (engines load lazily).
-    from cli import commands_core, commands_generate, commands_materialize
+    from cli import commands_core, commands_generate, commands_materialize, commands_pipeline
 
-    for module in (commands_core, commands_generate, commands_materialize):
+    for module in (commands_core, commands_generate, commands_pipeline, commands_materialize):
         module.register(app)
 
 

@@ -1,0 +1,122 @@
+"""``skewless apply``: register the feature sets in Feast and write the serving manifest."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from pipelines.feast_objects import (
+    FEAST_TYPES,
+    FEATURE_SETS_MODULE,
+    MODEL_SERVICE,
+    artifact_path,
+    data_dir,
+    repo_objects,
+    view_feature_owners,
+)
+from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
+from transforms.artifact import StatisticsArtifact
+from transforms.errors import SchemaError
+
+
+def connection_string(redis_url: str) -> str:
+    """``redis://host:port/db`` -> Feast's ``host:port,db=N`` (password kept if given)."""
+    u = urlparse(redis_url)
+    if u.scheme not in ("redis", "") or not u.hostname:
+        raise SchemaError(f"REDIS_URL {redis_url!r} is not a redis://host:port[/db] URL")
+    parts = [f"{u.hostname}:{u.port or 6379}"]
+    db = (u.path or "/0").strip("/") or "0"
+    if db != "0":
+        parts.append(f"db={db}")
+    if u.password:
+        parts.append(f"password={u.password}")
+    return ",".join(parts)
+
+
+def configure_repo(repo: Path, redis_url: str | None, project: str | None = None) -> None:
+    """Point feature_store.yaml at ``redis_url`` and/or rename the project (atomic rewrite)."""
+    path = repo / "feature_store.yaml"
+    config = yaml.safe_load(path.read_text())
+    if redis_url:
+        config["online_store"]["connection_string"] = connection_string(redis_url)
+    if project:
+        config["project"] = project
+    fd, tmp = tempfile.mkstemp(prefix=".feature_store.", dir=repo)
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(config, fh, sort_keys=False)
+    os.replace(tmp, path)
+
+
+def build_manifest(project: str, connection: str, base: Path) -> Manifest:
+    from feature_repo import feature_sets
+
+    views = {
+        fs.name: ViewSpec(
+            name=fs.name,
+            entities={k: FEAST_TYPES[t][1] for k, t in fs.entities.items()},
+            features={t.name: FEAST_TYPES[t.output.type][1] for t in fs.order},
+            ttl_seconds=fs.ttl_seconds,
+        )
+        for fs in feature_sets.ENTITY_FEATURE_SETS
+    }
+    owners = view_feature_owners()
+    request: dict[str, RequestTransformSpec] = {}
+    service_features = [f"{v}:{f}" for v, spec in views.items() for f in spec.features]
+    hashes: dict[str, str] = {}
+    fingerprints: dict[str, str] = {}
+    for fs in feature_sets.REQUEST_FEATURE_SETS:
+        path = artifact_path(fs, base)
+        art = StatisticsArtifact.load(path)
+        fps = fs.fingerprints(art)
+        attr = next(k for k, v in vars(feature_sets).items() if v is fs)
+        request[fs.name] = RequestTransformSpec(
+            name=fs.name,
+            feature_set=f"{FEATURE_SETS_MODULE}:{attr}",
+            artifact_path=str(path),
+            artifact_hash=art.content_hash,
+            fingerprints=fps,
+            request_schema={n: f.type.name for n, f in fs.inputs.items() if n not in owners},
+            view_inputs={n: f"{owners[n]}:{n}" for n in fs.inputs if n in owners},
+        )
+        service_features += [f"{fs.name}:{t.name}" for t in fs.select(request_time=True)]
+        hashes[fs.name] = art.content_hash
+        fingerprints.update(fps)
+    services = {MODEL_SERVICE: ServiceSpec(MODEL_SERVICE, service_features, hashes, fingerprints)}
+    return Manifest(
+        project=project,
+        entity_key_serialization_version=3,
+        views=views,
+        request_transforms=request,
+        services=services,
+        redis_connection_string=connection,
+    )
+
+
+def apply(
+    repo: Path,
+    redis_url: str | None = None,
+    base: Path | None = None,
+    project: str | None = None,
+) -> Manifest:
+    """Register every object in Feast (like ``feast apply``) and write the manifest."""
+    repo = Path(repo).resolve()
+    base = base or data_dir()
+    for fs_path in (base / "features",):
+        if not fs_path.exists():
+            raise SchemaError(f"{fs_path} does not exist; run `skewless run` first")
+    if redis_url or project:
+        configure_repo(repo, redis_url, project)
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(repo))
+    objects: dict[str, Any] = repo_objects(base)
+    store.apply(list(objects.values()))
+    connection = store.config.online_store.connection_string
+    manifest = build_manifest(store.project, connection, base)
+    manifest.save(repo)
+    return manifest

@@ -1,0 +1,170 @@
+"""Feast objects generated from the feature sets: one source of truth.
+
+Entity feature sets become Entities + FileSources + FeatureViews over the batch
+pipeline's Parquet output; request-time feature sets become OnDemandFeatureViews whose
+Python UDF calls the *same* transform functions through the online engine; each model
+version is a FeatureService tagged with the statistics artifact hash and the transform
+fingerprints it was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from transforms.artifact import StatisticsArtifact
+from transforms.feature_set import FeatureSet
+from transforms.types import Bool, Float64, Int64, String, Timestamp
+
+REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
+FEATURE_SETS_MODULE = "feature_repo.feature_sets"
+MODEL_SERVICE = "fraud_model_v1"
+
+# field type -> (Feast dtype name, Feast ValueType / redis codec name)
+FEAST_TYPES = {
+    Int64: ("Int64", "int64"),
+    Float64: ("Float64", "double"),
+    String: ("String", "string"),
+    Bool: ("Bool", "bool"),
+    Timestamp: ("UnixTimestamp", "unix_timestamp"),
+}
+
+
+def data_dir() -> Path:
+    """Where the batch pipeline writes (``SKEWLESS_DATA``, default ``feature_repo/data``)."""
+    return Path(os.environ.get("SKEWLESS_DATA", REPO_DIR / "data")).resolve()
+
+
+def artifact_path(fs: FeatureSet, base: Path | None = None) -> Path:
+    return (base or data_dir()) / "artifacts" / f"{fs.name}.json"
+
+
+@lru_cache(maxsize=8)
+def _engine(feature_set_name: str, path: str) -> Any:
+    from feature_repo import feature_sets
+    from transforms.engines.online import OnlineEngine
+
+    fs = next(f for f in feature_sets.REQUEST_FEATURE_SETS if f.name == feature_set_name)
+    return OnlineEngine(fs, StatisticsArtifact.load(path), request_time_only=True)
+
+
+def request_udf(feature_set_name: str) -> Any:
+    """A Feast python-mode UDF (dict of lists in, dict of lists out) for one feature set."""
+
+    def udf(inputs: dict[str, Any]) -> dict[str, Any]:
+        fs_engine = _engine(feature_set_name, str(artifact_path(_request_set(feature_set_name))))
+        n = len(next(iter(inputs.values()))) if inputs else 0
+        columns = {name: list(inputs[name]) for name in fs_engine.inputs}
+        return fs_engine.runner.run_python_columns(columns, n)
+
+    udf.__name__ = f"{feature_set_name}_udf"
+    return udf
+
+
+def _request_set(name: str) -> FeatureSet:
+    from feature_repo import feature_sets
+
+    return next(f for f in feature_sets.REQUEST_FEATURE_SETS if f.name == name)
+
+
+def view_feature_owners() -> dict[str, str]:
+    """Feature name -> entity feature set (view) that produces it."""
+    from feature_repo import feature_sets
+
+    return {t.name: fs.name for fs in feature_sets.ENTITY_FEATURE_SETS for t in fs.order}
+
+
+def repo_objects(base: Path | None = None) -> dict[str, Any]:
+    """Every Feast object of the repo by variable name (``definitions.py`` exports them)."""
+    from feast import (
+        Entity,
+        FeatureService,
+        FeatureView,
+        Field,
+        FileSource,
+        RequestSource,
+        ValueType,
+    )
+    from feast import types as ft
+    from feast.data_format import ParquetFormat
+    from feast.on_demand_feature_view import OnDemandFeatureView
+
+    from feature_repo import feature_sets
+
+    base = base or data_dir()
+    objects: dict[str, Any] = {}
+    entities: dict[str, Any] = {}
+    views: dict[str, Any] = {}
+    for fs in feature_sets.ENTITY_FEATURE_SETS:
+        for key in fs.entities:
+            name = key.removesuffix("_id")
+            entities[key] = objects[f"entity_{name}"] = Entity(
+                name=name, join_keys=[key], value_type=ValueType.INT64
+            )
+        source = FileSource(
+            name=f"{fs.name}_source",
+            path=str(base / "features" / fs.name),
+            file_format=ParquetFormat(),
+            timestamp_field=fs.event_timestamp,
+            created_timestamp_column="created_timestamp",
+        )
+        views[fs.name] = objects[fs.name] = FeatureView(
+            name=fs.name,
+            entities=[entities[k] for k in fs.entities],
+            ttl=timedelta(seconds=fs.ttl_seconds),
+            schema=[
+                Field(name=t.name, dtype=getattr(ft, FEAST_TYPES[t.output.type][0]))
+                for t in fs.order
+            ],
+            source=source,
+            online=True,
+            description=fs.description,
+            tags={"skewless.feature_set": fs.name},
+        )
+    owners = view_feature_owners()
+    odfvs = []
+    tags: dict[str, str] = {}
+    for fs in feature_sets.REQUEST_FEATURE_SETS:
+        path = artifact_path(fs, base)
+        art = StatisticsArtifact.load(path)
+        request_fields = [
+            Field(name=name, dtype=getattr(ft, FEAST_TYPES[f.type][0]))
+            for name, f in fs.inputs.items()
+            if name not in owners
+        ]
+        sources: list[Any] = [RequestSource(name=f"{fs.name}_request", schema=request_fields)]
+        by_view: dict[str, list[str]] = {}
+        for name in fs.inputs:
+            if name in owners:
+                by_view.setdefault(owners[name], []).append(name)
+        sources += [views[v][names] for v, names in sorted(by_view.items())]
+        odfv = OnDemandFeatureView(
+            name=fs.name,
+            sources=sources,
+            schema=[
+                Field(name=t.name, dtype=getattr(ft, FEAST_TYPES[t.output.type][0]))
+                for t in fs.select(request_time=True)
+            ],
+            mode="python",
+            udf=request_udf(fs.name),
+            udf_string=f"skewless request-time transforms of {fs.name}",
+            description=fs.description,
+            tags={"skewless.artifact_hash": art.content_hash},
+        )
+        odfvs.append(odfv)
+        objects[fs.name] = odfv
+        tags[f"skewless.artifact.{fs.name}"] = art.content_hash
+        tags[f"skewless.fingerprints.{fs.name}"] = json.dumps(
+            fs.fingerprints(art), sort_keys=True
+        )
+    objects["fraud_model_v1"] = FeatureService(
+        name=MODEL_SERVICE,
+        features=[*views.values(), *odfvs],
+        tags=tags,
+        description="Card fraud model, version 1.",
+    )
+    return objects
