@@ -48,7 +48,9 @@ def register(app: typer.Typer) -> None:
     @app.command("apply")
     @guarded
     def apply_command(
-        repo: Annotated[Path, typer.Option("--repo", help="The Feast repo.")] = Path("feature_repo"),
+        repo: Annotated[Path, typer.Option("--repo", help="The Feast repo.")] = Path(
+            "feature_repo"
+        ),
         redis_url: Annotated[
             str | None, typer.Option("--redis-url", help="Online store (default: REDIS_URL).")
         ] = None,

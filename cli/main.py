@@ -29,3 +29,7 @@ _register()
 
 def main() -> None:
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
