@@ -26,6 +26,7 @@ def get_spark(master: str = "local[*]", app_name: str = "skewless") -> Any:
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "4g")
         .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
         .getOrCreate()

@@ -117,13 +117,19 @@ def from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
     where = f"{owner}: input '{field.name}'"
     kind = field.type
     if kind is Float64:
+        clean = True  # every value a finite number: skip the vectorised missing check
         for v in values:
             tv = type(v)
-            if tv is not float and tv is not int and v is not None:
-                if not isinstance(v, (float, int, np.floating, np.integer)) or isinstance(v, bool):
+            if tv is float:
+                clean = clean and v - v == 0.0  # False for NaN and +-inf
+            elif tv is not int:
+                clean = False
+                if v is not None and (
+                    not isinstance(v, (float, int, np.floating, np.integer)) or isinstance(v, bool)
+                ):
                     raise InputError(f"{where} expected float64, got {_py_kind(v)}")
         arr = np.array(values, dtype=np.float64)
-        return _missing_as_nan(arr, field, where, 0)
+        return arr if clean else _missing_as_nan(arr, field, where, 0)
     if kind is Int64:
         has_null = False
         for v in values:
