@@ -37,7 +37,7 @@ def serve_command(
     if workers < 1 or max_entities < 1 or redis_timeout_ms < 1 or max_body_bytes < 1:
         fail("--workers, --max-entities, --max-body-bytes and --redis-timeout-ms must be positive")
     from serving.config import ServeConfig
-    from serving.server import check, run
+    from serving.server import run
 
     config = ServeConfig(
         repo=repo,
@@ -52,8 +52,7 @@ def serve_command(
         redis_timeout_ms=redis_timeout_ms,
         redis_url=os.environ.get("REDIS_URL"),
     )
-    guarded(check)(config)
-    run(config)
+    guarded(run)(config)
 
 
 def register(app: typer.Typer) -> None:

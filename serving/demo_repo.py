@@ -10,6 +10,8 @@ server computes what ours does. Feast is imported inside functions only.
 
 from __future__ import annotations
 
+import os
+import sys
 import textwrap
 import uuid
 from dataclasses import dataclass
@@ -204,11 +206,23 @@ def build(
     (root / f"repo_{project}.py").write_text(_repo_py(wide, data))
     ARTIFACT.save(root / "artifacts" / "payments.json")
 
+    import importlib
+
     from feast.repo_config import load_repo_config
 
-    apply_total(
-        load_repo_config(root, root / "feature_store.yaml"), root, skip_source_validation=True
-    )
+    importlib.invalidate_caches()  # the repo module was just written; path finders cache dirs
+
+    # apply_total chdirs into the repo and imports its files relative to cwd: give it a path
+    # entry for the repo, and restore cwd afterwards.
+    cwd = os.getcwd()
+    sys.path.insert(0, str(root))
+    try:
+        apply_total(
+            load_repo_config(root, root / "feature_store.yaml"), root, skip_source_validation=True
+        )
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(str(root))
     store = FeatureStore(repo_path=str(root))
     store.materialize(start_date=now - timedelta(days=60), end_date=now + timedelta(seconds=1))
     manifest_for(project, conn, wide, ARTIFACT.content_hash, FEATURES.fingerprints(ARTIFACT)).save(

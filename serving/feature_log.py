@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import queue
 import random
@@ -25,6 +26,8 @@ from typing import Any
 from serving.lookup import STATUS_NAMES, Plan, Result
 from serving.metrics import Metrics
 
+_log = logging.getLogger("skewless.serving")
+
 _ARROW_TYPES = {
     "int64": "int64",
     "int32": "int32",
@@ -32,7 +35,7 @@ _ARROW_TYPES = {
     "float64": "float64",
     "float": "float32",
     "string": "string",
-    "bool": "bool",
+    "bool": "bool_",
     "bytes": "binary",
 }
 
@@ -129,6 +132,9 @@ class FeatureLogger:
                     try:
                         self._write(key, batch)
                     except Exception:  # a failed write loses the batch, never the server
+                        _log.exception(
+                            "feature log: writing %d records to %s failed", len(batch), key
+                        )
                         self.dropped += len(batch)
                         self.metrics.log_dropped.inc(len(batch))
 

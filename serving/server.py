@@ -26,11 +26,17 @@ def run(config: ServeConfig) -> None:
     config = replace(config, repo=os.path.abspath(config.repo))
     if config.log_dir:
         config = replace(config, log_dir=os.path.abspath(config.log_dir))
-    check(config)
-    os.environ[ENV_VAR] = config.to_env()
+    if config.workers > 1:
+        check(config)  # fail once, here, not in every worker
+        os.environ[ENV_VAR] = config.to_env()
+        target: object = "serving.app:create_app"
+    else:
+        from serving.app import LookupApp
+
+        target = LookupApp(config)  # one process: build (and verify) the app once
     uvicorn.run(
-        "serving.app:create_app",
-        factory=True,
+        target,  # type: ignore[arg-type]
+        factory=config.workers > 1,
         host=config.host,
         port=config.port,
         workers=config.workers if config.workers > 1 else None,
