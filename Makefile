@@ -25,7 +25,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check transforms pipelines serving feature_repo bench cli tests
 	$(BIN)/ruff format --check transforms pipelines serving feature_repo bench cli tests
-	$(BIN)/mypy transforms serving cli
+	$(BIN)/mypy transforms serving cli pipelines bench
 
 test: lint
 	$(BIN)/python -m pytest

@@ -23,6 +23,7 @@ from transforms import (
     Float64,
     Int64,
     Mean,
+    Nullable,
     Quantiles,
     Std,
     String,
@@ -36,31 +37,33 @@ from transforms.statistics import analyze_table
 
 
 @transform
-def amount_z(amount: Float64 | None, mean=Mean("amount"), std=Std("amount")) -> Float64 | None:
+def amount_z(
+    amount: Nullable[Float64], mean=Mean("amount"), std=Std("amount")
+) -> Nullable[Float64]:
     return (amount - mean) / std
 
 
 @transform
-def amount_log(amount: Float64 | None) -> Float64 | None:
+def amount_log(amount: Nullable[Float64]) -> Nullable[Float64]:
     return np.log1p(amount)
 
 
 @transform
 def category_idx(
-    category: String | None, vocab=Vocabulary("category", top_k=50, num_oov_buckets=4)
+    category: Nullable[String], vocab=Vocabulary("category", top_k=50, num_oov_buckets=4)
 ) -> Int64:
     return vocab.lookup(category)
 
 
 @transform
 def amount_bucket(
-    amount: Float64 | None, bounds=Quantiles("amount", num_buckets=10)
-) -> Int64 | None:
+    amount: Nullable[Float64], bounds=Quantiles("amount", num_buckets=10)
+) -> Nullable[Int64]:
     return bucketize(amount, bounds)
 
 
 @transform
-def amount_per_item(amount: Float64 | None, items: Int64) -> Float64 | None:
+def amount_per_item(amount: Nullable[Float64], items: Int64) -> Nullable[Float64]:
     return amount / items
 
 

@@ -14,6 +14,7 @@ from transforms import (
     Float64,
     Int64,
     Mean,
+    Nullable,
     Std,
     String,
     Timestamp,
@@ -49,22 +50,24 @@ def user_txn_count_7d(event_timestamp: Timestamp) -> Int64:
 
 
 @transform
-def user_amount_sum_1h(event_timestamp: Timestamp, amount: Float64 | None) -> Float64:
+def user_amount_sum_1h(event_timestamp: Timestamp, amount: Nullable[Float64]) -> Float64:
     return window_sum(event_timestamp, amount, HOUR)
 
 
 @transform
-def user_amount_sum_24h(event_timestamp: Timestamp, amount: Float64 | None) -> Float64:
+def user_amount_sum_24h(event_timestamp: Timestamp, amount: Nullable[Float64]) -> Float64:
     return window_sum(event_timestamp, amount, DAY)
 
 
 @transform
-def user_amount_mean_24h(event_timestamp: Timestamp, amount: Float64 | None) -> Float64 | None:
+def user_amount_mean_24h(
+    event_timestamp: Timestamp, amount: Nullable[Float64]
+) -> Nullable[Float64]:
     return window_mean(event_timestamp, amount, DAY)
 
 
 @transform
-def user_amount_mean_7d(event_timestamp: Timestamp, amount: Float64 | None) -> Float64 | None:
+def user_amount_mean_7d(event_timestamp: Timestamp, amount: Nullable[Float64]) -> Nullable[Float64]:
     return window_mean(event_timestamp, amount, 7 * DAY)
 
 
@@ -74,7 +77,7 @@ def user_distinct_merchants_7d(event_timestamp: Timestamp, merchant_id: Int64) -
 
 
 @transform
-def user_seconds_since_prev(event_timestamp: Timestamp) -> Float64 | None:
+def user_seconds_since_prev(event_timestamp: Timestamp) -> Nullable[Float64]:
     return seconds_since_previous(event_timestamp)
 
 
@@ -106,7 +109,9 @@ def merchant_txn_count_24h(event_timestamp: Timestamp) -> Int64:
 
 
 @transform
-def merchant_amount_mean_7d(event_timestamp: Timestamp, amount: Float64 | None) -> Float64 | None:
+def merchant_amount_mean_7d(
+    event_timestamp: Timestamp, amount: Nullable[Float64]
+) -> Nullable[Float64]:
     return window_mean(event_timestamp, amount, 7 * DAY)
 
 
@@ -123,31 +128,33 @@ MERCHANT_ACTIVITY = FeatureSet(
 
 
 @transform(request_time=True)
-def amount_z(amount: Float64, mean=Mean("amount"), std=Std("amount")) -> Float64 | None:
+def amount_z(amount: Float64, mean=Mean("amount"), std=Std("amount")) -> Nullable[Float64]:
     """The transaction amount as a z-score over all training transactions."""
     return (amount - mean) / std
 
 
 @transform(request_time=True)
-def amount_log(amount: Float64) -> Float64 | None:
+def amount_log(amount: Float64) -> Nullable[Float64]:
     return np.log1p(amount)
 
 
 @transform(request_time=True)
-def amount_vs_user_mean_7d(amount: Float64, user_amount_mean_7d: Float64 | None) -> Float64 | None:
+def amount_vs_user_mean_7d(
+    amount: Float64, user_amount_mean_7d: Nullable[Float64]
+) -> Nullable[Float64]:
     """How unusual the amount is for this user (null without 7 days of history)."""
     return amount / user_amount_mean_7d
 
 
 @transform(request_time=True)
 def amount_vs_merchant_mean_7d(
-    amount: Float64, merchant_amount_mean_7d: Float64 | None
-) -> Float64 | None:
+    amount: Float64, merchant_amount_mean_7d: Nullable[Float64]
+) -> Nullable[Float64]:
     return amount / merchant_amount_mean_7d
 
 
 @transform(request_time=True)
-def device_idx(device: String | None, vocab=Vocabulary("device", num_oov_buckets=2)) -> Int64:
+def device_idx(device: Nullable[String], vocab=Vocabulary("device", num_oov_buckets=2)) -> Int64:
     return vocab.lookup(device)
 
 

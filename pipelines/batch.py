@@ -168,7 +168,8 @@ def _run_beam(
 
     with beam.Pipeline(options=PipelineOptions(options)) as p:
         raw = p | "Read" >> beam.io.ReadFromParquet(str(transactions / "*.parquet"))
-        good, bad = raw | "SplitNullKeys" >> beam.Partition(lambda row, _: has_null_key(row), 2)
+        split: Any = lambda row, _: has_null_key(row)  # noqa: E731 - Beam's typing wants WithTypeHints
+        good, bad = raw | "SplitNullKeys" >> beam.Partition(split, 2)
         _ = (
             raw
             | "CountIn" >> beam.combiners.Count.Globally()

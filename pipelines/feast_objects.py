@@ -18,7 +18,7 @@ from typing import Any
 
 from transforms.artifact import StatisticsArtifact
 from transforms.feature_set import FeatureSet
-from transforms.types import Bool, Float64, Int64, String, Timestamp
+from transforms.types import BoolType, Float64Type, Int64Type, StringType, TimestampType
 
 REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
 FEATURE_SETS_MODULE = "feature_repo.feature_sets"
@@ -26,11 +26,11 @@ MODEL_SERVICE = "fraud_model_v1"
 
 # field type -> (Feast dtype name, Feast ValueType / redis codec name)
 FEAST_TYPES = {
-    Int64: ("Int64", "int64"),
-    Float64: ("Float64", "double"),
-    String: ("String", "string"),
-    Bool: ("Bool", "bool"),
-    Timestamp: ("UnixTimestamp", "unix_timestamp"),
+    Int64Type: ("Int64", "int64"),
+    Float64Type: ("Float64", "double"),
+    StringType: ("String", "string"),
+    BoolType: ("Bool", "bool"),
+    TimestampType: ("UnixTimestamp", "unix_timestamp"),
 }
 
 
@@ -158,9 +158,7 @@ def repo_objects(base: Path | None = None) -> dict[str, Any]:
         odfvs.append(odfv)
         objects[fs.name] = odfv
         tags[f"skewless.artifact.{fs.name}"] = art.content_hash
-        tags[f"skewless.fingerprints.{fs.name}"] = json.dumps(
-            fs.fingerprints(art), sort_keys=True
-        )
+        tags[f"skewless.fingerprints.{fs.name}"] = json.dumps(fs.fingerprints(art), sort_keys=True)
     objects["fraud_model_v1"] = FeatureService(
         name=MODEL_SERVICE,
         features=[*views.values(), *odfvs],

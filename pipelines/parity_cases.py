@@ -16,6 +16,7 @@ from transforms import (
     Max,
     Mean,
     Min,
+    Nullable,
     Quantiles,
     Std,
     String,
@@ -27,37 +28,41 @@ from transforms import (
 
 
 @transform
-def amount_z(amount: Float64 | None, mean=Mean("amount"), std=Std("amount")) -> Float64 | None:
+def amount_z(
+    amount: Nullable[Float64], mean=Mean("amount"), std=Std("amount")
+) -> Nullable[Float64]:
     """z-score with the population std (ddof=0); missing stays missing."""
     return (amount - mean) / std
 
 
 @transform
-def amount_log1p(amount: Float64 | None) -> Float64 | None:
+def amount_log1p(amount: Nullable[Float64]) -> Nullable[Float64]:
     """log1p: negative inputs give NaN and -1 gives -inf, both written as null."""
     return np.log1p(amount)
 
 
 @transform
-def amount_scaled(amount: Float64 | None, lo=Min("amount"), hi=Max("amount")) -> Float64 | None:
+def amount_scaled(
+    amount: Nullable[Float64], lo=Min("amount"), hi=Max("amount")
+) -> Nullable[Float64]:
     return (amount - lo) / (hi - lo)
 
 
 @transform
 def amount_bucket(
-    amount: Float64 | None, bounds=Quantiles("amount", num_buckets=8)
-) -> Int64 | None:
+    amount: Nullable[Float64], bounds=Quantiles("amount", num_buckets=8)
+) -> Nullable[Int64]:
     return bucketize(amount, bounds)
 
 
 @transform
-def amount_cents(amount: Float64 | None) -> Float64 | None:
+def amount_cents(amount: Nullable[Float64]) -> Nullable[Float64]:
     """Round half to even at 2 decimals (numpy's rule, the contract's rule)."""
     return np.round(amount, 2)
 
 
 @transform
-def amount_per_item(amount: Float64 | None, items: Int64 | None) -> Float64 | None:
+def amount_per_item(amount: Nullable[Float64], items: Nullable[Int64]) -> Nullable[Float64]:
     """Division by zero gives inf or NaN: written as null."""
     return amount / items
 
@@ -69,7 +74,7 @@ def items_sq(items: Int64) -> Int64:
 
 @transform
 def category_idx(
-    category: String | None,
+    category: Nullable[String],
     vocab=Vocabulary("category", top_k=6, num_oov_buckets=3, seed=11),
 ) -> Int64:
     """Vocabulary index; OOV strings hash into 3 buckets; null gives -1."""
@@ -77,18 +82,18 @@ def category_idx(
 
 
 @transform
-def name_clean(name: String | None) -> String | None:
+def name_clean(name: Nullable[String]) -> Nullable[String]:
     return np.array([None if s is None else s.strip().casefold() for s in name], dtype=object)
 
 
 @transform
-def name_len(name: String | None) -> Int64 | None:
+def name_len(name: Nullable[String]) -> Nullable[Int64]:
     """Length in code points after NFC normalisation."""
     return np.array([np.nan if s is None else len(s) for s in name], dtype=np.float64)
 
 
 @transform
-def flag_or_big(flag: Bool | None, amount: Float64 | None) -> Bool | None:
+def flag_or_big(flag: Nullable[Bool], amount: Nullable[Float64]) -> Nullable[Bool]:
     """Nullable bools arrive as 1.0/0.0/NaN."""
     big = np.where(np.isnan(amount), np.nan, (amount > 100).astype(np.float64))
     return np.fmax(flag, big)
@@ -107,13 +112,15 @@ def hour_utc(event_timestamp: Timestamp) -> Int64:
 
 
 @transform
-def amount_z_clipped(amount_z: Float64 | None) -> Float64 | None:
+def amount_z_clipped(amount_z: Nullable[Float64]) -> Nullable[Float64]:
     """Consumes another transform's output."""
     return np.clip(amount_z, -3.0, 3.0)
 
 
 @transform(request_time=True)
-def amount_vs_request(amount: Float64 | None, request_amount: Float64 | None) -> Float64 | None:
+def amount_vs_request(
+    amount: Nullable[Float64], request_amount: Nullable[Float64]
+) -> Nullable[Float64]:
     return request_amount - amount
 
 

@@ -7,20 +7,9 @@ and their helpers, the statistics artifact and the errors. Engines live in
 
 from __future__ import annotations
 
-from transforms.analyzers import (
-    Count,
-    Max,
-    Mean,
-    Min,
-    NullCount,
-    Quantiles,
-    Std,
-    Var,
-    Vocabulary,
-    VocabularyTable,
-    bucketize,
-    fingerprint64,
-)
+from typing import TYPE_CHECKING
+
+from transforms.analyzers import VocabularyTable, bucketize, fingerprint64
 from transforms.artifact import StatisticsArtifact
 from transforms.errors import (
     ArtifactError,
@@ -33,7 +22,32 @@ from transforms.errors import (
 from transforms.feature_set import FeatureSet
 from transforms.runtime import FeatureSetRunner
 from transforms.transform import Transform, transform
-from transforms.types import Bool, Field, Float64, Int64, String, Timestamp
+from transforms.types import Bool, Field, Float64, Int64, Nullable, String, Timestamp
+
+if TYPE_CHECKING:  # analyzers typed as the value the transform receives
+    from transforms._typing import (
+        Count,
+        Max,
+        Mean,
+        Min,
+        NullCount,
+        Quantiles,
+        Std,
+        Var,
+        Vocabulary,
+    )
+else:
+    from transforms.analyzers import (
+        Count,
+        Max,
+        Mean,
+        Min,
+        NullCount,
+        Quantiles,
+        Std,
+        Var,
+        Vocabulary,
+    )
 
 __all__ = [
     "ArtifactError",
@@ -48,6 +62,7 @@ __all__ = [
     "Mean",
     "Min",
     "NullCount",
+    "Nullable",
     "Quantiles",
     "RequestError",
     "SchemaError",

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.errors import TransformError
-from transforms.types import Bool, Field, Float64, Int64, String, Timestamp
+from transforms.types import BoolType, Field, Float64Type, Int64Type, StringType, TimestampType
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -53,12 +53,12 @@ def from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> n
     where = f"{owner}: input '{field.name}'"
     nulls = array.null_count
     kind = field.type
-    if kind is Float64:
+    if kind is Float64Type:
         if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
             raise InputError(f"{where} expected float64, got {t}")
         values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
         return _missing_as_nan(values, field, where, nulls)
-    if kind is Int64:
+    if kind is Int64Type:
         if not pa.types.is_integer(t):
             raise InputError(f"{where} expected int64, got {t}")
         if nulls and not field.nullable:
@@ -66,7 +66,7 @@ def from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> n
         if field.nullable:
             return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
         return array.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    if kind is Bool:
+    if kind is BoolType:
         if not pa.types.is_boolean(t):
             raise InputError(f"{where} expected bool, got {t}")
         if nulls and not field.nullable:
@@ -74,7 +74,7 @@ def from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> n
         if field.nullable:
             return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
         return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.bool_)
-    if kind is String:
+    if kind is StringType:
         if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             raise InputError(f"{where} expected string, got {t}")
         if nulls and not field.nullable:
@@ -83,7 +83,7 @@ def from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> n
         if len(array) and not pc.all(pc.string_is_ascii(array)).as_py():
             values = np.array([None if v is None else _nfc(v) for v in values], dtype=object)
         return values
-    if kind is Timestamp:
+    if kind is TimestampType:
         if not pa.types.is_timestamp(t):
             raise InputError(f"{where} expected timestamp, got {t}")
         if t.tz is None:
@@ -116,7 +116,7 @@ def from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
     """Canonical numpy column for ``field`` from Python values (online requests, Beam rows)."""
     where = f"{owner}: input '{field.name}'"
     kind = field.type
-    if kind is Float64:
+    if kind is Float64Type:
         clean = True  # every value a finite number: skip the vectorised missing check
         for v in values:
             tv = type(v)
@@ -130,7 +130,7 @@ def from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
                     raise InputError(f"{where} expected float64, got {_py_kind(v)}")
         arr = np.array(values, dtype=np.float64)
         return arr if clean else _missing_as_nan(arr, field, where, 0)
-    if kind is Int64:
+    if kind is Int64Type:
         has_null = False
         for v in values:
             if v is None:
@@ -148,7 +148,7 @@ def from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
         if field.nullable:
             return np.array(values, dtype=np.int64).astype(np.float64)
         return np.array(values, dtype=np.int64)
-    if kind is Bool:
+    if kind is BoolType:
         for v in values:
             if v is not None and not isinstance(v, (bool, np.bool_)):
                 raise InputError(f"{where} expected bool, got {_py_kind(v)}")
@@ -157,7 +157,7 @@ def from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
         if any(v is None for v in values):
             raise InputError(f"{where} is not nullable but has null(s)")
         return np.array(values, dtype=np.bool_)
-    if kind is String:
+    if kind is StringType:
         out = np.empty(len(values), dtype=object)
         for i, v in enumerate(values):
             if v is None:
@@ -169,7 +169,7 @@ def from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
             else:
                 raise InputError(f"{where} expected string, got {_py_kind(v)}")
         return out
-    if kind is Timestamp:
+    if kind is TimestampType:
         out_us = np.empty(len(values), dtype="datetime64[us]")
         for i, v in enumerate(values):
             if v is None:
@@ -294,11 +294,11 @@ def _out_timestamp(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked
 
 
 _CHECKERS = {
-    Float64: _out_float,
-    Int64: _out_int,
-    Bool: _out_bool,
-    String: _out_string,
-    Timestamp: _out_timestamp,
+    Float64Type: _out_float,
+    Int64Type: _out_int,
+    BoolType: _out_bool,
+    StringType: _out_string,
+    TimestampType: _out_timestamp,
 }
 
 
@@ -311,7 +311,7 @@ def to_arrow(field: Field, values: np.ndarray, valid: np.ndarray | None) -> pa.A
 
 
 def to_python(field: Field, values: np.ndarray, valid: np.ndarray | None) -> list[Any]:
-    if field.type is Timestamp:
+    if field.type is TimestampType:
         micros = values.astype(np.int64).tolist()
         out: list[Any] = [_EPOCH + dt.timedelta(microseconds=m) for m in micros]
     else:

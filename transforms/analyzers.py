@@ -3,7 +3,7 @@
 A transform asks for a statistic by giving a parameter an analyzer as default value::
 
     @transform
-    def amount_z(amount: Float64 | None, mean=Mean("amount"), std=Std("amount")) -> Float64 | None:
+    def amount_z(amount: Nullable[Float64], mean=Mean("amount"), std=Std("amount")) -> Nullable[Float64]:
         return (amount - mean) / std
 
 The batch engines compute every analyzer of a feature set in one pass with the

@@ -12,16 +12,16 @@ from transforms.analyzers import Analyzer
 from transforms.artifact import StatisticsArtifact, canonical_json
 from transforms.errors import ArtifactError, SchemaError
 from transforms.transform import Transform
-from transforms.types import Bool, Field, Float64, Int64, String
+from transforms.types import BoolType, Field, Float64Type, Int64Type, StringType
 
-_NUMERIC = (Float64, Int64, Bool)
+_NUMERIC = (Float64Type, Int64Type, BoolType)
 
 
 @dataclass(frozen=True)
 class FeatureSet:
     """Transforms grouped by entity.
 
-    ``entities`` maps join-key names to field types (``{"user_id": Int64}``);
+    ``entities`` maps join-key names to field types (``{"user_id": Int64Type}``);
     ``event_timestamp`` names the UTC event time column carried through every engine.
     ``ttl_seconds`` is how long a computed value stays valid, offline and online.
     ``order_by`` makes it an *entity* feature set: every engine groups rows by the entity
@@ -110,7 +110,7 @@ class FeatureSet:
                         f"transform '{t.name}': analyzer {a.key()} reads '{a.column}', "
                         "which is not a raw input of the feature set"
                     )
-                wanted = (String,) if a.family == "counts" else _NUMERIC
+                wanted = (StringType,) if a.family == "counts" else _NUMERIC
                 if f.type not in wanted:
                     raise SchemaError(
                         f"transform '{t.name}': analyzer {a.key()} needs "

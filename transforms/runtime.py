@@ -18,7 +18,7 @@ from transforms.artifact import StatisticsArtifact
 from transforms.errors import TransformError
 from transforms.feature_set import FeatureSet
 from transforms.transform import Transform
-from transforms.types import Bool, Field, Int64
+from transforms.types import BoolType, Field, Int64Type
 
 Column = np.ndarray
 Output = tuple[np.ndarray, "np.ndarray | None"]
@@ -26,7 +26,7 @@ Output = tuple[np.ndarray, "np.ndarray | None"]
 
 def _as_input(f: Field, values: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """An upstream transform's output seen as another transform's input (same rules as raw)."""
-    if f.nullable and f.type in (Int64, Bool):
+    if f.nullable and f.type in (Int64Type, BoolType):
         out = values.astype(np.float64)
         if valid is not None:
             out[~valid] = np.nan

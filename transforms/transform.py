@@ -64,7 +64,7 @@ def _build(
     fn: Callable[..., Any], name: str, request_time: bool, description: str | None
 ) -> Transform:
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
     except Exception as exc:  # an unresolvable annotation is a definition bug worth naming
         raise TransformError(f"transform '{name}': cannot read its annotations: {exc}") from None
     inputs: list[Field] = []

@@ -22,7 +22,9 @@ class EngineResults:
         return self.online.column(name).to_pylist()
 
 
-def run_everywhere(fs: FeatureSet, table: pa.Table, workdir: Path, key: str = "id") -> EngineResults:
+def run_everywhere(
+    fs: FeatureSet, table: pa.Table, workdir: Path, key: str = "id"
+) -> EngineResults:
     """Analyze and apply in Python/online, Spark and Beam; assert all agree bit for bit."""
     parquet = workdir / "input.parquet"
     pq.write_table(table, parquet)

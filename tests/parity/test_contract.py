@@ -23,6 +23,7 @@ from transforms import (
     Max,
     Mean,
     Min,
+    Nullable,
     NullCount,
     Quantiles,
     Std,
@@ -55,12 +56,12 @@ def fs_of(*transforms, name: str = "case") -> FeatureSet:
 
 
 @transform
-def doubled(x: Float64 | None) -> Float64 | None:
+def doubled(x: Nullable[Float64]) -> Nullable[Float64]:
     return x * 2
 
 
 @transform
-def x_count(x: Float64 | None, n=Count("x"), nulls=NullCount("x")) -> Float64:
+def x_count(x: Nullable[Float64], n=Count("x"), nulls=NullCount("x")) -> Float64:
     return np.full(len(x), n * 100 + nulls, dtype=np.float64)
 
 
@@ -74,12 +75,12 @@ def test_rule1_null_nan_and_inf_are_missing(tmp_path):
 
 
 @transform
-def inverse(x: Float64 | None) -> Float64 | None:
+def inverse(x: Nullable[Float64]) -> Nullable[Float64]:
     return 1.0 / x
 
 
 @transform
-def ratio(a: Int64, b: Int64) -> Float64 | None:
+def ratio(a: Int64, b: Int64) -> Nullable[Float64]:
     return a / b
 
 
@@ -98,7 +99,7 @@ def test_rule2_3_non_finite_outputs_and_division_by_zero_are_null(tmp_path):
 
 
 @transform
-def negated(x: Float64 | None, lo=Min("x"), hi=Max("x")) -> Float64 | None:
+def negated(x: Nullable[Float64], lo=Min("x"), hi=Max("x")) -> Nullable[Float64]:
     return np.where(np.isnan(lo + hi), np.nan, -x)
 
 
@@ -110,12 +111,12 @@ def test_rule4_signed_zero_kept_in_values_not_in_statistics(tmp_path):
 
 
 @transform
-def z_pop(x: Float64 | None, sd=Std("x")) -> Float64:
+def z_pop(x: Nullable[Float64], sd=Std("x")) -> Float64:
     return np.full(len(x), sd)
 
 
 @transform
-def z_sample(x: Float64 | None, sd=Std("x", ddof=1)) -> Float64:
+def z_sample(x: Nullable[Float64], sd=Std("x", ddof=1)) -> Float64:
     return np.full(len(x), sd)
 
 
@@ -127,7 +128,7 @@ def test_rule5_ddof_defaults_to_population(tmp_path):
 
 
 @transform
-def centered(x: Float64 | None, mean=Mean("x"), sd=Std("x")) -> Float64 | None:
+def centered(x: Nullable[Float64], mean=Mean("x"), sd=Std("x")) -> Nullable[Float64]:
     return (x - mean) / sd
 
 
@@ -148,7 +149,7 @@ def test_rule6_statistics_are_correctly_rounded_exact_values(tmp_path):
 
 
 @transform
-def cents(x: Float64 | None) -> Float64 | None:
+def cents(x: Nullable[Float64]) -> Nullable[Float64]:
     return np.round(x, 2)
 
 
@@ -208,19 +209,21 @@ def test_rule9_timestamps_are_utc_instants(tmp_path):
 
 
 @transform
-def label(s: String | None, vocab=Vocabulary("s")) -> Int64:
+def label(s: Nullable[String], vocab=Vocabulary("s")) -> Int64:
     return vocab.lookup(s)
 
 
 @transform
-def length(s: String | None) -> Int64 | None:
+def length(s: Nullable[String]) -> Nullable[Int64]:
     return np.array([np.nan if v is None else len(v) for v in s])
 
 
 def test_rule10_11_strings_are_nfc_and_empty_is_a_value(tmp_path):
     t = table(s=pa.array(["café", "cafe\u0301", "", None, "Café", ""], pa.string()))
     r = run_everywhere(fs_of(label, length), t, tmp_path)
-    vocab = r.artifact.values["vocabulary(s, top_k=None, frequency_threshold=1, num_oov_buckets=0, seed=0)"]
+    vocab = r.artifact.values[
+        "vocabulary(s, top_k=None, frequency_threshold=1, num_oov_buckets=0, seed=0)"
+    ]
     assert vocab["values"] == ["", "café", "Café"]  # ties broken by UTF-8 bytes
     assert vocab["counts"] == [2, 2, 1]
     assert r.column("label") == [1, 1, 0, -1, 2, 0]
@@ -231,7 +234,7 @@ def test_rule10_11_strings_are_nfc_and_empty_is_a_value(tmp_path):
 
 
 @transform
-def city(s: String | None, vocab=Vocabulary("s", top_k=1, num_oov_buckets=5, seed=3)) -> Int64:
+def city(s: Nullable[String], vocab=Vocabulary("s", top_k=1, num_oov_buckets=5, seed=3)) -> Int64:
     return vocab.lookup(s)
 
 
@@ -257,7 +260,7 @@ def test_rule12_fingerprint_values_are_pinned():
 
 
 @transform
-def quartile(x: Float64 | None, q=Quantiles("x", num_buckets=4)) -> Int64 | None:
+def quartile(x: Nullable[Float64], q=Quantiles("x", num_buckets=4)) -> Nullable[Int64]:
     return bucketize(x, q)
 
 
@@ -308,7 +311,7 @@ def test_rule15_all_null_columns(tmp_path):
 
 
 @transform
-def constant(x: Float64 | None) -> Float64:
+def constant(x: Nullable[Float64]) -> Float64:
     return 7.0
 
 
@@ -343,16 +346,22 @@ def needs_amount(amount: Float64) -> Float64:
 def test_rule17_errors_name_transform_and_field(tmp_path):
     t = table(amount=pa.array(["12.5"], pa.string()))
     assert_same_error(
-        fs_of(needs_amount, name="wrongtype"), t, tmp_path,
+        fs_of(needs_amount, name="wrongtype"),
+        t,
+        tmp_path,
         "transform 'needs_amount': input 'amount' expected float64, got string",
     )
     t2 = table(other=pa.array([1.0], pa.float64()))
     assert_same_error(
-        fs_of(needs_amount, name="missing"), t2, tmp_path,
+        fs_of(needs_amount, name="missing"),
+        t2,
+        tmp_path,
         "transform 'needs_amount': input 'amount' is missing",
     )
     t3 = table(amount=pa.array([None], pa.float64()))
     assert_same_error(
-        fs_of(needs_amount, name="nulls"), t3, tmp_path,
+        fs_of(needs_amount, name="nulls"),
+        t3,
+        tmp_path,
         "transform 'needs_amount': input 'amount' is not nullable",
     )

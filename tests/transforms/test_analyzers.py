@@ -66,7 +66,12 @@ def test_moments_merge_in_any_order_gives_identical_state():
         for a in reversed(accs):
             merged.merge(a)
         assert (merged.count, merged.nulls, merged.s1, merged.s2, merged.min, merged.max) == (
-            whole.count, whole.nulls, whole.s1, whole.s2, whole.min, whole.max,
+            whole.count,
+            whole.nulls,
+            whole.s1,
+            whole.s2,
+            whole.min,
+            whole.max,
         )
 
 

@@ -14,6 +14,7 @@ from transforms import (
     Float64,
     Int64,
     Mean,
+    Nullable,
     SchemaError,
     StatisticsArtifact,
     Std,
@@ -27,18 +28,22 @@ from transforms.statistics import analyze_table
 
 
 @transform
-def amount_z(amount: Float64 | None, mean=Mean("amount"), std=Std("amount")) -> Float64 | None:
+def amount_z(
+    amount: Nullable[Float64], mean=Mean("amount"), std=Std("amount")
+) -> Nullable[Float64]:
     """z-score."""
     return (amount - mean) / std
 
 
 @transform
-def amount_z_sq(amount_z: Float64 | None) -> Float64 | None:
+def amount_z_sq(amount_z: Nullable[Float64]) -> Nullable[Float64]:
     return amount_z * amount_z
 
 
 @transform(request_time=True)
-def over_mean(amount: Float64 | None, request_amount: Float64, mean=Mean("amount")) -> Float64 | None:
+def over_mean(
+    amount: Nullable[Float64], request_amount: Float64, mean=Mean("amount")
+) -> Nullable[Float64]:
     return request_amount / mean
 
 
@@ -111,7 +116,9 @@ def test_online_row_and_batch_agree_with_arrow_path():
     row = engine.transform_row({"amount": 3.0, "request_amount": 4.0})
     assert row["amount_z"] == (3.0 - 2.0) / np.sqrt(2 / 3)
     assert row["over_mean"] == 2.0
-    rows = engine.transform_rows([{"amount": 3.0, "request_amount": 4.0}, {"amount": None, "request_amount": 1.0}])
+    rows = engine.transform_rows(
+        [{"amount": 3.0, "request_amount": 4.0}, {"amount": None, "request_amount": 1.0}]
+    )
     assert rows[0] == row and rows[1]["amount_z"] is None
     only_request = OnlineEngine(FS, art, request_time_only=True)
     assert only_request.outputs == ("over_mean",)
@@ -127,7 +134,9 @@ def test_fingerprints_change_with_statistics_and_code():
     assert f1["amount_z_sq"] != f2["amount_z_sq"]  # consumes amount_z
 
     @transform
-    def amount_z(amount: Float64 | None, mean=Mean("amount"), std=Std("amount")) -> Float64 | None:  # noqa: F811
+    def amount_z(
+        amount: Nullable[Float64], mean=Mean("amount"), std=Std("amount")
+    ) -> Nullable[Float64]:  # noqa: F811
         return (amount - mean) / std / 1.0
 
     other = FeatureSet("users", {"user_id": Int64}, [amount_z, amount_z_sq, over_mean])
