@@ -18,9 +18,21 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its own commands; importing them is cheap (engines load lazily).
-    from cli import commands_core, commands_generate, commands_materialize, commands_pipeline
+    from cli import (
+        commands_core,
+        commands_generate,
+        commands_materialize,
+        commands_pipeline,
+        commands_serve,
+    )
 
-    for module in (commands_core, commands_generate, commands_pipeline, commands_materialize):
+    for module in (
+        commands_core,
+        commands_generate,
+        commands_pipeline,
+        commands_materialize,
+        commands_serve,
+    ):
         module.register(app)
 
 

@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+from pipelines.local_redis import answers as redis_answers
+from pipelines.local_redis import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except Exception:
-        return False
+__all__ = ["free_port", "redis_answers"]
