@@ -12,6 +12,11 @@ from cli.errors import fail, guarded
 
 
 def register(app: typer.Typer) -> None:
+    register_batch(app)
+    register_training(app)
+
+
+def register_batch(app: typer.Typer) -> None:
     @app.command("run")
     @guarded
     def run_command(
@@ -64,3 +69,34 @@ def register(app: typer.Typer) -> None:
             f"{len(manifest.request_transforms)} request-time views, "
             f"{len(manifest.services)} feature service(s) -> {repo / 'skewless_manifest.json'}"
         )
+
+
+def register_training(app: typer.Typer) -> None:
+    @app.command("training-set")
+    @guarded
+    def training_set_command(
+        entities: Annotated[
+            Path, typer.Option("--entities", help="Parquet: keys, event_timestamp, request data.")
+        ],
+        out: Annotated[Path, typer.Option("--out", help="Training set Parquet to write.")],
+        repo: Annotated[Path, typer.Option("--repo", help="The Feast repo.")] = Path(
+            "feature_repo"
+        ),
+        service: Annotated[str, typer.Option("--service", help="Feature service.")] = (
+            "fraud_model_v1"
+        ),
+    ) -> None:
+        """Point-in-time correct training set (every entity row kept) + request-time features."""
+        import pyarrow.parquet as pq
+
+        from pipelines.training_data import build_training_set
+        from transforms.errors import SchemaError
+
+        if not entities.exists():
+            fail(f"--entities {entities} does not exist")
+        try:
+            table = pq.read_table(entities)
+        except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+            raise SchemaError(f"--entities {entities} is not readable Parquet: {exc}") from None
+        result = build_training_set(repo, table, out, service)
+        typer.echo(f"{table.num_rows:,} entity rows in, {result.num_rows:,} rows out -> {out}")

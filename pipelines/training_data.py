@@ -1,0 +1,87 @@
+"""Model inputs offline: the point-in-time join plus the request-time transforms.
+
+The same function builds training sets and recomputes logged online requests for skew
+reports, so both see exactly what the online server computes: view features as of
+strictly before the request time (the online store cannot hold a row written at the
+request instant), then the request-time transforms with the frozen artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.training_set import get_training_set, write_training_set
+from serving.manifest import Manifest
+from transforms.artifact import StatisticsArtifact
+from transforms.errors import SchemaError
+from transforms.runtime import FeatureSetRunner
+
+
+def _feature_set(spec_ref: str) -> Any:
+    import importlib
+
+    module, _, attr = spec_ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def model_inputs(
+    repo: str | Path,
+    entities: pa.Table,
+    service: str,
+    *,
+    timestamp_column: str = "event_timestamp",
+) -> tuple[pa.Table, dict[str, str]]:
+    """``entities`` (keys, request time, request data, any labels) + every feature of
+    ``service``, one output row per input row in input order; and its metadata."""
+    manifest = Manifest.load(repo)
+    try:
+        spec = manifest.services[service]
+    except KeyError:
+        raise SchemaError(
+            f"feature service '{service}' is not in the manifest "
+            f"(known: {sorted(manifest.services)})"
+        ) from None
+    request_views = set(manifest.request_transforms)
+    view_refs = [f for f in spec.features if f.split(":")[0] not in request_views]
+    table = get_training_set(
+        repo, entities, view_refs, timestamp_column=timestamp_column, strict_before=True
+    )
+    meta: dict[str, str] = {
+        "skewless.service": service,
+        "skewless.features": json.dumps(spec.features),
+        "skewless.timestamp_column": timestamp_column,
+    }
+    for name, rt in manifest.request_transforms.items():
+        wanted = [f.split(":")[1] for f in spec.features if f.split(":")[0] == name]
+        if not wanted:
+            continue
+        fs = _feature_set(rt.feature_set)
+        art = StatisticsArtifact.load(rt.artifact_path)
+        runner = FeatureSetRunner(fs, art, fs.select(wanted, request_time=True))
+        batch = table.combine_chunks()
+        outputs = runner.run_arrow(batch.to_batches()[0], []) if batch.num_rows else None
+        for f in runner.outputs:
+            column = outputs.column(f.name) if outputs is not None else pa.array([], f.type.arrow)
+            table = table.append_column(f.name, column)
+        meta[f"skewless.artifact.{name}"] = art.content_hash
+        meta[f"skewless.fingerprints.{name}"] = json.dumps(fs.fingerprints(art), sort_keys=True)
+    return table, meta
+
+
+def build_training_set(
+    repo: str | Path,
+    entities: pa.Table,
+    out: str | Path,
+    service: str,
+    *,
+    timestamp_column: str = "event_timestamp",
+) -> pa.Table:
+    """Write the training set to ``out`` (Parquet, artifact hash and fingerprints in its
+    schema metadata, atomically) and return it."""
+    table, meta = model_inputs(repo, entities, service, timestamp_column=timestamp_column)
+    write_training_set(table, out, meta)
+    return table
