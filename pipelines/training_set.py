@@ -1,0 +1,560 @@
+"""Point-in-time correct training sets from Feast FeatureViews, vectorised with pyarrow/numpy.
+
+Same answer as Feast's ``FeatureStore.get_historical_features`` (file offline store,
+``feast.infra.offline_stores.dask``) for every entity row, without its row explosion:
+Feast left-joins every entity row with *all* feature rows of its key, filters on
+``entity_ts - ttl <= feature_ts <= entity_ts``, sorts by (event, created) time and keeps the
+last row per (join keys, entity timestamp) - which also silently drops duplicate entity rows.
+
+Here, per view:
+
+1. the join keys of the entity rows are dictionary-encoded (``pc.unique`` + ``pc.index_in``,
+   several keys folded into one dense code), so int64, string and multi-column keys all
+   become one int64 code per row; feature rows whose key is not requested are dropped;
+2. pass 1 streams only (join keys, event time, created time) with pyarrow.dataset, filtered
+   to the entity time range, and packs (code, event time) into one sortable int64 (event
+   time scaled by its unit, or ranked when that does not fit); one argsort, then per equal
+   (code, event time) the row with the greatest created time (last in file order on full
+   ties) is kept;
+3. one ``searchsorted`` per entity row finds the last feature row with key <= (code, entity
+   time) - strictly before with ``strict_before`` - checked for the same code and the ttl
+   (``feature_ts >= entity_ts - ttl``; ttl 0 means unlimited);
+4. pass 2 streams the feature columns and keeps only the winning rows, so memory follows
+   the number of distinct winners, not the feature rows times the entity rows.
+
+Every entity row comes out exactly once, in input order (duplicates kept); entity columns
+first, then the features named like Feast (``feature`` or ``view__feature``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from pipelines.materialize import ViewPlan, _open_source, load_repo
+from transforms.errors import SchemaError, SkewlessError
+
+BATCH_ROWS = 1_000_000  # rows per scanned batch
+_NS = pa.timestamp("ns", tz="UTC")
+# Candidate units of event timestamps (ns), coarsest first: scaling by the unit keeps the
+# packed (code, time) key small without a second sort.
+_UNITS = (86_400 * 10**9, 3_600 * 10**9, 60 * 10**9, 10**9, 10**6, 10**3)
+_KEY_BITS = 62
+
+
+# ---------------------------------------------------------------------- requests
+
+
+@dataclass
+class ViewRequest:
+    """One view's share of a request: which features, under which names, joined how."""
+
+    plan: ViewPlan
+    name_to_use: str  # projection name (alias) used in full feature names
+    features: list[str]
+    entity_keys: list[str]  # entity_df column for each of plan.join_keys
+    out_names: list[str]
+
+
+def _parse_refs(refs: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for ref in refs:
+        if not isinstance(ref, str) or ref.count(":") != 1:
+            raise SchemaError(f"feature reference {ref!r} is not 'view:feature'")
+        view, feat = ref.split(":")
+        if "@" in view:
+            raise SchemaError(f"feature reference {ref!r}: versioned views are not supported")
+        out.append((view, feat))
+    return out
+
+
+def resolve_features(
+    repo_path: str | Path, features: Sequence[str] | str, full_feature_names: bool
+) -> list[ViewRequest]:
+    """Feature refs (or a feature service name) -> per-view requests, in request order.
+
+    Follows Feast: a feature service contributes its projections (alias, feature subset,
+    join key map); output names are ``feature`` or ``<view or alias>__feature`` and must
+    not collide.
+    """
+    # (view name, name to use, features, join key map) in first-appearance order
+    groups: dict[str, tuple[str, list[str], dict[str, str]]] = {}
+    if isinstance(features, str):
+        from feast import FeatureStore
+
+        try:
+            service = FeatureStore(repo_path=str(repo_path)).get_feature_service(features)
+        except Exception as exc:  # Feast raises its own not-found types
+            raise SkewlessError(f"feature service {features!r}: {exc}") from exc
+        for proj in service.feature_view_projections:
+            if proj.version_tag is not None:
+                raise SchemaError(f"feature service {features!r}: versioned views unsupported")
+            use = proj.name_to_use()
+            groups[use] = (proj.name, [f.name for f in proj.features], dict(proj.join_key_map))
+    else:
+        if not features:
+            raise SchemaError("no features requested")
+        for view, feat in _parse_refs(features):
+            groups.setdefault(view, (view, [], {}))[1].append(feat)
+    target = load_repo(repo_path, sorted({view for view, _, _ in groups.values()}))
+    plans = {p.name: p for p in target.plans}
+    requests = []
+    for use, (view, feats, key_map) in groups.items():
+        plan = plans[view]
+        unknown = [f for f in feats if f not in plan.features]
+        if unknown:
+            raise SchemaError(f"view {view}: unknown feature(s) {unknown}; has {plan.features}")
+        names = [f"{use}__{f}" if full_feature_names else f for f in feats]
+        requests.append(
+            ViewRequest(
+                plan=plan,
+                name_to_use=use,
+                features=feats,
+                entity_keys=[key_map.get(k, k) for k in plan.join_keys],
+                out_names=names,
+            )
+        )
+    all_names = [n for r in requests for n in r.out_names]
+    dup = sorted({n for n in all_names if all_names.count(n) > 1})
+    if dup:
+        hint = "" if full_feature_names else " (use full_feature_names=True)"
+        raise SchemaError(f"feature name collision: {dup}{hint}")
+    return requests
+
+
+# ---------------------------------------------------------------------- entity rows
+
+
+def _entity_table(entity_df: pa.Table | Any) -> pa.Table:
+    if isinstance(entity_df, pa.Table):
+        return entity_df
+    import pandas as pd
+
+    if isinstance(entity_df, pd.DataFrame):
+        try:
+            return pa.Table.from_pandas(entity_df, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SchemaError(f"entity_df cannot be converted to Arrow: {exc}") from exc
+    raise SchemaError(f"entity_df is {type(entity_df).__name__}, not a pyarrow.Table or DataFrame")
+
+
+def _entity_timestamps(table: pa.Table, column: str) -> np.ndarray:
+    """The entity timestamp column as int64 UTC nanoseconds; must be tz-aware, no nulls."""
+    if column not in table.column_names:
+        raise SchemaError(
+            f"entity_df has no timestamp column {column!r} (has {table.column_names})"
+        )
+    col = table.column(column)
+    if not pa.types.is_timestamp(col.type):
+        raise SchemaError(f"entity_df column {column!r} is {col.type}, expected a timestamp")
+    if col.type.tz is None:
+        raise SchemaError(
+            f"entity_df column {column!r} has timestamps without time zone; "
+            "localize them (e.g. to UTC) first"
+        )
+    if col.null_count:
+        raise SchemaError(f"entity_df column {column!r} has {col.null_count} null timestamps")
+    try:
+        ns = pc.cast(col, _NS)
+    except pa.ArrowInvalid as exc:
+        raise SchemaError(f"entity_df column {column!r}: {exc}") from exc
+    return _int64(ns)
+
+
+def _int64(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Timestamp/integer column -> int64 numpy (no nulls expected)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return np.asarray(col.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _check_keys(table: pa.Table, keys: Sequence[str], view: str) -> None:
+    for k in keys:
+        if k not in table.column_names:
+            raise SchemaError(
+                f"entity_df has no join key column {k!r} needed by view {view} "
+                f"(has {table.column_names})"
+            )
+        nulls = table.column(k).null_count
+        if nulls:
+            raise SchemaError(f"entity_df join key column {k!r} has {nulls} null values")
+
+
+# --------------------------------------------------------------------- key coding
+
+
+class KeyCoder:
+    """Dense int64 codes for the distinct join-key tuples of the entity rows.
+
+    ``entity_codes`` holds one code in [0, size) per entity row; ``encode`` maps feature rows
+    to the same codes, or -1 when their key was not requested.
+    """
+
+    def __init__(self, columns: Sequence[pa.ChunkedArray], file_types: Sequence[pa.DataType]):
+        self.uniques: list[pa.Array] = []
+        self.steps: list[tuple[int, np.ndarray | None]] = []  # (radix, combined uniques)
+        codes: np.ndarray | None = None
+        for col, ftype in zip(columns, file_types, strict=True):
+            ftype = ftype.value_type if pa.types.is_dictionary(ftype) else ftype
+            try:
+                col = pc.cast(col, ftype)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaError(
+                    f"join key column of type {col.type} cannot match file type {ftype}: {exc}"
+                ) from exc
+            uniq = pc.unique(col)
+            if isinstance(uniq, pa.ChunkedArray):
+                uniq = uniq.combine_chunks()
+            self.uniques.append(uniq)
+            part = _int64(pc.index_in(col, value_set=uniq))
+            if codes is None:
+                codes = part
+                self.steps.append((len(uniq), None))
+                continue
+            radix = len(uniq)
+            combined = codes * radix + part
+            table, codes = np.unique(combined, return_inverse=True)
+            self.steps.append((radix, table))
+        assert codes is not None
+        self.entity_codes = codes.astype(np.int64, copy=False)
+        last = self.steps[-1]
+        self.size = len(self.uniques[0]) if last[1] is None else len(last[1])
+
+    def encode(self, columns: Sequence[pa.Array]) -> np.ndarray:
+        """Codes of feature rows (-1: key absent from the entity rows or null)."""
+        codes: np.ndarray | None = None
+        for col, uniq, (radix, table) in zip(columns, self.uniques, self.steps, strict=True):
+            if pa.types.is_dictionary(col.type):
+                col = col.dictionary_decode()
+            idx = pc.index_in(col, value_set=uniq).fill_null(-1)
+            part = _int64(idx)
+            if codes is None:
+                codes = part
+                continue
+            assert table is not None
+            combined = codes * radix + part
+            pos = np.searchsorted(table, combined)
+            pos_c = np.minimum(pos, len(table) - 1)
+            ok = (codes >= 0) & (part >= 0) & (table[pos_c] == combined)
+            codes = np.where(ok, pos_c, -1)
+        assert codes is not None
+        return codes
+
+
+# ------------------------------------------------------------------------ pass 1
+
+
+@dataclass
+class KeyScan:
+    """Pass 1 result: per kept feature row its code, event and created time (int64 ns)."""
+
+    code: np.ndarray
+    ts: np.ndarray
+    created: np.ndarray | None
+    rows: np.ndarray | None  # scan row number per kept row (None: all rows kept)
+    scanned: int
+
+
+def _ts_filter(ts_col: str, ts_type: pa.DataType, lo: int | None, hi: int) -> ds.Expression:
+    """Pushdown filter lo <= ts <= hi (ns bounds, in the file column's time zone)."""
+    st = pa.timestamp("ns", tz=ts_type.tz)
+    expr = ds.field(ts_col) <= pa.scalar(hi, type=st)
+    if lo is not None:
+        expr = expr & (ds.field(ts_col) >= pa.scalar(lo, type=st))
+    return expr
+
+
+def _scan_keys(
+    dataset: ds.Dataset,
+    cols: dict[str, str],
+    plan: ViewPlan,
+    coder: KeyCoder,
+    flt: ds.Expression,
+) -> KeyScan:
+    names = [cols[k] for k in plan.join_keys] + [cols[plan.timestamp_field]]
+    if plan.created_field:
+        names.append(cols[plan.created_field])
+    nk = len(plan.join_keys)
+    codes, tss, creates = [], [], []
+    masks: list[tuple[int, np.ndarray | None]] = []  # (first scan row, kept mask or None)
+    scanned = 0
+    for batch in dataset.to_batches(columns=names, filter=flt, batch_size=BATCH_ROWS):
+        n = batch.num_rows
+        if n == 0:
+            continue
+        code = coder.encode([batch.column(i) for i in range(nk)])
+        tcol = batch.column(nk)
+        ts = _int64(pc.cast(tcol, pa.timestamp("ns", tz=tcol.type.tz)))
+        created = None
+        if plan.created_field:
+            c = batch.column(nk + 1)
+            c = pc.cast(c, pa.timestamp("ns", tz=c.type.tz)).cast(pa.int64())
+            created = _int64(c.fill_null(np.iinfo(np.int64).min))  # null created loses
+        keep = code >= 0
+        if keep.all():
+            masks.append((scanned, None))
+        else:
+            masks.append((scanned, keep))
+            code, ts = code[keep], ts[keep]
+            created = None if created is None else created[keep]
+        codes.append(code)
+        tss.append(ts)
+        if created is not None:
+            creates.append(created)
+        scanned += n
+    rows = None
+    if any(m is not None for _, m in masks):
+        ends = [o for o, _ in masks[1:]] + [scanned]
+        rows = np.concatenate(
+            [
+                np.arange(o, e, dtype=np.int64) if m is None else np.flatnonzero(m) + o
+                for (o, m), e in zip(masks, ends, strict=True)
+            ]
+        )
+    empty = np.empty(0, dtype=np.int64)
+    return KeyScan(
+        code=np.concatenate(codes) if codes else empty,
+        ts=np.concatenate(tss) if tss else empty,
+        created=(np.concatenate(creates) if creates else empty) if plan.created_field else None,
+        rows=rows,
+        scanned=scanned,
+    )
+
+
+# ---------------------------------------------------------------------- as-of join
+
+
+def _time_keys(
+    f_ts: np.ndarray, e_ts: np.ndarray, strict: bool, code_bits: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Order-preserving small integers for feature and entity times.
+
+    Returns (k_f, k_e, bits): k_f in [1, kmax+1], k_e in [0, kmax+1], with
+    ``f_ts <= e_ts`` (``<`` when strict) iff ``k_f <= k_e``.
+    """
+    tmin, tmax = int(f_ts.min()), int(f_ts.max())
+    span = tmax - tmin
+    unit = 1
+    for u in _UNITS:
+        if span % u == 0 and not np.any((f_ts - tmin) % u):
+            unit = u
+            break
+    kmax = span // unit
+    if (kmax + 2).bit_length() + code_bits <= _KEY_BITS:
+        k_f = (f_ts - tmin) // unit + 1
+        t = np.clip(e_ts, tmin - 1, tmax + 1) - tmin
+        k_e = -((-t) // unit) - 1 if strict else t // unit  # ceil(t/u) - 1 or floor(t/u)
+        return k_f, np.clip(k_e, -1, kmax) + 1, (kmax + 2).bit_length()
+    uniq = np.unique(f_ts)  # fall back to ranks
+    k_f = np.searchsorted(uniq, f_ts) + 1
+    k_e = np.searchsorted(uniq, e_ts, side="left" if strict else "right")
+    bits = (len(uniq) + 1).bit_length()
+    if bits + code_bits > _KEY_BITS:
+        raise SkewlessError("too many distinct keys x timestamps to pack into 62 bits")
+    return k_f, k_e, bits
+
+
+def as_of(
+    scan: KeyScan,
+    e_code: np.ndarray,
+    e_ts: np.ndarray,
+    size: int,
+    ttl: timedelta | None,
+    strict: bool,
+) -> np.ndarray:
+    """Index into the scan of each entity row's feature row, -1 if none (consumes ``scan``).
+
+    The winner is the greatest (event time, created time) with the same code and event time
+    <= the entity time (< when ``strict``), null when older than ``entity time - ttl``.
+    """
+    n = len(scan.code)
+    out = np.full(len(e_code), -1, dtype=np.int64)
+    if n == 0 or len(e_code) == 0:
+        return out
+    code_bits = max(size, 1).bit_length()
+    k_f, k_e, bits = _time_keys(scan.ts, e_ts, strict, code_bits)
+    key = (scan.code << bits) | k_f
+    scan.code = np.empty(0, dtype=np.int64)  # free early
+    del k_f
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    del key
+    # keep one row per (code, event time): greatest created time, last in file order on ties
+    first = np.ones(n, dtype=bool)
+    np.not_equal(sk[1:], sk[:-1], out=first[1:])
+    last = np.ones(n, dtype=bool)
+    last[:-1] = first[1:]
+    single = first & last
+    if not single.all():
+        keep = single
+        dup = np.flatnonzero(~single)
+        starts = np.flatnonzero(first[dup])
+        if scan.created is None:
+            win = np.flatnonzero(last[dup])  # last in file order (stable sort)
+        else:
+            c = scan.created[order[dup]]
+            lens = np.diff(np.append(starts, len(dup)))
+            is_max = c == np.repeat(np.maximum.reduceat(c, starts), lens)
+            pos = np.where(is_max, np.arange(len(dup)), -1)
+            win = np.maximum.reduceat(pos, starts)
+        keep[dup[win]] = True
+        sk, order = sk[keep], order[keep]
+    scan.created = None
+    q = (e_code << bits) | k_e
+    j = np.searchsorted(sk, q, side="right") - 1
+    jc = np.maximum(j, 0)
+    ok = (j >= 0) & ((sk[jc] >> bits) == e_code)
+    row = order[jc]
+    if ttl is not None and ttl.total_seconds() != 0:
+        ttl_ns = int(ttl / timedelta(microseconds=1)) * 1000
+        ok &= scan.ts[row] >= e_ts - ttl_ns
+    out[ok] = row[ok]
+    return out
+
+
+# ------------------------------------------------------------------------ pass 2
+
+
+def _gather(
+    dataset: ds.Dataset,
+    columns: list[str],
+    flt: ds.Expression,
+    needed: np.ndarray,
+) -> pa.Table:
+    """Rows ``needed`` (sorted scan row numbers) of ``columns``, streamed batch by batch."""
+    parts = []
+    offset = 0
+    for batch in dataset.to_batches(columns=columns, filter=flt, batch_size=BATCH_ROWS):
+        n = batch.num_rows
+        lo, hi = np.searchsorted(needed, [offset, offset + n])
+        if hi > lo:
+            parts.append(batch.take(pa.array(needed[lo:hi] - offset)))
+        offset += n
+    if not parts:
+        return dataset.schema.empty_table().select(columns)
+    return pa.Table.from_batches(parts)
+
+
+# ----------------------------------------------------------------------- public API
+
+
+@dataclass
+class ViewStats:
+    """What one view contributed: rows scanned, entity rows matched."""
+
+    view: str
+    rows_scanned: int
+    matched: int
+
+
+def get_training_set(
+    repo_path: str | Path,
+    entity_df: pa.Table | Any,
+    features: Sequence[str] | str,
+    *,
+    full_feature_names: bool = False,
+    timestamp_column: str = "event_timestamp",
+    strict_before: bool = False,
+    stats: list[ViewStats] | None = None,
+) -> pa.Table:
+    """Point-in-time join of ``features`` ("view:feature" refs or a feature service name)
+    onto ``entity_df`` (join keys + a tz-aware ``timestamp_column``), like Feast's
+    ``get_historical_features`` but keeping every entity row once, in input order.
+
+    ``strict_before`` takes only feature rows strictly before the entity timestamp (no
+    same-instant leakage). ``stats``, when given, receives one ``ViewStats`` per view.
+    """
+    table = _entity_table(entity_df)
+    requests = resolve_features(repo_path, features, full_feature_names)
+    e_ts = _entity_timestamps(table, timestamp_column)
+    for req in requests:
+        _check_keys(table, req.entity_keys, req.plan.name)
+    clash = [n for r in requests for n in r.out_names if n in table.column_names]
+    if clash:
+        raise SchemaError(f"feature column(s) {clash} already exist in entity_df")
+
+    out = table
+    n = table.num_rows
+    for req in requests:
+        plan = req.plan
+        dataset, cols = _open_source(plan)
+        ts_col = cols[plan.timestamp_field]
+        fields = [cols[f] for f in req.features]
+        if n == 0:
+            empty = dataset.schema.empty_table().select(fields)
+            for name, col in zip(req.out_names, empty.columns, strict=True):
+                out = out.append_column(name, col)
+            continue
+        file_schema = dataset.schema
+        coder = KeyCoder(
+            [table.column(k) for k in req.entity_keys],
+            [file_schema.field(cols[k]).type for k in plan.join_keys],
+        )
+        hi = int(e_ts.max())
+        ttl_ns = int(plan.ttl / timedelta(microseconds=1)) * 1000 if plan.ttl else 0
+        lo = int(e_ts.min()) - ttl_ns if ttl_ns else None
+        flt = _ts_filter(ts_col, file_schema.field(ts_col).type, lo, hi)
+        scan = _scan_keys(dataset, cols, plan, coder, flt)
+        scanned, rows = scan.scanned, scan.rows
+        idx = as_of(scan, coder.entity_codes, e_ts, coder.size, plan.ttl, strict_before)
+        del scan, coder
+        valid = idx >= 0
+        if rows is not None and valid.any():
+            idx = np.where(valid, rows[np.maximum(idx, 0)], -1)
+        needed = np.unique(idx[valid])
+        compact = _gather(dataset, fields, flt, needed)
+        pos = np.searchsorted(needed, idx)
+        take = pa.array(pos, mask=~valid)
+        for name, col in zip(req.out_names, compact.take(take).columns, strict=True):
+            if pa.types.is_dictionary(col.type):
+                col = col.dictionary_decode()
+            out = out.append_column(name, col)
+        if stats is not None:
+            stats.append(ViewStats(plan.name, scanned, int(valid.sum())))
+
+    refs = [f"{r.name_to_use}:{f}" for r in requests for f in r.features]
+    meta = dict(out.schema.metadata or {})
+    meta.pop(b"pandas", None)  # its index/column description no longer matches
+    meta[b"skewless.features"] = json.dumps(refs).encode()
+    meta[b"skewless.full_feature_names"] = str(full_feature_names).lower().encode()
+    meta[b"skewless.strict_before"] = str(strict_before).lower().encode()
+    return out.replace_schema_metadata(meta)
+
+
+def write_training_set(table: pa.Table, path: str | Path, metadata: dict[str, str]) -> Path:
+    """Write ``table`` to Parquet with ``metadata`` in its schema, atomically.
+
+    The file appears complete or not at all (temp file in the same directory, fsync,
+    rename), so a reader never trains on a half-written set.
+    """
+    bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise SchemaError(f"metadata keys and values must be str: {bad}")
+    path = Path(path)
+    meta = dict(table.schema.metadata or {})
+    meta.update({k.encode(): v.encode() for k, v in metadata.items()})
+    table = table.replace_schema_metadata(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
