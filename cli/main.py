@@ -20,6 +20,7 @@ def _register() -> None:
     # Each module adds its own commands; importing them is cheap (engines load lazily).
     from cli import (
         commands_core,
+        commands_demo,
         commands_generate,
         commands_materialize,
         commands_pipeline,
@@ -32,6 +33,7 @@ def _register() -> None:
         commands_pipeline,
         commands_materialize,
         commands_serve,
+        commands_demo,
     ):
         module.register(app)
 

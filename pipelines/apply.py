@@ -42,10 +42,15 @@ def configure_repo(repo: Path, redis_url: str | None, project: str | None = None
     """Point feature_store.yaml at ``redis_url`` and/or rename the project (atomic rewrite)."""
     path = repo / "feature_store.yaml"
     config = yaml.safe_load(path.read_text())
+    wanted = dict(config)
     if redis_url:
-        config["online_store"]["connection_string"] = connection_string(redis_url)
+        online = dict(config["online_store"], connection_string=connection_string(redis_url))
+        wanted["online_store"] = online
     if project:
-        config["project"] = project
+        wanted["project"] = project
+    if wanted == config:
+        return  # leave the file (and its formatting) alone
+    config = wanted
     fd, tmp = tempfile.mkstemp(prefix=".feature_store.", dir=repo)
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
