@@ -85,7 +85,7 @@ async def _roundtrip(
             chunked = True
     if not chunked:
         return status, await reader.readexactly(length)
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).strip(), 16)
         chunk = await reader.readexactly(size + 2)
@@ -193,7 +193,7 @@ def parity(port: int, repo: Any, n_requests: int, rng: random.Random) -> tuple[i
     from tests.serving.request_features import ARTIFACT, FEATURES
     from transforms.engines.online import OnlineEngine
 
-    bodies = []
+    bodies: list[dict[str, Any]] = []
     for _ in range(n_requests):
         k = rng.randint(1, 3)
         bodies.append(
