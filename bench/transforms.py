@@ -18,6 +18,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from bench.results import Measure, write_json
 from transforms import (
     FeatureSet,
     Float64,
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=50_000)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-spark", action="store_true")
+    parser.add_argument("--json", help="also write the measurements here (for skewless bench)")
     args = parser.parse_args(argv)
     rows = 200_000 if args.quick else args.rows
     calls = 5_000 if args.quick else args.calls
@@ -185,8 +187,22 @@ def main(argv: list[str] | None = None) -> None:
     out.add_row("online, 1 row", "median per call", f"{online['median_us']:.1f} µs", "≤ 20 µs")
     out.add_row("online, 1 row", "p99 per call", f"{online['p99_us']:.1f} µs", "")
     out.add_row("batched (Arrow), 1 core", "rows/s", f"{batched:,.0f}", "≥ 1,000,000")
+    measures = [
+        Measure("transforms", "online, 1 row, 5 transforms (median)", "µs", online["median_us"]),
+        Measure(
+            "transforms", "batched Arrow path, 1 core", "rows/s", batched, higher_is_better=True
+        ),
+    ]
     if not args.no_spark:
         spark = bench_spark(table, art, 3 if args.quick else 5)
+        measures.append(
+            Measure(
+                "transforms",
+                "Spark mapInArrow / native Spark SQL",
+                "x",
+                spark["skewless"] / spark["native"],
+            )
+        )
         out.add_row("Spark mapInArrow", "seconds (median)", f"{spark['skewless']:.2f}", "")
         out.add_row("Spark native SQL", "seconds (median)", f"{spark['native']:.2f}", "")
         out.add_row(
@@ -196,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             "≤ 2x",
         )
     console.print(out)
+    write_json(measures, args.json)
 
 
 if __name__ == "__main__":

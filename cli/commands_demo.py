@@ -1,4 +1,4 @@
-"""``skewless demo``: the main job end to end."""
+"""``skewless demo`` (the main job end to end) and ``skewless bench`` (all benchmarks)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from cli.errors import fail, guarded
 
 
 def register(app: typer.Typer) -> None:
+    register_demo(app)
+    register_bench(app)
+
+
+def register_demo(app: typer.Typer) -> None:
     @app.command("demo")
     @guarded
     def demo_command(
@@ -26,3 +31,17 @@ def register(app: typer.Typer) -> None:
         from pipelines.demo import demo
 
         demo(engine=engine, rows=rows, days=days, requests=requests)
+
+
+def register_bench(app: typer.Typer) -> None:
+    @app.command("bench")
+    @guarded
+    def bench_command(
+        quick: Annotated[
+            bool, typer.Option("--quick", help="Smaller sizes, fewer requests.")
+        ] = False,
+    ) -> None:
+        """Every benchmark against Feast in one run; the full run writes bench/RESULTS.md."""
+        from bench.run_all import main
+
+        raise typer.Exit(code=main(quick=quick))
