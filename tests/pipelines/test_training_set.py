@@ -402,3 +402,43 @@ def test_write_training_set_is_atomic_with_metadata(repo: dict[str, Any], tmp_pa
     with pytest.raises(SchemaError):
         write_training_set(table, tmp_path / "x.parquet", {"k": 1})  # type: ignore[dict-item]
     assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize("key_bits", [62, 30])  # 30 forces the ranked-time fallback
+def test_multi_key_as_of_against_brute_force(
+    monkeypatch: pytest.MonkeyPatch, key_bits: int
+) -> None:
+    """Two-column (int64, string) keys through KeyCoder + as_of vs a plain Python loop."""
+    import pipelines.training_set as ts
+
+    monkeypatch.setattr(ts, "_KEY_BITS", key_bits)
+    rng = np.random.default_rng(3)
+    a_vals, b_vals = np.array([5, -2, 2**40, 9]), np.array(["x", "y", "ü", ""], dtype=object)
+    nf, ne = 400, 300
+    fa, fb = a_vals[rng.integers(0, 4, nf)], b_vals[rng.integers(0, 4, nf)]
+    f_ts = rng.integers(0, 50, nf).astype(np.int64) * 10**9 + rng.integers(0, 3, nf)
+    f_cr = rng.permutation(nf).astype(np.int64)
+    ea, eb = a_vals[rng.integers(0, 3, ne)], b_vals[rng.integers(0, 3, ne)]  # some unseen
+    e_ts = rng.integers(-5, 55, ne).astype(np.int64) * 10**9
+    coder = ts.KeyCoder(
+        [pa.chunked_array([pa.array(ea)]), pa.chunked_array([pa.array(eb.tolist())])],
+        [pa.int64(), pa.string()],
+    )
+    codes = coder.encode([pa.array(fa), pa.array(fb.tolist())])
+    keep = codes >= 0
+    ttl = timedelta(seconds=20)
+    for strict in (False, True):
+        scan = ts.KeyScan(codes[keep], f_ts[keep], f_cr[keep], None, nf)
+        got = ts.as_of(scan, coder.entity_codes, e_ts, coder.size, ttl, strict)
+        rows = np.flatnonzero(keep)
+        for i in range(ne):
+            cands = [
+                j
+                for j in range(nf)
+                if fa[j] == ea[i] and fb[j] == eb[i]
+                and (f_ts[j] < e_ts[i] if strict else f_ts[j] <= e_ts[i])
+            ]  # fmt: skip
+            best = max(cands, key=lambda j: (f_ts[j], f_cr[j]), default=None)
+            if best is not None and f_ts[best] < e_ts[i] - 20 * 10**9:
+                best = None
+            assert (None if got[i] < 0 else rows[got[i]]) == best, (i, strict)
