@@ -8,6 +8,10 @@ rows with timestamps in a throwaway Feast repo, then runs each side in its own s
 ``--mem-limit-gb`` or ``--timeout`` and records that instead of a number. ``--also`` adds
 smaller sizes (``ENTITYxFEATURE``) for when Feast cannot finish the full one. Values are
 cross-checked on the rows Feast returns.
+
+Measured (2 cores, shared machine; 12 GB RSS cap): 1M x 10M: Feast 69.3 s / 11606 MB peak,
+ours 6.2 s / 1573 MB (11.1x faster, 7.4x less peak); 200k x 2M: 14.6x, 3.9x. Feast returned
+961,400 of 1,000,000 entity rows (it drops rows whose key has data only outside the ttl).
 """
 
 from __future__ import annotations
