@@ -32,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.results import Measure, write_json
+
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 DAYS = 60
 FEATURES = ["f_spend", "f_ratio", "f_score", "f_orders", "f_items", "f_segment"]
@@ -220,7 +222,11 @@ def _agreement(ours: Path, feast: Path) -> str:
 
 
 def bench_size(
-    entity_rows: int, feature_rows: int, entities: int, args: argparse.Namespace
+    entity_rows: int,
+    feature_rows: int,
+    entities: int,
+    args: argparse.Namespace,
+    measures: list[Measure] | None = None,
 ) -> list[list[str]]:
     tmp = Path(tempfile.mkdtemp(prefix="skewless-ts-bench-"))
     try:
@@ -252,6 +258,26 @@ def bench_size(
                 assert r.seconds is not None and r.peak_mb is not None and r.base_mb is not None
                 rows.append([size, name, f"{r.seconds:.2f}", str(r.peak_mb),
                              str(r.peak_mb - r.base_mb), str(r.rows), ""])  # fmt: skip
+        if measures is not None and ours.failure is None:
+            label = f"{entity_rows:,} x {feature_rows:,} rows"
+            measures.append(
+                Measure(
+                    "training set",
+                    f"{label}: wall time",
+                    "s",
+                    ours.seconds or 0.0,
+                    feast.seconds if feast.failure is None else None,
+                )
+            )
+            measures.append(
+                Measure(
+                    "training set",
+                    f"{label}: peak memory",
+                    "MB",
+                    float(ours.peak_mb or 0),
+                    float(feast.peak_mb) if feast.peak_mb else None,
+                )
+            )
         if ours.failure is None and feast.failure is None:
             assert ours.seconds and feast.seconds and ours.peak_mb and feast.peak_mb
             assert ours.base_mb is not None and feast.base_mb is not None
@@ -279,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per side")
     parser.add_argument("--mem-limit-gb", type=float, default=12.0, help="RSS cap per side")
     parser.add_argument("--skip-feast", action="store_true")
+    parser.add_argument("--json", help="also write the measurements here (for skewless bench)")
     args = parser.parse_args(argv)
 
     from rich.console import Console
@@ -293,9 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     header = ["size (entity x feature rows)", "engine", "seconds", "peak RSS MB",
               "peak - baseline MB", "rows out", "check"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for e, f, n in sizes:
-        for row in bench_size(e, f, n, args):
+    measures: list[Measure] = []
+    for i, (e, f, n) in enumerate(sizes):
+        for row in bench_size(e, f, n, args, measures if i == 0 else None):
             lines.append("| " + " | ".join(row) + " |")
+    write_json(measures, args.json)
     md = "\n".join(lines)
     Console().print(Markdown(md))
     print(md)
