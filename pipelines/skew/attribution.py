@@ -1,0 +1,289 @@
+"""Why a served value differs from its offline recomputation: one cause per mismatch.
+
+View features (read from Redis):
+
+* ``ttl_expiry``: the log says OUTSIDE_MAX_AGE, or the offline row is older than the TTL;
+* ``missing_online_key``: NOT_FOUND online while offline has a row (materialization gap);
+* ``freshness_lag``: the served row is older than the latest offline row before the
+  request (from the logged ``<feature>__event_ts`` when present, else because the served
+  value equals an older offline row of that entity);
+* ``online_ahead``: the served row is not strictly before the request (or offline has no row);
+* ``code_skew``: same row, different value.
+
+Request-time features:
+
+* ``statistics_artifact``: the logged fingerprint differs and so does the logged artifact
+  hash (``artifact_hashes`` column); without that column a fingerprint change of a
+  transform that reads statistics is attributed here (marked ``inferred``);
+* ``transform_fingerprint``: the logged fingerprint differs (code or declaration changed);
+* the cause of a mismatched view input it reads (inherited);
+* ``code_skew``: same fingerprint, same inputs, different value.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.skew.consistency import MAX_EXAMPLES, Consistency, logged_json
+from serving.manifest import Manifest
+from transforms.artifact import StatisticsArtifact
+
+TRANSFORM_FINGERPRINT = "transform_fingerprint"
+STATISTICS_ARTIFACT = "statistics_artifact"
+FRESHNESS_LAG = "freshness_lag"
+TTL_EXPIRY = "ttl_expiry"
+MISSING_KEY = "missing_online_key"
+ONLINE_AHEAD = "online_ahead"
+CODE_SKEW = "code_skew"
+CAUSES = (
+    TRANSFORM_FINGERPRINT,
+    STATISTICS_ARTIFACT,
+    FRESHNESS_LAG,
+    TTL_EXPIRY,
+    MISSING_KEY,
+    ONLINE_AHEAD,
+    CODE_SKEW,
+)
+
+
+@dataclass
+class Current:
+    """What offline recomputation uses now: per request-time set, fingerprints and hash."""
+
+    fingerprints: dict[str, str]  # transform -> fingerprint
+    artifact_hashes: dict[str, str]  # feature set name -> content hash
+    owner: dict[str, Any]  # transform output -> FeatureSet
+    transforms: dict[str, Any]  # transform output -> Transform
+
+
+def current_state(manifest: Manifest) -> Current:
+    fps: dict[str, str] = {}
+    hashes: dict[str, str] = {}
+    owner: dict[str, Any] = {}
+    transforms: dict[str, Any] = {}
+    for rt in manifest.request_transforms.values():
+        module, _, attr = rt.feature_set.partition(":")
+        fs = getattr(importlib.import_module(module), attr)
+        art = StatisticsArtifact.load(rt.artifact_path)
+        fps.update(fs.fingerprints(art))
+        hashes[fs.name] = art.content_hash
+        for t in fs.transforms:
+            owner[t.name] = fs
+            transforms[t.name] = t
+    return Current(fps, hashes, owner, transforms)
+
+
+class ViewHistory:
+    """Offline rows of one view for the entities that mismatched: key -> (ts ns, values)."""
+
+    def __init__(self, repo: str | Path, view: str, keys: Sequence[tuple[Any, ...]]) -> None:
+        from pipelines.materialize import _open_source, load_repo
+
+        plan = load_repo(repo, [view]).plans[0]
+        dataset, cols = _open_source(plan)
+        self.join_keys = list(plan.join_keys)
+        self.ttl_ns = int(plan.ttl.total_seconds() * 1e9) if plan.ttl else 0
+        names = [cols[k] for k in plan.join_keys] + [cols[plan.timestamp_field]]
+        names += [cols[f] for f in plan.features]
+        first = sorted({k[0] for k in keys})
+        flt = pc.field(cols[plan.join_keys[0]]).isin(first) if first else None
+        table = dataset.to_table(columns=names, filter=flt)
+        ts_col = table.column(cols[plan.timestamp_field])
+        ts = np.asarray(
+            pc.cast(ts_col, pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy(),
+            dtype=np.int64,
+        )
+        key_cols = [table.column(cols[k]).to_pylist() for k in plan.join_keys]
+        feats = {f: table.column(cols[f]).to_pylist() for f in plan.features}
+        rows: dict[tuple[Any, ...], list[int]] = {}
+        for i, key in enumerate(zip(*key_cols, strict=True)):
+            rows.setdefault(key, []).append(i)
+        self.rows: dict[tuple[Any, ...], tuple[np.ndarray, dict[str, list[Any]]]] = {}
+        for key, idx in rows.items():
+            order = sorted(idx, key=lambda j: ts[j])
+            self.rows[key] = (ts[order], {f: [v[j] for j in order] for f, v in feats.items()})
+
+    def lookup(self, key: tuple[Any, ...]) -> tuple[np.ndarray, dict[str, list[Any]]]:
+        return self.rows.get(key, (np.empty(0, dtype=np.int64), {}))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return bool(np.float64(a).view(np.int64) == np.float64(b).view(np.int64))
+    return bool(a == b) and type(a) is type(b)
+
+
+def _ts_ns(col: pa.ChunkedArray) -> list[int | None]:
+    return pc.cast(pc.cast(col, pa.timestamp("ns", tz="UTC")), pa.int64()).to_pylist()
+
+
+def _event_ts_column(served: pa.Table, feature: str, view: str) -> list[int | None] | None:
+    for name in (f"{feature}__event_ts", f"{view}__event_ts"):
+        if name in served.column_names:
+            return _ts_ns(served.column(name))
+    return None
+
+
+def attribute(
+    repo: str | Path, manifest: Manifest, result: Consistency, current: Current | None = None
+) -> dict[str, Any]:
+    """Fill each feature's ``causes`` and ``examples``; return notes on what was inferred."""
+    current = current or current_state(manifest)
+    served, offline = result.served, result.offline
+    n = served.num_rows
+    request_ns = _ts_ns(served.column("request_ts"))
+    row_causes: dict[str, list[str | None]] = {}
+    notes: dict[str, Any] = {
+        "event_ts_logged": any(c.endswith("__event_ts") for c in served.column_names),
+        "artifact_hashes_logged": "artifact_hashes" in served.column_names,
+        "inferred": Counter(),
+    }
+
+    # ---- view features
+    by_view: dict[str, list[str]] = {}
+    for name, fc in result.features.items():
+        if fc.kind == "view":
+            by_view.setdefault(fc.source, []).append(name)
+    for view, names in by_view.items():
+        bad = np.zeros(n, dtype=bool)
+        for name in names:
+            bad |= result.mismatch_masks[name]
+        join_keys = list(manifest.views[view].entities)
+        key_cols = [served.column(k).to_pylist() for k in join_keys]
+        wanted = sorted({tuple(c[i] for c in key_cols) for i in np.flatnonzero(bad)})
+        history = ViewHistory(repo, view, wanted) if wanted else None
+        for name in names:
+            fc = result.features[name]
+            causes: list[str | None] = [None] * n
+            row_causes[name] = causes
+            mask = result.mismatch_masks[name]
+            if not mask.any() or history is None:
+                continue
+            status = (
+                served.column(f"{name}__status").to_pylist()
+                if f"{name}__status" in served.column_names
+                else [None] * n
+            )
+            event_ts = _event_ts_column(served, name, view)
+            s_vals = served.column(name).to_pylist() if name in served.column_names else [None] * n
+            for i in np.flatnonzero(mask).tolist():
+                key = tuple(c[i] for c in key_cols)
+                ts, vals = history.lookup(key)
+                t_req = request_ns[i] or 0
+                before = ts < t_req
+                latest = int(ts[before][-1]) if before.any() else None
+                expired = latest is not None and history.ttl_ns and t_req - latest > history.ttl_ns
+                extra: dict[str, Any] = {}
+                if status[i] == "OUTSIDE_MAX_AGE":
+                    cause = TTL_EXPIRY
+                elif status[i] == "NOT_FOUND":
+                    cause = MISSING_KEY
+                elif latest is None:
+                    cause = ONLINE_AHEAD
+                elif expired:
+                    cause = TTL_EXPIRY
+                elif event_ts is not None and event_ts[i] is not None:
+                    served_ts = int(event_ts[i] or 0)
+                    if served_ts < latest:
+                        cause = FRESHNESS_LAG
+                        extra["lag_seconds"] = (latest - served_ts) / 1e9
+                    elif served_ts >= t_req:
+                        cause = ONLINE_AHEAD
+                    else:
+                        cause = CODE_SKEW
+                else:
+                    values = vals.get(name, [])
+                    older = [
+                        int(ts[j])
+                        for j in range(len(ts))
+                        if ts[j] < latest and _same(values[j], s_vals[i])
+                    ]
+                    later = any(
+                        ts[j] >= t_req and _same(values[j], s_vals[i]) for j in range(len(ts))
+                    )
+                    if older:
+                        cause = FRESHNESS_LAG
+                        extra["lag_seconds"] = (latest - older[-1]) / 1e9
+                        notes["inferred"][FRESHNESS_LAG] += 1
+                    elif later:
+                        cause = ONLINE_AHEAD
+                    else:
+                        cause = CODE_SKEW
+                causes[i] = cause
+                fc.causes[cause] += 1
+                _example(fc, served, offline, i, join_keys, status[i], cause, extra)
+
+    # ---- request-time features
+    logged_fps = logged_json(served, "fingerprints")
+    logged_hashes = logged_json(served, "artifact_hashes")
+    transform_names = [nm for nm, fc in result.features.items() if fc.kind == "transform"]
+    order = {t.name: i for fs in {id(v): v for v in current.owner.values()}.values()
+             for i, t in enumerate(fs.order)}  # fmt: skip
+    transform_names.sort(key=lambda nm: order.get(nm, 0))
+    key_names = [k for v in manifest.views.values() for k in v.entities]
+    for name in transform_names:
+        fc = result.features[name]
+        causes = [None] * n
+        row_causes[name] = causes
+        mask = result.mismatch_masks[name]
+        fs = current.owner.get(name)
+        t = current.transforms.get(name)
+        for i in np.flatnonzero(mask).tolist():
+            fps = logged_fps[i] or {}
+            logged = fps.get(name)
+            cause: str | None = None
+            if logged is not None and logged != current.fingerprints.get(name):
+                hashes = logged_hashes[i]
+                if hashes is not None and fs is not None:
+                    differs = hashes.get(fs.name) not in (None, current.artifact_hashes[fs.name])
+                    cause = STATISTICS_ARTIFACT if differs else TRANSFORM_FINGERPRINT
+                elif t is not None and t.analyzers:
+                    cause = STATISTICS_ARTIFACT
+                    notes["inferred"][STATISTICS_ARTIFACT] += 1
+                else:
+                    cause = TRANSFORM_FINGERPRINT
+            if cause is None and t is not None:
+                for f in t.inputs:
+                    upstream = row_causes.get(f.name)
+                    if upstream is not None and upstream[i] is not None:
+                        cause = upstream[i]
+                        break
+            cause = cause or CODE_SKEW
+            causes[i] = cause
+            fc.causes[cause] += 1
+            _example(fc, served, offline, i, [k for k in key_names if k in served.column_names],
+                     None, cause, {})  # fmt: skip
+    notes["inferred"] = dict(notes["inferred"])
+    return notes
+
+
+def _example(
+    fc: Any,
+    served: pa.Table,
+    offline: pa.Table,
+    i: int,
+    keys: list[str],
+    status: str | None,
+    cause: str,
+    extra: dict[str, Any],
+) -> None:
+    if len(fc.examples) >= MAX_EXAMPLES:
+        return
+    row: dict[str, Any] = {k: served.column(k)[i].as_py() for k in dict.fromkeys(keys)}
+    row["request_ts"] = str(served.column("request_ts")[i].as_py())
+    row["served"] = served.column(fc.name)[i].as_py() if fc.name in served.column_names else None
+    row["offline"] = offline.column(fc.name)[i].as_py()
+    if status is not None:
+        row["status"] = status
+    row["cause"] = cause
+    row.update(extra)
+    fc.examples.append(row)

@@ -1,0 +1,189 @@
+"""Helpers of the skew tests: a served-and-logged repo, requests, and the log columns the
+skew report would like the server to write (simulated here, see ``log_extras``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.feast_objects import MODEL_SERVICE, REPO_DIR
+
+LOOP = asyncio.new_event_loop()
+
+
+@dataclass
+class Env:
+    base: Path
+    repo: Path
+    data: Path
+    project: str
+    redis_url: str
+    now: datetime
+    training_set: Path
+    users: list[int]
+    merchants: list[int]
+    amounts: list[float]
+    devices: list[str]
+
+
+def build_env(base: Path, redis_url: str) -> Env:
+    """Generate 10 days of data, Beam features, apply, materialize up to now, training set."""
+    from pipelines.apply import apply
+    from pipelines.batch import run
+    from pipelines.generate import generate
+    from pipelines.materialize import materialize
+    from pipelines.skew.statistics import build_training_set_with_statistics
+
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    generate(1500, base / "raw", seed=3, start=now - timedelta(days=10), days=10, progress=False)
+    run("beam", base / "raw", base / "data")
+    repo = base / "repo"
+    repo.mkdir()
+    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
+        shutil.copy(REPO_DIR / name, repo / name)
+    project = f"skew{uuid.uuid4().hex[:10]}"
+    os.environ["SKEWLESS_DATA"] = str(base / "data")
+    apply(repo, redis_url, base / "data", project=project)
+    materialize(repo, now - timedelta(days=12), datetime.now(UTC), show_progress=False)
+    txns = pq.read_table(base / "raw" / "transactions")
+    entities = txns.select(
+        ["txn_id", "user_id", "merchant_id", "event_timestamp", "amount", "device", "is_fraud"]
+    )
+    training_set = base / "training_set.parquet"
+    build_training_set_with_statistics(repo, entities, training_set, MODEL_SERVICE)
+    return Env(
+        base=base,
+        repo=repo,
+        data=base / "data",
+        project=project,
+        redis_url=redis_url,
+        now=now,
+        training_set=training_set,
+        users=sorted(set(txns.column("user_id").to_pylist())),
+        merchants=sorted(set(txns.column("merchant_id").to_pylist())),
+        amounts=txns.column("amount").to_pylist(),
+        devices=[d for d in txns.column("device").to_pylist() if d is not None],
+    )
+
+
+def drop_project_keys(redis_url: str, project: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"*{project}".encode(), count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+# ---------------------------------------------------------------- log columns wanted
+
+
+def log_extras(batch: list[tuple[int, Any]]) -> dict[str, pa.Array]:
+    """The two columns the skew report asks the feature log to add (per logged row):
+
+    * ``artifact_hashes``: JSON of ``plan.artifact_hashes`` (feature set -> content hash),
+      like ``fingerprints``;
+    * ``<feature>__event_ts``: for every view feature, the event timestamp of the served
+      row (``Result.timestamps``; null when NOT_FOUND), timestamp[us, UTC].
+    """
+    plan = batch[0][1].plan
+    n_ent = len(plan.entity_names)
+    hashes: list[str] = []
+    event_ts: dict[str, list[int | None]] = {o[0]: [] for o in plan.outputs if o[1] == "view"}
+    for _, r in batch:
+        hashes.extend([json.dumps(plan.artifact_hashes, sort_keys=True)] * r.n)
+        for i, out in enumerate(plan.outputs, start=n_ent):
+            if out[1] != "view":
+                continue
+            for sec, nanos in r.timestamps[i]:
+                event_ts[out[0]].append(
+                    None if (sec, nanos) == (0, 0) else sec * 10**6 + nanos // 1000
+                )
+    cols = {"artifact_hashes": pa.array(hashes, pa.string())}
+    for name, values in event_ts.items():
+        cols[f"{name}__event_ts"] = pa.array(values, pa.timestamp("us", tz="UTC"))
+    return cols
+
+
+@contextmanager
+def logging_extras(enabled: bool = True) -> Iterator[None]:
+    """Make FeatureLogger write ``log_extras`` too (what the server change would do)."""
+    from serving.feature_log import FeatureLogger
+
+    original = FeatureLogger._write
+    if not enabled:
+        yield
+        return
+
+    def write(self: Any, key: str, batch: list[tuple[int, Any]]) -> None:
+        original(self, key, batch)
+        path = self.files[-1]
+        table = pq.read_table(path)
+        for name, col in log_extras(batch).items():
+            table = table.append_column(name, col)
+        pq.write_table(table, path)
+
+    FeatureLogger._write = write  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FeatureLogger._write = original  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------- serving
+
+
+def serve(
+    env: Env, log_dir: Path, rows: list[dict[str, Any]], extras: bool = True, batch: int = 25
+) -> None:
+    """Send ``rows`` (user_id, merchant_id, amount, device) through the in-process server
+    with feature logging on, then flush the log."""
+    from serving.app import LookupApp
+    from serving.config import ServeConfig
+
+    with logging_extras(extras):
+        app = LookupApp(
+            ServeConfig(repo=str(env.repo), redis_url=env.redis_url, log_dir=str(log_dir))
+        )
+        try:
+            for i in range(0, len(rows), batch):
+                chunk = rows[i : i + batch]
+                body = {"entities": {k: [r[k] for r in chunk] for k in chunk[0]}}
+                LOOP.run_until_complete(app.lookup(orjson.dumps(body), MODEL_SERVICE))
+        finally:
+            LOOP.run_until_complete(app.shutdown())
+
+
+def requests_for(
+    env: Env, users: list[int], n: int, seed: int, amount_scale: float = 1.0,
+    new_device: float = 0.0,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Requests for ``users``, amounts and devices drawn from the training transactions."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        device = "smart_tv" if rng.random() < new_device else rng.choice(env.devices)
+        out.append(
+            {
+                "user_id": rng.choice(users),
+                "merchant_id": rng.choice(env.merchants),
+                "amount": round(rng.choice(env.amounts) * amount_scale, 2),
+                "device": device,
+            }
+        )
+    return out
