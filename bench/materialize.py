@@ -79,9 +79,11 @@ def build_repo(
     connection_string: str,
     project: str | None = None,
     key_ttl_seconds: int | None = None,
+    redis_type: str = "redis",
 ) -> Any:
     """Write feature_store.yaml + Parquet into ``repo`` and apply an Entity, a FileSource and
-    a FeatureView with the Feast SDK; returns the FeatureStore."""
+    a FeatureView with the Feast SDK; returns the FeatureStore. ``redis_type`` is Feast's
+    online-store ``redis_type`` (``redis`` or ``redis_cluster``)."""
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Bool, Float64, Int64, String
 
@@ -96,6 +98,7 @@ def build_repo(
         "provider: local\n"
         "offline_store:\n  type: file\n"
         "online_store:\n  type: redis\n"
+        f"  redis_type: {redis_type}\n"
         f'  connection_string: "{connection_string}"\n'
         f"{ttl_line}"
         "entity_key_serialization_version: 3\n"
