@@ -189,8 +189,8 @@ def parity(port: int, repo: Any, n_requests: int, rng: random.Random) -> tuple[i
     """(requests, values compared, mismatches): our endpoint vs Feast SDK + OnlineEngine."""
     from feast import FeatureStore
 
+    from serving.demo_features import ARTIFACT, FEATURES
     from serving.demo_repo import STATS_FEATURES
-    from tests.serving.request_features import ARTIFACT, FEATURES
     from transforms.engines.online import OnlineEngine
 
     bodies: list[dict[str, Any]] = []

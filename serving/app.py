@@ -121,14 +121,25 @@ def _ts_seconds(v: Any) -> Any:
 _SECOND = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
+def _all_finite(values: list[Any]) -> bool:
+    """True when no float in ``values`` is NaN or infinite (None allowed): one C-level sum
+    (NaN and inf propagate; inf - inf is NaN), and the exact per-value check only if the
+    sum is not finite (which a huge but finite column may also give)."""
+    try:
+        if math.isfinite(sum(filter(None, values))):
+            return True
+    except (TypeError, OverflowError):
+        pass
+    return all(v is None or math.isfinite(v) for v in values)
+
+
 def native_column(values: list[Any], type_name: str, iso_timestamps: bool) -> list[Any]:
     """Values as Feast's JSON gives them: non-finite floats as strings, bytes base64,
     unix timestamps as epoch seconds (or ISO strings in the native API)."""
     if type_name in ("double", "float", "float64"):
-        for v in values:
-            if v is not None and not math.isfinite(v):
-                return [_float_native(x) for x in values]
-        return values
+        if _all_finite(values):
+            return values
+        return [_float_native(x) for x in values]
     if type_name == "bytes":
         return [None if v is None else base64.b64encode(v).decode("ascii") for v in values]
     if type_name in ("unix_timestamp", "timestamp") and not iso_timestamps:
@@ -137,29 +148,32 @@ def native_column(values: list[Any], type_name: str, iso_timestamps: bool) -> li
 
 
 def feast_response(result: Result) -> bytes:
-    """Feast's /get-online-features JSON (convert_response_to_dict's shape)."""
+    """Feast's /get-online-features JSON (convert_response_to_dict's shape).
+
+    Status-name and event-timestamp lists are built once per distinct column object (all
+    features of a view share one timestamp column; columns without nulls share one
+    all-PRESENT status column) and orjson writes the shared lists as often as needed.
+    """
     plan = result.plan
     types = plan.output_types
     n_ent = len(plan.entity_names)
     results = []
     status_cache: dict[int, list[str]] = {}
+    ts_cache: dict[int, list[str]] = {}
+    status_name = STATUS_NAMES.__getitem__
     for i, name in enumerate(result.names):
         statuses = result.statuses[i]
-        sid = id(statuses)
-        names = status_cache.get(sid)
+        names = status_cache.get(id(statuses))
         if names is None:
-            names = status_cache[sid] = [STATUS_NAMES[s] for s in statuses]
+            names = status_cache[id(statuses)] = list(map(status_name, statuses))
         tss = result.timestamps[i]
+        stamps = ts_cache.get(id(tss))
+        if stamps is None:
+            stamps = ts_cache[id(tss)] = list(map(timestamp_str, tss))
         values = result.values[i]
         if i >= n_ent:
             values = native_column(values, types.get(name, ""), False)
-        results.append(
-            {
-                "values": values,
-                "statuses": names,
-                "event_timestamps": [timestamp_str(t) for t in tss],
-            }
-        )
+        results.append({"values": values, "statuses": names, "event_timestamps": stamps})
     return orjson.dumps({"metadata": {"feature_names": result.names}, "results": results})
 
 

@@ -1,5 +1,7 @@
-"""The request-time feature set the serving tests and bench.serving use: two transforms
-that read one Redis feature (``avg_amount``) and request data (``request_amount``)."""
+"""The request-time feature set of the demo repo (serving.demo_repo), used by the serving
+tests and bench.serving: two transforms that read Redis features (``avg_amount``,
+``txn_count``) and request data (``request_amount``). Lives here, not under tests/, so the
+benchmark does not depend on test modules."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from transforms import FeatureSet, Float64, Int64, Mean, StatisticsArtifact, Std
 @transform(request_time=True)
 def amount_vs_avg(request_amount: Float64 | None, avg_amount: Float64 | None) -> Float64 | None:
     """How far this payment is from the user's average (Redis feature)."""
-    return request_amount - avg_amount
+    return request_amount - avg_amount  # type: ignore[operator]
 
 
 @transform(request_time=True)
@@ -24,7 +26,7 @@ def request_amount_z(
     std: Any = Std("request_amount"),  # noqa: B008
 ) -> Float64 | None:
     """z-score of the payment with frozen statistics, damped for users with few payments."""
-    return (request_amount - mean) / std * np.minimum(txn_count, 10) / 10
+    return (request_amount - mean) / std * np.minimum(txn_count, 10) / 10  # type: ignore[operator,arg-type]
 
 
 FEATURES = FeatureSet(

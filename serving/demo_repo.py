@@ -38,7 +38,7 @@ STATS_FEATURES: dict[str, str] = {
 }
 WIDE_FEATURES: dict[str, str] = {f"w{i:02d}": ("double" if i % 3 else "int64") for i in range(50)}
 STATS_TTL = timedelta(days=7)
-FEATURE_SET_REF = "tests.serving.request_features:FEATURES"
+FEATURE_SET_REF = "serving.demo_features:FEATURES"
 ODFV = "payment_features"
 REQUEST_SCHEMA = {"request_amount": "float64"}
 VIEW_INPUTS = {"avg_amount": "user_stats:avg_amount", "txn_count": "user_stats:txn_count"}
@@ -149,7 +149,7 @@ def _repo_py(wide: bool, data: Path) -> str:
             mode="pandas",
         )
         def {ODFV}(inputs: pd.DataFrame) -> pd.DataFrame:
-            from tests.serving.request_features import feast_udf
+            from serving.demo_features import feast_udf
 
             return feast_udf(inputs)
 
@@ -170,7 +170,7 @@ def build(
     from feast import FeatureStore
     from feast.repo_operations import apply_total
 
-    from tests.serving.request_features import ARTIFACT, FEATURES
+    from serving.demo_features import ARTIFACT, FEATURES
 
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 from serving import redis_layout as rl
 from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
+from serving.redis_client import RedisPipeline, hmget_parts
 from transforms.errors import ArtifactError, RequestError, SkewlessError, TransformError
 
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = 1, 2, 3, 4
@@ -39,6 +41,7 @@ STATUS_NAMES = ("INVALID", "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AG
 EPOCH_TS = (0, 0)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 PLAN_CACHE_SIZE = 512
+_I64 = struct.Struct("<q")
 
 # Request field type names (manifest) -> a check of one JSON value.
 _REQUEST_CHECKS: dict[str, Any] = {
@@ -173,6 +176,9 @@ class KeyGroup:
     encoder: rl.EntityKeyEncoder
     fields: list[bytes] = field(default_factory=list)
     views: list[ViewRead] = field(default_factory=list)
+    # RESP bytes of "HMGET <key> <fields...>" around the key, built once per plan
+    hmget_head: bytes = b""
+    hmget_tail: bytes = b""
 
 
 @dataclass
@@ -181,6 +187,7 @@ class ViewRead:
     offset: int  # position of this view's first field in the group's HMGET
     features: list[str]
     ttl_ns: int
+    types: list[str] = field(default_factory=list)  # Feast value type per feature
 
 
 @dataclass
@@ -265,8 +272,18 @@ def compile_plan(
         group.fields.extend(rl.feature_field(view_name, f) for f in feats)
         group.fields.append(rl.timestamp_field(view_name))
         where[view_name] = (groups.index(group), len(group.views))
-        group.views.append(ViewRead(spec, offset, feats, spec.ttl_seconds * 1_000_000_000))
+        group.views.append(
+            ViewRead(
+                spec,
+                offset,
+                feats,
+                spec.ttl_seconds * 1_000_000_000,
+                [spec.features[f] for f in feats],
+            )
+        )
 
+    for g in groups:
+        g.hmget_head, g.hmget_tail = hmget_parts(g.fields)
     entity_names: list[str] = []
     for g in groups:
         for k in g.join_keys:
@@ -418,23 +435,69 @@ class TooManyEntities(RequestError):
     """More entities than --max-entities (HTTP 413)."""
 
 
+def _int_ok(v: Any) -> bool:
+    return type(v) is int and _INT64_MIN <= v <= _INT64_MAX
+
+
+def _bad_key(k: str, t: str, col: list[Any]) -> RequestError:
+    if t in ("int64", "int32", "unix_timestamp"):
+        v = next(v for v in col if not _int_ok(v))
+    elif t == "string":
+        v = next(v for v in col if type(v) is not str)
+    else:
+        v = next(v for v in col if not isinstance(v, str | bytes))
+    return RequestError(f"entity key '{k}' expects {t}, got {v!r}", k)
+
+
 def encode_keys(group: KeyGroup, entities: Mapping[str, list[Any]], n: int) -> list[bytes]:
     """Redis keys of the group's entities; RequestError naming the join key on a bad value."""
     cols = [entities[k] for k in group.join_keys]
     for k, t, col in zip(group.join_keys, group.key_types, cols, strict=True):
-        for v in col:
-            if t in ("int64", "int32", "unix_timestamp"):
-                ok = type(v) is int and _INT64_MIN <= v <= _INT64_MAX
-            elif t == "string":
-                ok = type(v) is str
-            else:
-                ok = isinstance(v, str | bytes)
-            if not ok:
-                raise RequestError(f"entity key '{k}' expects {t}, got {v!r}", k)
-    enc = group.encoder.encode
+        if t in ("int64", "int32", "unix_timestamp"):
+            # one C-level pass each: all exact ints (bool excluded), then the range
+            if not all(type(v) is int for v in col) or (
+                min(col) < _INT64_MIN or max(col) > _INT64_MAX
+            ):
+                raise _bad_key(k, t, col)
+        elif t == "string":
+            if not all(type(v) is str for v in col):
+                raise _bad_key(k, t, col)
+        elif not all(isinstance(v, str | bytes) for v in col):
+            raise _bad_key(k, t, col)
     if len(cols) == 1:
+        fixed = group.encoder.fixed_int64()
+        if fixed is not None:
+            prefix, suffix = fixed
+            pack = _I64.pack
+            return [prefix + pack(v) + suffix for v in cols[0]]
+        enc = group.encoder.encode
         return [enc((v,)) for v in cols[0]]
+    enc = group.encoder.encode
     return [enc(vals) for vals in zip(*cols, strict=True)]
+
+
+_TS_CACHE: dict[bytes, tuple[int, int]] = {}
+_TS_CACHE_MAX = 200_000
+_ALL_PRESENT: dict[int, list[int]] = {}
+
+
+def _all_present(n: int) -> list[int]:
+    """A shared, never mutated [PRESENT] * n (lets the JSON encoder reuse its name list)."""
+    col = _ALL_PRESENT.get(n)
+    if col is None:
+        if len(_ALL_PRESENT) > 4096:
+            _ALL_PRESENT.clear()
+        col = _ALL_PRESENT[n] = [PRESENT] * n
+    return col
+
+
+def _decode_ts(raw: bytes) -> tuple[int, int]:
+    ts = _TS_CACHE.get(raw)
+    if ts is None:
+        if len(_TS_CACHE) >= _TS_CACHE_MAX:
+            _TS_CACHE.clear()
+        ts = _TS_CACHE[raw] = rl.decode_timestamp(raw)
+    return ts
 
 
 def decode(
@@ -444,59 +507,68 @@ def decode(
     entities: dict[str, list[Any]],
     now_ns: int | None = None,
 ) -> Result:
-    """Decode HMGET replies (per group, per entity) into columns, then run transforms."""
+    """Decode HMGET replies (per group, per entity) into columns, then run transforms.
+
+    Columnar: each group's replies are transposed once (``zip(*rows)``), every feature
+    column is decoded by type in one call (:func:`serving.redis_layout.decode_column`), and
+    the per-entity work is only the row timestamp / ttl check. Statuses of a column without
+    nulls or missing rows are one shared all-PRESENT list.
+    """
     if now_ns is None:
         now_ns = time.time_ns()
-    decode_value = rl.decode_value
-    decode_ts = rl.decode_timestamp
+    decode_column = rl.decode_column
+    present = _all_present(n)
     # per group, per view: (values per feature, statuses per feature, ts per entity)
     decoded: list[list[tuple[list[list[Any]], list[list[int]], list[tuple[int, int]]]]] = []
     for gi, group in enumerate(plan.groups):
         per_view = []
-        rows = replies[gi]
+        cols = list(zip(*replies[gi], strict=True))
         for vr in group.views:
             nf = len(vr.features)
             off = vr.offset
-            vals: list[list[Any]] = [[None] * n for _ in range(nf)]
-            stats: list[list[int]] = [[NOT_FOUND] * n for _ in range(nf)]
-            tss: list[tuple[int, int]] = [EPOCH_TS] * n
             ttl = vr.ttl_ns
-            for e in range(n):
-                row = rows[e]
-                raw_ts = row[off + nf]
+            tss: list[tuple[int, int]] = [EPOCH_TS] * n
+            dead: list[tuple[int, int]] = []  # (entity, status) of missing / expired rows
+            for e, raw_ts in enumerate(cols[off + nf]):
                 if raw_ts is None:
-                    continue  # entity has no row for this view: NOT_FOUND
-                ts = decode_ts(raw_ts)
-                tss[e] = ts
-                if ttl and now_ns - (ts[0] * 1_000_000_000 + ts[1]) > ttl:
-                    for f in range(nf):
-                        stats[f][e] = OUTSIDE_MAX_AGE
+                    dead.append((e, NOT_FOUND))  # entity has no row for this view
                     continue
-                for f in range(nf):
-                    raw = row[off + f]
-                    if raw is None:
-                        continue  # feature never written for this entity: NOT_FOUND
-                    v = decode_value(raw)
-                    if v is None:
-                        stats[f][e] = NULL_VALUE
-                    else:
-                        vals[f][e] = v
-                        stats[f][e] = PRESENT
+                ts = tss[e] = _decode_ts(raw_ts)
+                if ttl and now_ns - (ts[0] * 1_000_000_000 + ts[1]) > ttl:
+                    dead.append((e, OUTSIDE_MAX_AGE))
+            vals: list[list[Any]] = []
+            stats: list[list[int]] = []
+            for f, type_name in enumerate(vr.types):
+                raws = cols[off + f]
+                col = decode_column(raws, type_name)
+                if dead or None in col:
+                    st = [PRESENT] * n
+                    if None in col:
+                        for e, v in enumerate(col):
+                            if v is None:  # never written: NOT_FOUND; written as null
+                                st[e] = NOT_FOUND if raws[e] is None else NULL_VALUE
+                    for e, s in dead:
+                        col[e] = None
+                        st[e] = s
+                    stats.append(st)
+                else:
+                    stats.append(present)
+                vals.append(col)
             per_view.append((vals, stats, tss))
         decoded.append(per_view)
 
     transformed: dict[tuple[str, str], list[Any]] = {}
     for lt, wiring in plan.transform_sets:
-        cols: dict[str, Sequence[Any]] = {}
+        inputs: dict[str, Sequence[Any]] = {}
         for inp in lt.engine.inputs:
             w = wiring.get(inp)
             if w is None:
-                cols[inp] = entities[inp]
+                inputs[inp] = entities[inp]
             else:
                 gi, vi, fi = w
-                cols[inp] = decoded[gi][vi][0][fi]
+                inputs[inp] = decoded[gi][vi][0][fi]
         try:
-            out = lt.engine.runner.run_python_columns(cols, n)
+            out = lt.engine.runner.run_python_columns(inputs, n)
         except TransformError:
             raise
         except SkewlessError as exc:
@@ -530,54 +602,33 @@ def decode(
 
 
 class RedisReader:
-    """redis.asyncio (hiredis parser) reads: all HMGETs of a request in one pipeline."""
+    """All HMGETs of a request in one pipelined write over a shared connection
+    (:mod:`serving.redis_client`); commands are the plan's prebuilt RESP bytes plus keys."""
 
-    def __init__(self, connection_string: str, timeout_s: float, max_connections: int = 64) -> None:
-        import redis.asyncio as aredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
+    def __init__(self, connection_string: str, timeout_s: float) -> None:
         nodes, params = rl.parse_connection_string(connection_string)
         host, port = nodes[0] if nodes else ("127.0.0.1", 6379)
-        kwargs: dict[str, Any] = {
-            k: v for k, v in params.items() if k in ("db", "password", "username", "ssl")
-        }
-        self.client = aredis.Redis(
-            host=host,
-            port=port,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            max_connections=max_connections,
-            **kwargs,
+        self.client = RedisPipeline(
+            host,
+            port,
+            timeout_s,
+            db=int(params.get("db", 0) or 0),
+            password=params.get("password"),
+            username=params.get("username"),
+            ssl=bool(params.get("ssl", False)),
         )
         self.timeout_s = timeout_s
 
     async def read(self, plan: Plan, keys: list[list[bytes]]) -> list[list[list[bytes | None]]]:
         """HMGET replies per group, per entity; one round trip for the whole request."""
-        import asyncio
-
-        cmds = [
-            (key, g.fields) for g, gkeys in zip(plan.groups, keys, strict=True) for key in gkeys
-        ]
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                if len(cmds) == 1:
-                    key, fields = cmds[0]
-                    flat = [await self.client.execute_command("HMGET", key, *fields)]
-                else:
-                    pipe = self.client.pipeline(transaction=False)
-                    for key, fields in cmds:
-                        pipe.execute_command("HMGET", key, *fields)
-                    flat = await pipe.execute()
-        except SkewlessError:
-            raise
-        except Exception as exc:  # connection refused, timeout, reset: all mean "unavailable"
-            from transforms.errors import StoreUnavailable
-
-            raise StoreUnavailable(
-                f"online store unavailable: {type(exc).__name__}: {exc}"
-            ) from None
+        parts: list[bytes] = []
+        count = 0
+        for g, gkeys in zip(plan.groups, keys, strict=True):
+            parts.append(_hmget_many(g.hmget_head, g.hmget_tail, gkeys))
+            count += len(gkeys)
+        flat = await self.client.execute(parts[0] if len(parts) == 1 else b"".join(parts), count)
+        if len(keys) == 1:
+            return [flat]
         out: list[list[list[bytes | None]]] = []
         pos = 0
         for gkeys in keys:
@@ -586,13 +637,19 @@ class RedisReader:
         return out
 
     async def ping(self) -> bool:
-        try:
-            import asyncio
-
-            async with asyncio.timeout(self.timeout_s):
-                return bool(await self.client.ping())  # type: ignore[misc]
-        except Exception:
-            return False
+        return await self.client.ping()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
+
+
+def _hmget_many(head: bytes, tail: bytes, keys: list[bytes]) -> bytes:
+    """RESP of one HMGET per key; one C-level join when the keys share a length."""
+    if not keys:
+        return b""
+    size = len(keys[0])
+    if all(len(k) == size for k in keys):
+        prefix = head + b"$%d\r\n" % size
+        suffix = b"\r\n" + tail
+        return prefix + (suffix + prefix).join(keys) + suffix
+    return b"".join(head + b"$%d\r\n%b\r\n" % (len(k), k) + tail for k in keys)

@@ -25,6 +25,7 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import mmh3
@@ -36,6 +37,7 @@ __all__ = [
     "decode_timestamp",
     "decode_timestamp_datetime",
     "decode_timestamp_nanos",
+    "decode_column",
     "decode_value",
     "encode_timestamp",
     "encode_timestamp_datetime",
@@ -423,6 +425,103 @@ def decode_value(buf: bytes | None) -> Any:
         return None
     field, _ = _read_varint(buf, 0)
     raise ValueError(f"unsupported feast Value field {field >> 3} (only scalars are decoded)")
+
+
+def _decode_int64(buf: bytes | None) -> Any:
+    """decode_value specialised for int64 columns (falls back for anything unexpected)."""
+    if not buf or buf[0] != _TAG_INT64:
+        return decode_value(buf)
+    if len(buf) == 2:
+        return buf[1]
+    result = shift = 0
+    for b in buf[1:]:
+        result |= (b & 0x7F) << shift
+        shift += 7
+    result &= 0xFFFFFFFFFFFFFFFF
+    return result - (1 << 64) if result >= 1 << 63 else result
+
+
+@lru_cache(maxsize=256)
+def _column_struct(code: str, n: int) -> struct.Struct:
+    return struct.Struct("<" + "x" * 1 + code + ("x" + code) * (n - 1))
+
+
+_FIXED = {"double": (9, _TAG_DOUBLE, "d"), "float": (5, _TAG_FLOAT, "f")}
+
+
+def decode_column(raws: Sequence[bytes | None], type_name: str) -> list[Any]:
+    """``[decode_value(r) for r in raws]`` for one feature column of known Feast type.
+
+    Doubles and floats (fixed 9 / 5 bytes: tag + IEEE bits) are unpacked in one struct call
+    over the joined column, with the null or missing entries patched afterwards; int64 uses
+    a specialised varint loop. Same results as decode_value, value for value.
+    """
+    fixed = _FIXED.get(type_name)
+    if fixed is not None and raws:
+        size, tag, code = fixed
+        n = len(raws)
+        bad = [i for i, r in enumerate(raws) if r is None or len(r) != size]
+        if bad:
+            regular = list(raws)
+            pad = bytes((tag,)) + b"\0" * (size - 1)
+            for i in bad:
+                regular[i] = pad
+        else:
+            regular = raws  # type: ignore[assignment]
+        joined = b"".join(regular)  # type: ignore[arg-type]
+        if joined[::size] == bytes((tag,)) * n:
+            values = list(_column_struct(code, n).unpack(joined))
+            for i in bad:
+                values[i] = decode_value(raws[i])
+            return values
+    elif type_name == "int64":
+        if len(raws) >= _NUMPY_MIN_COLUMN:
+            ints = _decode_int64_numpy(raws)
+            if ints is not None:
+                return ints
+        return [_decode_int64(r) for r in raws]
+    return [decode_value(r) for r in raws]
+
+
+# Below this many values the per-value loop beats numpy's fixed cost (measured: 100 values
+# 84 us in the loop vs 23 us vectorized; 8 values about even).
+_NUMPY_MIN_COLUMN = 16
+_INT64_NULL_PAD = b"\x20\x00"
+
+
+def _decode_int64_numpy(raws: Sequence[bytes | None]) -> list[Any] | None:
+    """Vectorized varint decode of an int64 column (tag 0x20 + varint per value).
+
+    The joined bytes are masked to their 7-bit groups, shifted by 7 x their place in the
+    varint and summed per value (``add.reduceat``), which is the varint definition; the
+    uint64 sum is reinterpreted as int64 (two's complement, as protobuf encodes negatives).
+    None when the column holds anything but int64 values and nulls (caller falls back).
+    """
+    import numpy as np  # already loaded by transforms; lazy to keep this module light
+
+    n = len(raws)
+    has_null = None in raws or b"" in raws
+    regular = [r or _INT64_NULL_PAD for r in raws] if has_null else raws
+    lens = np.fromiter(map(len, regular), np.intp, n)  # type: ignore[arg-type]
+    arr = np.frombuffer(b"".join(regular), np.uint8)  # type: ignore[arg-type]
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    if lens.min() < 2 or lens.max() > 11 or not (arr[starts] == _TAG_INT64).all():
+        return None
+    seven = (arr & 0x7F).astype(np.uint64)
+    place = np.arange(arr.size, dtype=np.intp) - np.repeat(starts + 1, lens)
+    seven[starts] = 0  # the tag byte
+    place[starts] = 0
+    values: list[Any] = (
+        np.add.reduceat(seven << (place.astype(np.uint64) * np.uint64(7)), starts)
+        .view(np.int64)
+        .tolist()
+    )
+    if has_null:
+        for i, r in enumerate(raws):
+            if not r:
+                values[i] = None
+    return values
 
 
 def is_nan(value: Any) -> bool:

@@ -92,7 +92,7 @@ def _same(a: Any, b: Any) -> bool:
 def test_values_match_feast_plus_transforms(
     demo: DemoRepo, feast_store: Any, redis_url: str
 ) -> None:
-    from tests.serving.request_features import ARTIFACT, FEATURES
+    from serving.demo_features import ARTIFACT, FEATURES
     from transforms.engines.online import OnlineEngine
 
     rng = random.Random(5)

@@ -1,0 +1,212 @@
+"""A minimal pipelining Redis client for the lookup path: asyncio Protocol + hiredis.
+
+Why not redis.asyncio: profiling ``bench.serving`` showed redis-py's ``pack_command`` (it
+re-encodes every argument of every command) at ~40% of a 100 entity x 50 feature request
+and its pipeline/pool/timeout machinery at ~100 us of a 1-entity request. Here the HMGET
+bytes are prebuilt per plan (:func:`hmget_parts`), so a request costs one ``bytes`` join per
+key, one ``transport.write`` and hiredis parsing in C. It also keeps redis-py (~200 ms of
+imports) out of the server's start-up.
+
+One connection per process carries every concurrent request (Redis answers in order, so
+replies are matched to waiters first-in first-out): fewer syscalls than a pool, and
+commands of concurrent HTTP requests share TCP segments. Failure semantics:
+
+* connect refused / reset / EOF: every waiting request fails with StoreUnavailable, the
+  connection is dropped and the next request reconnects;
+* a reply slower than ``timeout_s``: the oldest waiter's deadline is checked by one timer
+  (armed only when idle -> busy, so no per-request timer), and the connection is dropped
+  and all waiters fail -- dropping it is what keeps later replies from being matched to
+  the wrong request;
+* an error reply (WRONGTYPE, NOAUTH, ...) fails that request only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+
+from transforms.errors import StoreUnavailable
+
+__all__ = ["RedisPipeline", "command", "hmget_parts"]
+
+
+def _bulk(arg: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(arg), arg)
+
+
+def command(*args: bytes | str | int) -> bytes:
+    """RESP encoding of one command."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        raw = a if isinstance(a, bytes) else str(a).encode()
+        parts.append(_bulk(raw))
+    return b"".join(parts)
+
+
+def hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """(head, tail) of ``HMGET <key> <fields...>``: a command is head + bulk(key) + tail."""
+    head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
+    return head, b"".join(_bulk(f) for f in fields)
+
+
+class _Waiter:
+    __slots__ = ("deadline", "future", "count", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int, deadline: float) -> None:
+        self.future = future
+        self.count = count
+        self.deadline = deadline
+        self.replies: list[Any] = []
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, owner: RedisPipeline) -> None:
+        self.owner = owner
+        self.reader = hiredis.Reader()
+        self.waiters: deque[_Waiter] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        waiters = self.waiters
+        while waiters:
+            w = waiters[0]
+            replies = w.replies
+            need = w.count
+            while len(replies) < need:
+                reply = reader.gets()
+                if reply is False:
+                    return
+                replies.append(reply)
+            waiters.popleft()
+            if not w.future.done():
+                w.future.set_result(replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(f"connection lost: {exc or 'closed by server'}")
+
+    def fail(self, message: str) -> None:
+        self.closed = True
+        if self.owner.proto is self:
+            self.owner.proto = None
+        while self.waiters:
+            w = self.waiters.popleft()
+            if not w.future.done():
+                w.future.set_exception(StoreUnavailable(f"online store unavailable: {message}"))
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class RedisPipeline:
+    """Sends prebuilt RESP commands over one connection; see the module doc."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout_s: float,
+        db: int = 0,
+        password: str | None = None,
+        username: str | None = None,
+        ssl: bool = False,
+    ) -> None:
+        self.host, self.port = host, port
+        self.timeout_s = timeout_s
+        self.db, self.password, self.username, self.ssl = db, password, username, ssl
+        self.proto: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def _connect(self) -> _Protocol:
+        if self._connecting is not None:
+            return await asyncio.shield(self._connecting)
+        loop = asyncio.get_running_loop()
+        self._connecting = fut = loop.create_future()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                _, proto = await loop.create_connection(
+                    lambda: _Protocol(self), self.host, self.port, ssl=self.ssl or None
+                )
+                hello = []
+                if self.password:
+                    user = [self.username] if self.username else []
+                    hello.append(command("AUTH", *user, self.password))
+                if self.db:
+                    hello.append(command("SELECT", self.db))
+                if hello:
+                    replies = await self._send(proto, b"".join(hello), len(hello))
+                    for r in replies:
+                        if isinstance(r, hiredis.ReplyError):
+                            proto.fail(f"handshake: {r}")
+                            raise StoreUnavailable(f"online store unavailable: {r}")
+            self.proto = proto
+            fut.set_result(proto)
+            return proto
+        except StoreUnavailable as exc:
+            fut.set_exception(exc)
+            raise
+        except Exception as exc:  # refused, timeout, DNS, TLS: all mean "unavailable"
+            err = StoreUnavailable(f"online store unavailable: {type(exc).__name__}: {exc}")
+            fut.set_exception(err)
+            raise err from None
+        finally:
+            self._connecting = None
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # mark retrieved: no "exception was never retrieved" warnings
+
+    def _send(self, proto: _Protocol, payload: bytes, count: int) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        deadline = loop.time() + self.timeout_s
+        proto.waiters.append(_Waiter(fut, count, deadline))
+        assert proto.transport is not None
+        proto.transport.write(payload)
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._check_deadline)
+        return fut
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        proto = self.proto
+        if proto is None or not proto.waiters:
+            return
+        loop = asyncio.get_running_loop()
+        head = proto.waiters[0].deadline
+        if head <= loop.time():
+            proto.fail(f"no reply within {self.timeout_s * 1000:.0f} ms")
+        else:
+            self._timer = loop.call_at(head, self._check_deadline)
+
+    async def execute(self, payload: bytes, count: int) -> list[Any]:
+        """Send ``count`` pipelined commands (already RESP-encoded) and return their replies."""
+        proto = self.proto
+        if proto is None or proto.closed:
+            proto = await self._connect()
+        replies = await self._send(proto, payload, count)
+        for r in replies:
+            if type(r) is hiredis.ReplyError:
+                raise StoreUnavailable(f"online store error: {r}")
+        return replies
+
+    async def ping(self) -> bool:
+        try:
+            return (await self.execute(b"*1\r\n$4\r\nPING\r\n", 1))[0] == b"PONG"
+        except StoreUnavailable:
+            return False
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        proto = self.proto
+        if proto is not None:
+            proto.fail("client closed")
