@@ -240,24 +240,24 @@ def attribute(
         for i in np.flatnonzero(mask).tolist():
             fps = logged_fps[i] or {}
             logged = fps.get(name)
-            cause: str | None = None
+            found: str | None = None
             if logged is not None and logged != current.fingerprints.get(name):
                 hashes = logged_hashes[i]
                 if hashes is not None and fs is not None:
                     differs = hashes.get(fs.name) not in (None, current.artifact_hashes[fs.name])
-                    cause = STATISTICS_ARTIFACT if differs else TRANSFORM_FINGERPRINT
+                    found = STATISTICS_ARTIFACT if differs else TRANSFORM_FINGERPRINT
                 elif t is not None and t.analyzers:
-                    cause = STATISTICS_ARTIFACT
+                    found = STATISTICS_ARTIFACT
                     notes["inferred"][STATISTICS_ARTIFACT] += 1
                 else:
-                    cause = TRANSFORM_FINGERPRINT
-            if cause is None and t is not None:
+                    found = TRANSFORM_FINGERPRINT
+            if found is None and t is not None:
                 for f in t.inputs:
                     upstream = row_causes.get(f.name)
                     if upstream is not None and upstream[i] is not None:
-                        cause = upstream[i]
+                        found = upstream[i]
                         break
-            cause = cause or CODE_SKEW
+            cause = found or CODE_SKEW
             causes[i] = cause
             fc.causes[cause] += 1
             _example(fc, served, offline, i, [k for k in key_names if k in served.column_names],

@@ -387,8 +387,8 @@ def render_html(
         dist = _distribution_plot(
             name, train_feats.get(name), col, d is not None and d.kind == "categorical"
         )
-        fc = result.features.get(name)
-        delta = _delta_plot(name, fc.deltas) if fc is not None else None
+        feat = result.features.get(name)
+        delta = _delta_plot(name, feat.deltas) if feat is not None else None
         if dist or delta:
             parts.append("<div class=card>")
             if dist:

@@ -294,7 +294,7 @@ def compute_statistics(
             from pipelines.spark_session import get_spark
 
             spark = get_spark("local[2]")
-        artifact = analyze(spark.createDataFrame(table.to_pandas()), fs)
+        artifact = analyze(spark.createDataFrame(table), fs)
     elif engine == "beam":
         artifact = _beam_analyze(fs, table)
     else:
@@ -323,20 +323,27 @@ def _castable(table: pa.Table, columns: dict[str, str]) -> pa.Table:
 
 
 def _beam_analyze(fs: FeatureSet, table: pa.Table) -> Any:
+    """AnalyzeDataset over Arrow batches; the artifact comes back through a JSON file."""
     import apache_beam as beam
 
+    from transforms.artifact import StatisticsArtifact
     from transforms.engines.beam import AnalyzeDataset
 
-    found: list[Any] = []
-    batches = table.to_batches(max_chunksize=max(1, table.num_rows // 4 or 1))
-    with beam.Pipeline(runner="DirectRunner") as p:
-        _ = (
-            p
-            | beam.Create(batches or [table.schema.empty_table().to_batches()])
-            | AnalyzeDataset(fs, arrow=True)
-            | beam.Map(found.append)
-        )
-    return found[0]
+    batches = table.to_batches(max_chunksize=max(1, table.num_rows // 4))
+    if not batches:
+        batches = [pa.RecordBatch.from_pylist([], schema=table.schema)]
+    with tempfile.TemporaryDirectory(prefix="skew-beam-") as tmp:
+        prefix = os.path.join(tmp, "artifact")
+        with beam.Pipeline(runner="DirectRunner") as p:
+            _ = (
+                p
+                | beam.Create(batches)
+                | AnalyzeDataset(fs, arrow=True)
+                | beam.Map(lambda art: json.dumps(art.to_json()))
+                | beam.io.WriteToText(prefix, shard_name_template="")
+            )
+        raw = json.loads(Path(prefix).read_text())
+    return StatisticsArtifact.from_json(raw)
 
 
 # ---------------------------------------------------------------- files

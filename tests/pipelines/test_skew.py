@@ -28,6 +28,7 @@ from tests.pipelines.skew_fixtures import (
     requests_for,
     serve,
 )
+from transforms import Float64, Nullable, transform
 
 # disjoint user groups, so faults written to Redis never touch another test's users
 CLEAN, FRESH, TTL, GAP = slice(0, 40), slice(40, 55), slice(55, 70), slice(70, 85)
@@ -120,7 +121,6 @@ def test_changed_transform_code_is_a_fingerprint_cause(
 ) -> None:
     serve(env, tmp_path / "logs", requests_for(env, env.users[CLEAN], 100, seed=2))
     from feature_repo import feature_sets as fsm
-    from transforms import Float64, Nullable, transform
 
     @transform(request_time=True)
     def amount_log(amount: Float64) -> Nullable[Float64]:
