@@ -186,6 +186,13 @@ def test_stopped_materialization_is_a_freshness_lag(env: Env, tmp_path: Path) ->
         s.causes
     )
     assert all(e["lag_seconds"] > 0 for e in f["user_amount_sum_24h"]["examples"])
+    # today's server log (no __event_ts columns): inferred from an older offline row's value
+    serve(env, tmp_path / "plain", requests_for(env, lag_users, 60, seed=4), extras=False)
+    plain = _report(env, tmp_path / "plain", "fresh_plain")
+    g = plain.report["features"]["user_amount_sum_24h"]
+    assert g["causes"] == {cause.FRESHNESS_LAG: 60}
+    assert plain.report["attribution_notes"]["event_ts_logged"] is False
+    assert plain.report["attribution_notes"]["inferred"][cause.FRESHNESS_LAG] >= 60
 
 
 def test_expired_online_rows_are_a_ttl_cause(env: Env, tmp_path: Path) -> None:
