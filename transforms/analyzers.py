@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms._columns import all_true
 from transforms._exact import exact_mean, exact_std, exact_sums, exact_variance
@@ -220,13 +222,14 @@ def fingerprint64(value: str, seed: int = 0) -> int:
 class VocabularyTable:
     """A frozen vocabulary: ``lookup`` maps strings to indices, OOV to hashed buckets."""
 
-    __slots__ = ("values", "num_oov_buckets", "seed", "_index")
+    __slots__ = ("values", "num_oov_buckets", "seed", "_index", "_value_set")
 
     def __init__(self, values: tuple[str, ...], num_oov_buckets: int, seed: int) -> None:
         self.values = values
         self.num_oov_buckets = num_oov_buckets
         self.seed = seed
         self._index = {v: i for i, v in enumerate(values)}
+        self._value_set: pa.Array | None = None
 
     @property
     def size(self) -> int:
@@ -235,21 +238,44 @@ class VocabularyTable:
 
     def lookup(self, column: np.ndarray, null_index: int = -1) -> np.ndarray:
         """Index of each string; OOV -> len(values) + hash % num_oov_buckets (or -1)."""
-        index, n_vocab, buckets, seed = (
-            self._index,
-            len(self.values),
-            self.num_oov_buckets,
-            self.seed,
-        )
+        if len(column) > 64:
+            try:
+                return self._lookup_arrow(column, null_index)
+            except (pa.ArrowException, UnicodeError):
+                pass  # e.g. lone surrogates: the per-value path gives the same answer or error
+        index, oov = self._index, self._oov
         out = np.empty(len(column), dtype=np.int64)
         for i, v in enumerate(column.tolist()):
             if v is None:
                 out[i] = null_index
                 continue
             j = index.get(v)
-            if j is None:
-                j = n_vocab + fingerprint64(v, seed) % buckets if buckets else -1
-            out[i] = j
+            out[i] = oov(v) if j is None else j
+        return out
+
+    def _oov(self, value: str) -> int:
+        if not self.num_oov_buckets:
+            return -1
+        return len(self.values) + fingerprint64(value, self.seed) % self.num_oov_buckets
+
+    def _lookup_arrow(self, column: np.ndarray, null_index: int) -> np.ndarray:
+        # Batches: Arrow's hash lookup for known values, one hash per distinct unknown value.
+        if self._value_set is None:
+            self._value_set = pa.array(self.values, pa.string())
+        strings = pa.array(column, type=pa.string(), from_pandas=False)
+        found = pc.index_in(strings, value_set=self._value_set)
+        out = found.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False).copy()
+        unresolved = np.flatnonzero(found.is_null().to_numpy(zero_copy_only=False))
+        if unresolved.size:
+            cache: dict[str, int] = {}
+            for i, v in zip(unresolved.tolist(), column[unresolved].tolist(), strict=True):
+                if v is None:
+                    out[i] = null_index
+                else:
+                    j = cache.get(v)
+                    if j is None:
+                        j = cache[v] = self._oov(v)
+                    out[i] = j
         return out
 
 
