@@ -36,6 +36,7 @@ def materialize_command(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="check completeness"),
     sample: int = typer.Option(1000, "--sample", help="entities per view compared value by value"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="rich progress bar"),
+    chunk: int = typer.Option(5000, "--chunk", min=1, help="keys per pipelined Redis round trip"),
 ) -> None:
     """Materialize FeatureViews from their Parquet sources into Redis, then verify."""
     try:
@@ -51,6 +52,7 @@ def materialize_command(
             verify=verify,
             sample=sample,
             show_progress=progress,
+            chunk=chunk,
         )
     except SkewlessError as exc:
         typer.echo(f"skewless: error: {exc}", err=True)

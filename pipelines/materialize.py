@@ -495,7 +495,10 @@ class RedisWriter:
         import redis as redis_mod
 
         pool = self.client.connection_pool
-        conn = pool.get_connection()
+        try:
+            conn = pool.get_connection()
+        except self._errors as exc:
+            raise self.unavailable(exc) from exc
         try:
             conn.send_packed_command([b"".join(packed)], check_health=False)
             parser = getattr(conn, "_parser", None)
@@ -715,12 +718,17 @@ def materialize(
     show_progress: bool = True,
     record_interval: bool = True,
     chunk: int = CHUNK_KEYS,
+    on_chunk: Callable[[str, int], None] | None = None,
 ) -> MaterializeReport:
     """Materialize ``views`` (all by default) of a Feast repo for event times in [start, end].
 
     ``verify`` runs the completeness check right after writing; ``record_interval`` stores
     the window in the registry like ``feast materialize`` (so materialize-incremental
-    continues from ``end``).
+    continues from ``end``). ``chunk`` is the number of keys per pipelined round trip.
+    ``on_chunk(view, keys_done)`` is called after each chunk's writes are acknowledged
+    (``keys_done`` counts the view's keys handled so far); an exception it raises stops the
+    run. It exists for progress reporting and for fault tests (e.g. kill Redis after N
+    chunks); the progress bar does not need it.
     """
     t0 = time.perf_counter()
     target = load_repo(repo_path, views)
@@ -737,8 +745,15 @@ def materialize(
                 enc = encode_rows(table, plan, target.project)
                 task = bar.add_task(plan.name, total=table.num_rows)
 
-                def advance(k: int, task: Any = task) -> None:
+                done = [0]
+
+                def advance(
+                    k: int, task: Any = task, view: str = plan.name, done: list[int] = done
+                ) -> None:
                     bar.advance(task, k)
+                    if on_chunk is not None:
+                        done[0] += k
+                        on_chunk(view, done[0])
 
                 vr.written, vr.skipped_not_newer = write_encoded(
                     writer,

@@ -7,6 +7,9 @@ Feast's own materialize is the reference: our Redis state must be byte-identical
 from __future__ import annotations
 
 import math
+import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +21,19 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bench.materialize import build_repo, clear_project, generate, redis_client, snapshot, window
+from bench.materialize import (
+    build_repo,
+    clear_project,
+    generate,
+    project_keys,
+    redis_client,
+    snapshot,
+    window,
+)
 from cli.commands_materialize import register
 from pipelines.materialize import materialize, push, verify
 from serving import redis_layout as rl
-from tests.support import free_port
+from tests.support import free_port, redis_answers
 from transforms.errors import SchemaError, StoreUnavailable
 
 FEATURES = ["conv_rate", "trips", "city", "active"]
@@ -220,3 +231,120 @@ def test_cli_exit_codes(tmp_path: Path, conn: str) -> None:
     res = runner.invoke(app, ["materialize", "--repo", str(tmp_path / "dead"), "--end", end])
     assert res.exit_code == 2
     assert "skewless: error: REDIS connection" in res.output
+
+
+# ------------------------------------------------------------------ Redis dying mid-run
+
+
+class _Server:
+    """A redis-server on a fixed port with an append-only file (fsync always), so a restart
+    reloads exactly what had been acknowledged before it was killed."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not redis_answers(f"redis://127.0.0.1:{self.port}/0"):
+            assert self.proc.poll() is None and time.monotonic() < deadline, "no redis-server"
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # SIGKILL: no shutdown, no final save
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def dying_redis(tmp_path: Path) -> Iterator[_Server]:
+    server = _Server(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def test_redis_killed_mid_run_then_rerun_completes(tmp_path: Path, dying_redis: _Server) -> None:
+    conn = f"127.0.0.1:{dying_redis.port},db=0"
+    table = generate(N_ROWS, N_ENTITIES, seed=6)
+    project = f"skt_{uuid.uuid4().hex[:10]}"
+    build_repo(tmp_path / "r", table, conn, project=project)
+    start, end = window()
+    chunks: list[int] = []
+
+    def kill_after_three(view: str, done: int) -> None:
+        chunks.append(done)
+        if len(chunks) == 3:
+            dying_redis.kill()
+
+    with pytest.raises(StoreUnavailable, match=r"REDIS connection to 127\.0\.0\.1:\d+ failed"):
+        materialize(
+            tmp_path / "r", start, end, show_progress=False, chunk=200, on_chunk=kill_after_three
+        )
+    assert chunks == [200, 400, 600]  # the 4th chunk hit the dead server
+
+    dying_redis.start()  # same port, reloads the append-only file
+    client = redis_client(conn)
+    survived = len(project_keys(client, project))
+    assert survived == 600  # exactly the acknowledged chunks, nothing half-written
+    report = materialize(
+        tmp_path / "r", start, end, verify=True, sample=10_000, show_progress=False
+    )
+    (view,) = report.views
+    assert view.skipped_not_newer == survived and view.written == view.expected - survived
+    assert report.ok and view.present == view.expected and view.verified == view.expected
+    resumed = snapshot(client, project)
+
+    assert clear_project(client, project) == view.expected
+    clean = materialize(tmp_path / "r", start, end, show_progress=False, record_interval=False)
+    assert clean.views[0].written == view.expected
+    assert snapshot(client, project) == resumed  # nothing lost, nothing duplicated
+
+
+def test_cli_redis_killed_mid_run_exits_2(tmp_path: Path, dying_redis: _Server) -> None:
+    conn = f"127.0.0.1:{dying_redis.port},db=0"
+    build_repo(tmp_path / "r", generate(60_000, 20_000, seed=7), conn)
+    watcher = redis_client(conn)
+    stop = threading.Event()
+
+    def kill_once_writing() -> None:  # kill as soon as the first HSETs landed
+        while not stop.is_set():
+            try:
+                if watcher.dbsize() > 0:
+                    dying_redis.kill()
+                    return
+            except Exception:
+                return
+            time.sleep(0.001)
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def _noop() -> None:
+        pass
+
+    start, end = (t.isoformat() for t in window())
+    thread = threading.Thread(target=kill_once_writing, daemon=True)
+    thread.start()
+    try:
+        res = CliRunner().invoke(
+            app,
+            ["materialize", "--repo", str(tmp_path / "r"), "--start", start, "--end", end,
+             "--no-progress", "--chunk", "20"],
+        )  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("skewless: error: REDIS connection to"), lines
