@@ -14,11 +14,14 @@ row-by-row protobuf path with columnar work:
    (Feast leaves that case to an unstable pandas sort). Feast does NOT filter on the view's
    ttl when materializing (ttl only bounds point-in-time joins), neither do we; ``start=None``
    means ``end - ttl``, like the first ``materialize_incremental``;
-4. values are encoded per column, and written with hand-packed, pipelined RESP commands in
-   chunks: first HGET of ``_ts:<view>`` per key, then HSET (+ EXPIRE when
-   ``key_ttl_seconds`` is set) only for keys whose stored event time is older: the
+4. values are encoded per column with numpy/pyarrow (varints, protobuf tags and RESP bulk
+   strings are built as arrow binary arrays, no Python work per cell), and written with
+   pipelined RESP commands in chunks: HGET of ``_ts:<view>`` per key, then HSET (+ EXPIRE
+   when ``key_ttl_seconds`` is set) only for keys whose stored event time is older: the
    same staleness rule as RedisOnlineStore.online_write_batch, which also makes reruns
-   idempotent (``skip_dedup: true`` in the config skips the read, as Feast does).
+   idempotent (``skip_dedup: true`` in the config skips the read, as Feast does). On a
+   standalone Redis a chunk's HSETs and the next chunk's HGETs share one send, so each
+   chunk costs one round trip; a Redis Cluster goes through redis-py's ClusterPipeline.
 
 ``verify`` then checks every expected key carries the view's timestamp and compares a
 sample of entities field by field with the offline latest rows.
@@ -284,15 +287,15 @@ def _latest_per_key(table: pa.Table, plan: ViewPlan) -> pa.Table:
     if plan.created_field:
         sort_keys.append((plan.created_field, "descending"))
     sort_keys.append(("__row", "ascending"))
-    table = table.take(pc.sort_indices(table, sort_keys=sort_keys))
+    order = pc.sort_indices(table.select([k for k, _ in sort_keys]), sort_keys=sort_keys)
     n = table.num_rows
     starts = np.zeros(n, dtype=bool)
     starts[0] = True
-    for k in plan.join_keys:
-        col = table.column(k).combine_chunks()
+    for k in plan.join_keys:  # only the key columns are reordered to find group starts
+        col = table.column(k).combine_chunks().take(order)
         diff = pc.not_equal(col.slice(1), col.slice(0, n - 1))
         starts[1:] |= diff.to_numpy(zero_copy_only=False)
-    return table.filter(pa.array(starts))
+    return table.take(order.filter(pa.array(starts)))  # winners only, in key order
 
 
 def read_latest(plan: ViewPlan, start: datetime, end: datetime) -> tuple[pa.Table, int]:
@@ -334,50 +337,109 @@ def read_latest(plan: ViewPlan, start: datetime, end: datetime) -> tuple[pa.Tabl
 
 
 # --------------------------------------------------------------------- encoding
+#
+# Every encoded column is a pyarrow large_binary array built from numpy matrices (no Python
+# work per cell): a row's bytes are the concatenation of fixed-width segments, each cut to
+# a per-row length. RESP commands are then element-wise concatenations of such arrays, and
+# a chunk's payload is one contiguous slice of the result's data buffer.
+
+_LB = pa.large_binary()
+_VARINT_SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)  # 10 groups of 7 bits
 
 
-def _fixed_width(tag: int, raw: np.ndarray, valid: np.ndarray) -> list[bytes]:
-    """Encode fixed-width scalars (double/float) column-wise: tag byte + little-endian bits."""
-    n = raw.shape[0]
-    width = raw.dtype.itemsize
-    mat = np.empty((n, width + 1), dtype=np.uint8)
+def _lb(value: bytes) -> pa.Scalar:
+    return pa.scalar(value, type=_LB)
+
+
+def _ragged(segments: Sequence[tuple[np.ndarray, np.ndarray]]) -> pa.Array:
+    """large_binary array whose row i is ``b"".join(mat[i, :length[i]] for mat, length)``."""
+    mats = [m for m, _ in segments]
+    n = mats[0].shape[0]
+    mat = mats[0] if len(mats) == 1 else np.hstack(mats)
+    masks = [np.arange(m.shape[1]) < ln[:, None] for m, ln in segments]
+    mask = masks[0] if len(masks) == 1 else np.hstack(masks)
+    data = np.ascontiguousarray(mat)[mask]  # row-major: row 0's bytes, then row 1's, ...
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sum(ln.astype(np.int64) for _, ln in segments), out=offsets[1:])
+    return pa.Array.from_buffers(_LB, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _varint(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Protobuf varints of uint64 values: an (n, 10) byte matrix and each value's length."""
+    u = u.astype(np.uint64, copy=False)
+    groups = ((u[:, None] >> _VARINT_SHIFTS) & np.uint64(0x7F)).astype(np.uint8)
+    length = 1 + (u[:, None] >= (np.uint64(1) << _VARINT_SHIFTS[1:])).sum(axis=1)
+    groups |= np.where(np.arange(10) < (length - 1)[:, None], 0x80, 0).astype(np.uint8)
+    return groups, length
+
+
+def _tagged(tag: int, body: np.ndarray, length: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """tag byte + the first ``length`` bytes of each body row; b"" where not ``valid``."""
+    n = body.shape[0]
+    mat = np.empty((n, body.shape[1] + 1), dtype=np.uint8)
     mat[:, 0] = tag
-    mat[:, 1:] = (
-        raw.astype(raw.dtype.newbyteorder("<"), copy=False).view(np.uint8).reshape(n, width)
-    )
-    blob = mat.tobytes()
-    step = width + 1
-    out = [blob[i : i + step] for i in range(0, n * step, step)]
-    if not valid.all():
-        for i in np.flatnonzero(~valid).tolist():
-            out[i] = b""
-    return out
+    mat[:, 1:] = body
+    return _ragged([(mat, np.where(valid, length + 1, 0))])
 
 
-def encode_column(col: pa.ChunkedArray | pa.Array, codec: str) -> list[bytes]:
-    """Value bytes for every cell of one column, exactly as Feast's materialization.
+def _tagged_varint(tag: int, ints: np.ndarray, valid: np.ndarray) -> pa.Array:
+    groups, length = _varint(ints.astype(np.int64, copy=False).view(np.uint64))
+    return _tagged(tag, groups, length, valid)
 
-    Nulls (and NaN for floating types, as Feast's pd.isnull check) become b"".
-    """
+
+def _valid(col: pa.Array) -> np.ndarray:
+    if col.null_count == 0:
+        return np.ones(len(col), dtype=bool)
+    return np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def encode_column(col: pa.ChunkedArray | pa.Array, codec: str) -> pa.Array:
+    """Value bytes of every cell of one column, exactly as Feast's materialization, as a
+    large_binary array. Nulls (and NaN for floating types, as Feast's pd.isnull) give b""."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
+    n = len(col)
+    valid = _valid(col)
     if codec in ("double", "float"):
-        np_type = np.float64 if codec == "double" else np.float32
-        arr = col.cast(pa.float64() if codec == "double" else pa.float32())
-        valid = np.ones(len(arr), dtype=bool)
-        if arr.null_count:
-            valid &= arr.is_valid().to_numpy(zero_copy_only=False)
-            arr = arr.fill_null(0)
+        np_type = np.dtype("<f8") if codec == "double" else np.dtype("<f4")
+        arr = col.cast(pa.float64() if codec == "double" else pa.float32()).fill_null(0)
         raw = arr.to_numpy(zero_copy_only=False).astype(np_type, copy=False)
         valid &= ~np.isnan(raw)
-        return _fixed_width(0x29 if codec == "double" else 0x35, raw, valid)
+        body = np.ascontiguousarray(raw).view(np.uint8).reshape(n, np_type.itemsize)
+        width = np.full(n, np_type.itemsize)
+        return _tagged(0x29 if codec == "double" else 0x35, body, width, valid)
+    if codec in ("int64", "int32"):
+        ints = col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        return _tagged_varint(0x20 if codec == "int64" else 0x18, ints, valid)
     if codec == "bool":
-        table = {True: b"\x38\x01", False: b"\x38\x00", None: b""}
-        return [table[v] for v in col.to_pylist()]
-    enc = rl.value_encoder(codec)
-    return [enc(v) for v in col.to_pylist()]
+        bits = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
+        return _tagged(0x38, bits.reshape(n, 1), np.ones(n, dtype=np.int64), valid)
+    if codec in ("string", "bytes"):
+        raw = col.cast(_LB).fill_null(b"")
+        groups, length = _varint(pc.binary_length(raw).to_numpy(zero_copy_only=False))
+        prefix = _tagged(0x12 if codec == "string" else 0x0A, groups, length, valid)
+        return pc.binary_join_element_wise(prefix, raw, _lb(b""))
+    enc = rl.value_encoder(codec)  # unix_timestamp: rare, row by row
+    return pa.array([enc(v) for v in col.to_pylist()], type=_LB)
+
+
+def encode_timestamps(micros: np.ndarray) -> pa.Array:
+    """google.protobuf.Timestamp bytes of microseconds since the epoch, like
+    ``rl.encode_timestamp_micros`` (zero seconds or nanos omitted)."""
+    seconds, rem = np.divmod(micros.astype(np.int64, copy=False), 1_000_000)
+    nanos = rem * 1000
+    n = len(micros)
+    sec_groups, sec_len = _varint(seconds.view(np.uint64))
+    ns_groups, ns_len = _varint(nanos.view(np.uint64))
+    sec = np.empty((n, 11), dtype=np.uint8)
+    sec[:, 0], sec[:, 1:] = 0x08, sec_groups
+    ns = np.empty((n, 11), dtype=np.uint8)
+    ns[:, 0], ns[:, 1:] = 0x10, ns_groups
+    return _ragged(
+        [(sec, np.where(seconds != 0, sec_len + 1, 0)), (ns, np.where(nanos != 0, ns_len + 1, 0))]
+    )
 
 
 def _micros(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -393,7 +455,7 @@ def _micros(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return ints * (1000 if unit == "ms" else 1_000_000)
 
 
-def encode_keys(table: pa.Table, plan: ViewPlan, project: str) -> list[bytes]:
+def encode_keys(table: pa.Table, plan: ViewPlan, project: str) -> pa.Array:
     """Redis key of every row (single int64 key vectorized, others row by row)."""
     enc = rl.EntityKeyEncoder(project, plan.join_keys, plan.join_types)
     n = table.num_rows
@@ -406,43 +468,83 @@ def encode_keys(table: pa.Table, plan: ViewPlan, project: str) -> list[bytes]:
         mat[:, : len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
         mat[:, len(prefix) : len(prefix) + 8] = vals.astype("<i8").view(np.uint8).reshape(n, 8)
         mat[:, len(prefix) + 8 :] = np.frombuffer(suffix, dtype=np.uint8)
-        blob = mat.tobytes()
-        return [blob[i : i + width] for i in range(0, n * width, width)]
+        return _ragged([(mat, np.full(n, width))])
     columns = [table.column(k).to_pylist() for k in plan.join_keys]
-    return [enc.encode(vals) for vals in zip(*columns, strict=True)]
+    return pa.array([enc.encode(vals) for vals in zip(*columns, strict=True)], type=_LB)
 
 
-@dataclass
-class EncodedRows:
-    """Ready-to-send bytes of one view: keys, event times (ns) and field/value pairs."""
-
-    keys: list[bytes]
-    ts_nanos: list[int]
-    ts_values: list[bytes]
-    fields: list[bytes]  # hashed feature field names, in ``plan.features`` order
-    values: list[list[bytes]]  # one list per feature, aligned with keys
-
-
-def encode_rows(table: pa.Table, plan: ViewPlan, project: str) -> EncodedRows:
-    """Encode the latest-rows table of a view column by column."""
-    micros = _micros(table.column(plan.timestamp_field)).tolist()
-    return EncodedRows(
-        keys=encode_keys(table, plan, project),
-        ts_nanos=[m * 1000 for m in micros],
-        ts_values=[rl.encode_timestamp_micros(m) for m in micros],
-        fields=[rl.feature_field(plan.online_name, f) for f in plan.features],
-        values=[
-            encode_column(table.column(f), t)
-            for f, t in zip(plan.features, plan.feature_types, strict=True)
-        ],
+def _bulk_strings(arr: pa.Array) -> pa.Array:
+    """RESP bulk string of every cell: ``$<len>\\r\\n<bytes>\\r\\n``."""
+    lengths = pc.cast(pc.cast(pc.binary_length(arr), pa.string()), _LB)
+    return pc.binary_join_element_wise(
+        _lb(b"$"), lengths, _lb(b"\r\n"), arr, _lb(b"\r\n"), _lb(b"")
     )
-
-
-# ------------------------------------------------------------------------ Redis I/O
 
 
 def _bulk(b: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+@dataclass
+class EncodedRows:
+    """Ready-to-send bytes of one view, one row per entity (arrow large_binary arrays)."""
+
+    keys: pa.Array  # Redis keys
+    ts_nanos: np.ndarray  # event time of each row, ns since the epoch (int64)
+    ts_values: pa.Array  # Timestamp bytes of the event time
+    fields: list[bytes]  # hashed feature field names, in ``plan.features`` order
+    values: list[pa.Array]  # Value bytes, one array per feature, aligned with keys
+    ts_field: bytes  # b"_ts:<view>"
+    key_bulks: pa.Array  # ``$<len>\r\n<key>\r\n`` per key
+    bodies: pa.Array  # HSET field/value arguments per key (``_ts`` first, then features)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def key_list(self, lo: int = 0, hi: int | None = None) -> list[bytes]:
+        return list(
+            self.keys.slice(lo, (hi if hi is not None else len(self.keys)) - lo).to_pylist()
+        )
+
+
+def encode_rows(table: pa.Table, plan: ViewPlan, project: str) -> EncodedRows:
+    """Encode the latest-rows table of a view column by column."""
+    micros = _micros(table.column(plan.timestamp_field))
+    keys = encode_keys(table, plan, project)
+    ts_values = encode_timestamps(micros)
+    fields = [rl.feature_field(plan.online_name, f) for f in plan.features]
+    values = [
+        encode_column(table.column(f), t)
+        for f, t in zip(plan.features, plan.feature_types, strict=True)
+    ]
+    ts_field = rl.timestamp_field(plan.online_name)
+    parts: list[Any] = [_lb(_bulk(ts_field)), _bulk_strings(ts_values)]
+    for fld, vals in zip(fields, values, strict=True):
+        parts += [_lb(_bulk(fld)), _bulk_strings(vals)]
+    bodies = pc.binary_join_element_wise(*parts, _lb(b"")) if len(keys) else pa.array([], _LB)
+    return EncodedRows(
+        keys=keys,
+        ts_nanos=micros.astype(np.int64) * 1000,
+        ts_values=ts_values,
+        fields=fields,
+        values=values,
+        ts_field=ts_field,
+        key_bulks=_bulk_strings(keys),
+        bodies=bodies,
+    )
+
+
+def _buffer_bytes(arr: pa.Array) -> memoryview:
+    """The concatenated cell bytes of a large_binary array (a view of its data buffer)."""
+    n = len(arr)
+    if n == 0:
+        return memoryview(b"")
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    data = arr.buffers()[2]
+    return memoryview(data)[int(offsets[0]) : int(offsets[-1])]  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------ Redis I/O
 
 
 class RedisWriter:
@@ -462,6 +564,11 @@ class RedisWriter:
         params.setdefault("socket_timeout", 60)
         self.where = ",".join(f"{h}:{p}" for h, p in nodes)
         self._errors = (redis_mod.ConnectionError, redis_mod.TimeoutError, OSError)
+        self._cluster_errors = (
+            *self._errors,
+            redis_mod.RedisClusterException,
+            redis_mod.exceptions.ClusterError,
+        )
         self.cluster = redis_type == "redis_cluster"
         self.client: Any
         try:
@@ -490,23 +597,30 @@ class RedisWriter:
     def close(self) -> None:
         self.client.close()
 
-    def _raw(self, packed: list[bytes], n_replies: int) -> list[Any]:
-        """Send packed commands on one connection and read ``n_replies`` replies."""
-        import redis as redis_mod
-
-        pool = self.client.connection_pool
+    def _connection(self) -> Any:
         try:
-            conn = pool.get_connection()
+            return self.client.connection_pool.get_connection()
         except self._errors as exc:
             raise self.unavailable(exc) from exc
+
+    def _send(self, conn: Any, payload: bytes | memoryview) -> None:
         try:
-            conn.send_packed_command([b"".join(packed)], check_health=False)
+            conn.send_packed_command([payload], check_health=False)
+        except self._errors as exc:
+            conn.disconnect()
+            raise self.unavailable(exc) from exc
+
+    def _read(self, conn: Any, n_replies: int) -> list[Any]:
+        """Read ``n_replies`` replies (error replies come back as ResponseError objects)."""
+        import redis as redis_mod
+
+        out: list[Any] = []
+        try:
             parser = getattr(conn, "_parser", None)
             reader = getattr(parser, "_reader", None)
-            out: list[Any] = []
             if reader is not None and hasattr(parser, "read_from_socket"):
-                # hiredis fast path: pull replies straight from its reader (error replies
-                # come back as ResponseError objects), refilling from the socket as needed.
+                # hiredis fast path: pull replies straight from its reader, refilling from
+                # the socket as needed.
                 from redis._parsers import hiredis as hiredis_parser
 
                 not_enough = getattr(hiredis_parser, "NOT_ENOUGH_DATA", False)
@@ -527,8 +641,15 @@ class RedisWriter:
         except self._errors as exc:
             conn.disconnect()
             raise self.unavailable(exc) from exc
+
+    def _raw(self, payload: bytes | memoryview, n_replies: int) -> list[Any]:
+        """Send packed commands on one connection and read ``n_replies`` replies."""
+        conn = self._connection()
+        try:
+            self._send(conn, payload)
+            return self._read(conn, n_replies)
         finally:
-            pool.release(conn)
+            self.client.connection_pool.release(conn)
 
     def hget_many(self, keys: Sequence[bytes], fld: bytes) -> list[bytes | None]:
         """HGET ``fld`` of every key, in one pipelined round trip."""
@@ -538,11 +659,12 @@ class RedisWriter:
                 for k in keys:
                     pipe.hget(k, fld)
                 return list(pipe.execute())
-            except self._errors as exc:
+            except self._cluster_errors as exc:
                 raise self.unavailable(exc) from exc
         f = _bulk(fld)
-        packed = [b"*3\r\n$4\r\nHGET\r\n" + _bulk(k) + f for k in keys]
-        return self._raw(packed, len(keys))
+        return self._raw(
+            b"".join([b"*3\r\n$4\r\nHGET\r\n" + _bulk(k) + f for k in keys]), len(keys)
+        )
 
     def hmget_many(self, keys: Sequence[bytes], fields: Sequence[bytes]) -> list[list[Any]]:
         """HMGET ``fields`` of every key, in one pipelined round trip."""
@@ -552,122 +674,166 @@ class RedisWriter:
                 for k in keys:
                     pipe.hmget(k, list(fields))
                 return list(pipe.execute())
-            except self._errors as exc:
+            except self._cluster_errors as exc:
                 raise self.unavailable(exc) from exc
         head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
         tail = b"".join(_bulk(f) for f in fields)
-        return self._raw([head + _bulk(k) + tail for k in keys], len(keys))
-
-    def hset_packed(
-        self, keys: Sequence[bytes], bodies: Sequence[bytes], n_pairs: int, ttl_seconds: int | None
-    ) -> None:
-        """HSET with pre-packed field/value arguments (standalone Redis only)."""
-        if not keys:
-            return
-        head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * n_pairs)
-        if ttl_seconds:
-            expire = b"$%d\r\n%d\r\n" % (len(str(ttl_seconds)), ttl_seconds)
-            packed = []
-            for k, body in zip(keys, bodies, strict=True):
-                kb = _bulk(k)
-                packed.append(head + kb + body + b"*3\r\n$6\r\nEXPIRE\r\n" + kb + expire)
-            results = self._raw(packed, 2 * len(keys))
-        else:
-            packed = [head + _bulk(k) + body for k, body in zip(keys, bodies, strict=True)]
-            results = self._raw(packed, len(keys))
-        errors = [r for r in results if isinstance(r, Exception)]
-        if errors:
-            raise SkewlessError(f"Redis rejected {len(errors)} writes, first: {errors[0]}")
+        return self._raw(b"".join([head + _bulk(k) + tail for k in keys]), len(keys))
 
     def hset_many(
         self,
         keys: Sequence[bytes],
-        mappings: Sequence[Sequence[tuple[bytes, bytes]]],
+        mappings: Sequence[Mapping[bytes, bytes]],
         ttl_seconds: int | None,
     ) -> None:
-        """HSET each key's (field, value) pairs, plus EXPIRE when ``ttl_seconds``."""
+        """HSET each key's field/value mapping, plus EXPIRE when ``ttl_seconds`` (cluster)."""
         if not keys:
             return
-        if self.cluster:
-            try:
-                pipe = self.client.pipeline(transaction=False)
-                for k, pairs in zip(keys, mappings, strict=True):
-                    pipe.hset(k, mapping=dict(pairs))
-                    if ttl_seconds:
-                        pipe.expire(k, ttl_seconds)
-                results = pipe.execute(raise_on_error=False)
-            except self._errors as exc:
-                raise self.unavailable(exc) from exc
-        else:
-            packed = []
-            expire = b"$%d\r\n%d\r\n" % (len(str(ttl_seconds)), ttl_seconds) if ttl_seconds else b""
-            for k, pairs in zip(keys, mappings, strict=True):
-                kb = _bulk(k)
-                parts = [b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(pairs)), kb]
-                for f, v in pairs:
-                    parts.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(f), f, len(v), v))
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for k, mapping in zip(keys, mappings, strict=True):
+                pipe.hset(k, mapping=mapping)
                 if ttl_seconds:
-                    parts.append(b"*3\r\n$6\r\nEXPIRE\r\n" + kb + expire)
-                packed.append(b"".join(parts))
-            results = self._raw(packed, len(keys) * (2 if ttl_seconds else 1))
-        errors = [r for r in results if isinstance(r, Exception)]
-        if errors:
-            raise SkewlessError(f"Redis rejected {len(errors)} writes, first: {errors[0]}")
+                    pipe.expire(k, ttl_seconds)
+            results = pipe.execute(raise_on_error=False)
+        except self._cluster_errors as exc:
+            raise self.unavailable(exc) from exc
+        _check_writes(results)
 
 
-def _packed_bodies(enc: EncodedRows, ts_field: bytes, rows: list[int]) -> list[bytes]:
-    """RESP field/value arguments of HSET for ``rows``, built column by column."""
-    ts_head = _bulk(ts_field)
-    ts_vals = enc.ts_values
-    cols = [[ts_head + b"$%d\r\n%s\r\n" % (len(ts_vals[i]), ts_vals[i]) for i in rows]]
-    for fld, values in zip(enc.fields, enc.values, strict=True):
-        head = _bulk(fld)
-        cols.append([b"%s$%d\r\n%s\r\n" % (head, len(values[i]), values[i]) for i in rows])
-    return [b"".join(parts) for parts in zip(*cols, strict=True)]
+def _check_writes(results: Sequence[Any]) -> None:
+    errors = [r for r in results if isinstance(r, Exception)]
+    if errors:
+        raise SkewlessError(f"Redis rejected {len(errors)} writes, first: {errors[0]}")
+
+
+def _stale(enc: EncodedRows, lo: int, prev: Sequence[bytes | None]) -> np.ndarray:
+    """Feast's staleness rule (RedisOnlineStore.online_write_batch) for rows lo.. given the
+    stored ``_ts`` values: True where the row must NOT be written, i.e. Redis holds a
+    non-zero event time at least as new as the row's."""
+    stale = np.zeros(len(prev), dtype=bool)
+    if not any(prev):
+        return stale  # no key of this chunk has the view yet
+    ours = enc.ts_values.slice(lo, len(prev)).to_pylist()
+    nanos = enc.ts_nanos[lo : lo + len(prev)].tolist()
+    for j, (p, mine, new) in enumerate(zip(prev, ours, nanos, strict=True)):
+        if not p:
+            continue
+        if p == mine:  # the very same event time (a rerun): no decode needed
+            stale[j] = new > 0
+        else:
+            latest = max(rl.decode_timestamp_nanos(p), 0)
+            stale[j] = latest != 0 and new <= latest
+    return stale
+
+
+def _hset_payload(
+    enc: EncodedRows, lo: int, hi: int, keep: np.ndarray | None, expire: bytes | None
+) -> tuple[bytes | memoryview, int]:
+    """RESP HSET (+ EXPIRE) commands of rows lo..hi (only ``keep`` ones if given) as one
+    contiguous buffer; returns (payload, number of replies)."""
+    n_args = 2 + 2 * (len(enc.fields) + 1)
+    key_bulks = enc.key_bulks.slice(lo, hi - lo)
+    bodies = enc.bodies.slice(lo, hi - lo)
+    if keep is not None:
+        key_bulks, bodies = key_bulks.filter(pa.array(keep)), bodies.filter(pa.array(keep))
+    n = len(key_bulks)
+    if n == 0:
+        return b"", 0
+    parts: list[Any] = [_lb(b"*%d\r\n$4\r\nHSET\r\n" % n_args), key_bulks, bodies]
+    if expire:
+        parts += [_lb(b"*3\r\n$6\r\nEXPIRE\r\n"), key_bulks, _lb(expire)]
+    return _buffer_bytes(pc.binary_join_element_wise(*parts, _lb(b""))), n * (2 if expire else 1)
+
+
+def _hget_payload(enc: EncodedRows, lo: int, hi: int) -> bytes | memoryview:
+    parts = [
+        _lb(b"*3\r\n$4\r\nHGET\r\n"),
+        enc.key_bulks.slice(lo, hi - lo),
+        _lb(_bulk(enc.ts_field)),
+    ]
+    return _buffer_bytes(pc.binary_join_element_wise(*parts, _lb(b"")))
 
 
 def write_encoded(
     writer: RedisWriter,
     enc: EncodedRows,
-    ts_field: bytes,
     ttl_seconds: int | None,
     skip_dedup: bool,
     progress: Callable[[int], None] | None = None,
     chunk: int = CHUNK_KEYS,
 ) -> tuple[int, int]:
-    """Write encoded rows in chunks with Feast's staleness rule; returns (written, skipped)."""
+    """Write encoded rows in chunks with Feast's staleness rule; returns (written, skipped).
+
+    Standalone Redis: one connection, one round trip per chunk after the first. The HGETs of
+    ``_ts`` for chunk i+1 travel in the same send as the HSETs of chunk i (keys are
+    distinct, one row per entity, so the read cannot see this run's own writes), so Redis
+    never waits for Python between the read and the write phase of consecutive chunks.
+    """
+    n = len(enc)
+    if n == 0:
+        return 0, 0
+    if writer.cluster:
+        return _write_cluster(writer, enc, ttl_seconds, skip_dedup, progress, chunk)
+    expire = _bulk(str(ttl_seconds).encode()) if ttl_seconds else None
+    bounds = [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
     written = skipped = 0
-    n = len(enc.keys)
-    nf = len(enc.fields)
+    conn = writer._connection()
+    try:
+        if not skip_dedup:
+            writer._send(conn, _hget_payload(enc, *bounds[0]))
+        for i, (lo, hi) in enumerate(bounds):
+            keep = None
+            if not skip_dedup:
+                stale = _stale(enc, lo, writer._read(conn, hi - lo))
+                if stale.any():
+                    keep = ~stale
+            payload, n_replies = _hset_payload(enc, lo, hi, keep, expire)
+            if not skip_dedup and i + 1 < len(bounds):
+                payload = b"".join([payload, _hget_payload(enc, *bounds[i + 1])])
+            if len(payload):
+                writer._send(conn, payload)
+            _check_writes(writer._read(conn, n_replies))
+            kept = (hi - lo) if keep is None else int(keep.sum())
+            written += kept
+            skipped += (hi - lo) - kept
+            if progress:
+                progress(hi - lo)
+    except BaseException:
+        conn.disconnect()  # unread replies may be left on the socket
+        raise
+    finally:
+        writer.client.connection_pool.release(conn)
+    return written, skipped
+
+
+def _write_cluster(
+    writer: RedisWriter,
+    enc: EncodedRows,
+    ttl_seconds: int | None,
+    skip_dedup: bool,
+    progress: Callable[[int], None] | None,
+    chunk: int,
+) -> tuple[int, int]:
+    """Redis Cluster: redis-py's ClusterPipeline routes every key to its slot's node."""
+    written = skipped = 0
+    n = len(enc)
+    names = [enc.ts_field, *enc.fields]
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
-        keys = enc.keys[lo:hi]
-        idx = range(lo, hi)
+        keys = enc.key_list(lo, hi)
+        keep = np.ones(hi - lo, dtype=bool)
         if not skip_dedup:
-            prev = writer.hget_many(keys, ts_field)
-            keep = [
-                i
-                for i, p in zip(idx, prev, strict=True)
-                if not p or enc.ts_nanos[i] > rl.decode_timestamp_nanos(p)
-            ]
-        else:
-            keep = list(idx)
-        if writer.cluster:
-            mappings = [
-                [(ts_field, enc.ts_values[i])]
-                + [(enc.fields[j], enc.values[j][i]) for j in range(nf)]
-                for i in keep
-            ]
-            writer.hset_many([enc.keys[i] for i in keep], mappings, ttl_seconds)
-        else:
-            writer.hset_packed(
-                [enc.keys[i] for i in keep],
-                _packed_bodies(enc, ts_field, keep),
-                nf + 1,
-                ttl_seconds,
-            )
-        written += len(keep)
-        skipped += (hi - lo) - len(keep)
+            keep = ~_stale(enc, lo, writer.hget_many(keys, enc.ts_field))
+        columns = [a.slice(lo, hi - lo).to_pylist() for a in [enc.ts_values, *enc.values]]
+        rows = np.flatnonzero(keep).tolist()
+        writer.hset_many(
+            [keys[j] for j in rows],
+            [dict(zip(names, [c[j] for c in columns], strict=True)) for j in rows],
+            ttl_seconds,
+        )
+        written += len(rows)
+        skipped += (hi - lo) - len(rows)
         if progress:
             progress(hi - lo)
     return written, skipped
@@ -758,7 +924,6 @@ def materialize(
                 vr.written, vr.skipped_not_newer = write_encoded(
                     writer,
                     enc,
-                    rl.timestamp_field(plan.online_name),
                     target.key_ttl_seconds,
                     target.skip_dedup,
                     progress=advance,
@@ -840,9 +1005,13 @@ def _verify_view(
     newer: set[int] = set()
     n = len(enc.keys)
     for lo in range(0, n, CHUNK_KEYS):
-        stored = writer.hget_many(enc.keys[lo : lo + CHUNK_KEYS], ts_field)
-        for i, raw in enumerate(stored, start=lo):
-            if raw:
+        hi = min(n, lo + CHUNK_KEYS)
+        stored = writer.hget_many(enc.key_list(lo, hi), ts_field)
+        ours = enc.ts_values.slice(lo, hi - lo).to_pylist()
+        for i, raw, mine in zip(range(lo, hi), stored, ours, strict=True):
+            if raw == mine:
+                present += 1  # the very same Timestamp bytes
+            elif raw:
                 got = rl.decode_timestamp_nanos(raw)
                 if got >= enc.ts_nanos[i]:
                     present += 1
@@ -853,7 +1022,9 @@ def _verify_view(
     if not picks:
         return
     rows = table.take(pa.array(picks)).to_pylist()
-    stored_rows = writer.hmget_many([enc.keys[i] for i in picks], enc.fields + [ts_field])
+    stored_rows = writer.hmget_many(
+        enc.keys.take(pa.array(picks)).to_pylist(), enc.fields + [ts_field]
+    )
     for i, row, fetched in zip(picks, rows, stored_rows, strict=True):
         vr.sampled += 1
         if i in newer:
@@ -927,7 +1098,6 @@ def push(
         written, _ = write_encoded(
             writer,
             enc,
-            rl.timestamp_field(plan.online_name),
             target.key_ttl_seconds,
             skip_dedup=force or target.skip_dedup,
         )
