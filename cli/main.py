@@ -25,6 +25,7 @@ def _register() -> None:
         commands_materialize,
         commands_pipeline,
         commands_serve,
+        commands_skew,
     )
 
     for module in (
@@ -33,6 +34,7 @@ def _register() -> None:
         commands_pipeline,
         commands_materialize,
         commands_serve,
+        commands_skew,
         commands_demo,
     ):
         module.register(app)

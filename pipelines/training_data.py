@@ -50,9 +50,13 @@ def model_inputs(
     table = get_training_set(
         repo, entities, view_refs, timestamp_column=timestamp_column, strict_before=True
     )
+    request_fields = sorted(
+        {f for rt in manifest.request_transforms.values() for f in rt.request_schema}
+    )
     meta: dict[str, str] = {
         "skewless.service": service,
         "skewless.features": json.dumps(spec.features),
+        "skewless.request_fields": json.dumps(request_fields),
         "skewless.timestamp_column": timestamp_column,
     }
     for name, rt in manifest.request_transforms.items():
@@ -79,9 +83,14 @@ def build_training_set(
     service: str,
     *,
     timestamp_column: str = "event_timestamp",
+    stats_engine: str = "python",
 ) -> pa.Table:
     """Write the training set to ``out`` (Parquet, artifact hash and fingerprints in its
-    schema metadata, atomically) and return it."""
+    schema metadata, atomically) and its per-feature statistics next to it
+    (``<out>.stats.json``, the baseline of skew reports); return the table."""
+    from pipelines.skew.statistics import statistics_for_training_set
+
     table, meta = model_inputs(repo, entities, service, timestamp_column=timestamp_column)
     write_training_set(table, out, meta)
+    statistics_for_training_set(out, engine=stats_engine)
     return table

@@ -393,10 +393,13 @@ def statistics_for_training_set(
     *,
     engine: str = "python",
     features: Sequence[str] | None = None,
-    extra: Sequence[str] = ("amount", "device"),
+    extra: Sequence[str] | None = None,
     spark: Any = None,
 ) -> Path:
-    """Compute and write ``<training_set>.stats.json`` (model inputs + request data)."""
+    """Compute and write ``<training_set>.stats.json`` (model inputs + request data).
+
+    ``extra`` defaults to the request fields the training set's metadata lists.
+    """
     import pyarrow.parquet as pq
 
     try:
@@ -408,25 +411,12 @@ def statistics_for_training_set(
     wanted = list(features) if features is not None else training_features(table)
     if wanted is None:
         wanted = list(table.column_names)
+    if extra is None:
+        raw_fields = (table.schema.metadata or {}).get(b"skewless.request_fields", b"[]")
+        extra = json.loads(raw_fields)
     wanted += [c for c in extra if c in table.column_names and c not in wanted]
     stats = compute_statistics(table, wanted, engine=engine, spark=spark)
     stats["source"] = str(training_set)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     stats["training_metadata"] = {k: v for k, v in meta.items() if k.startswith("skewless.")}
     return write_statistics(stats, stats_path(training_set))
-
-
-def build_training_set_with_statistics(
-    repo: str | Path,
-    entities: pa.Table,
-    out: str | Path,
-    service: str,
-    *,
-    engine: str = "python",
-) -> pa.Table:
-    """``build_training_set`` then its ``.stats.json`` (the hook for the training-set command)."""
-    from pipelines.training_data import build_training_set
-
-    table = build_training_set(repo, entities, out, service)
-    statistics_for_training_set(out, engine=engine)
-    return table

@@ -45,7 +45,7 @@ def build_env(base: Path, redis_url: str) -> Env:
     from pipelines.batch import run
     from pipelines.generate import generate
     from pipelines.materialize import materialize
-    from pipelines.skew.statistics import build_training_set_with_statistics
+    from pipelines.training_data import build_training_set
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     generate(1500, base / "raw", seed=3, start=now - timedelta(days=10), days=10, progress=False)
@@ -63,7 +63,7 @@ def build_env(base: Path, redis_url: str) -> Env:
         ["txn_id", "user_id", "merchant_id", "event_timestamp", "amount", "device", "is_fraud"]
     )
     training_set = base / "training_set.parquet"
-    build_training_set_with_statistics(repo, entities, training_set, MODEL_SERVICE)
+    build_training_set(repo, entities, training_set, MODEL_SERVICE)
     return Env(
         base=base,
         repo=repo,
