@@ -1,15 +1,18 @@
 """Benchmark: `feast serve` (the real Feast CLI) vs `skewless serve` on the same Redis data.
 
 One run builds a throwaway Feast repo (serving.demo_repo, wide view included), materializes
-it with Feast, starts both servers on free loopback ports and drives them with a minimal
-keep-alive HTTP/1.1 client (asyncio streams, precomputed requests, so the client costs
-little CPU on a 2-core machine): requests/s at 16 connections and p50/p99 at 1 connection
-for 1 entity x 8 features, the same plus 2 request-time transforms (Feast: a pandas
-on-demand feature view calling the same functions), and 100 entities x 50 features. Then a
-parity pass: random requests to our endpoint against the Feast SDK's get_online_features
-plus the same transforms through OnlineEngine.
+it with Feast, starts both servers with the same number of worker processes (``--workers``,
+default 1; ``feast serve --workers`` / ``skewless serve --workers``) on free loopback ports
+and drives them with wrk (C, Lua script cycling through precomputed POST bodies; see
+bench._load) or, when wrk is not installed, a minimal keep-alive asyncio client (a note is
+printed; that client competes with the servers for CPU). Measured for each server in the
+same run: requests/s at 16 connections and p50/p99 at 1 connection for 1 entity x 8
+features; the same plus 2 request-time transforms (Feast: a pandas on-demand feature view,
+mode="pandas", calling the same functions); 100 entities x 50 features. Then a parity pass:
+random requests to our endpoint against the Feast SDK's get_online_features plus the same
+transforms through OnlineEngine.
 
-    .venv/bin/python -m bench.serving [--quick]
+    .venv/bin/python -m bench.serving [--quick] [--workers N] [--seconds S]
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench._load import http_request, roundtrip, run_load, wrk_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -54,87 +59,6 @@ def _wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen[byte
             pass
         time.sleep(0.05)
     raise RuntimeError(f"server on {port} did not answer {path} within {timeout}s")
-
-
-# ------------------------------------------------------------------ load generator
-
-
-def _request(path: str, body: dict[str, Any]) -> bytes:
-    raw = json.dumps(body).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(raw)}\r\n\r\n"
-    )
-    return head.encode() + raw
-
-
-async def _roundtrip(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes
-) -> tuple[int, bytes]:
-    writer.write(req)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    chunked = False
-    for line in head.split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        k = k.strip().lower()
-        if k == b"content-length":
-            length = int(v)
-        elif k == b"transfer-encoding" and b"chunked" in v.lower():
-            chunked = True
-    if not chunked:
-        return status, await reader.readexactly(length)
-    parts: list[bytes] = []
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-        chunk = await reader.readexactly(size + 2)
-        if size == 0:
-            return status, b"".join(parts)
-        parts.append(chunk[:-2])
-
-
-async def _worker(port: int, reqs: list[bytes], count: int, lat: list[float] | None) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    bad = 0
-    try:
-        for i in range(count):
-            t0 = time.perf_counter()
-            status, _ = await _roundtrip(reader, writer, reqs[i % len(reqs)])
-            if lat is not None:
-                lat.append(time.perf_counter() - t0)
-            bad += status != 200
-    finally:
-        writer.close()
-    return bad
-
-
-def throughput(port: int, reqs: list[bytes], total: int, conns: int = 16) -> float:
-    async def run() -> float:
-        await _worker(port, reqs, 20, None)  # warm-up
-        per = total // conns
-        t0 = time.perf_counter()
-        bads = await asyncio.gather(
-            *(_worker(port, reqs[k:] + reqs[:k], per, None) for k in range(conns))
-        )
-        elapsed = time.perf_counter() - t0
-        if sum(bads):
-            raise RuntimeError(f"{sum(bads)} non-200 answers on port {port}")
-        return per * conns / elapsed
-
-    return asyncio.run(run())
-
-
-def latency(port: int, reqs: list[bytes], count: int) -> tuple[float, float]:
-    async def run() -> list[float]:
-        await _worker(port, reqs, 20, None)
-        lat: list[float] = []
-        if await _worker(port, reqs, count, lat):
-            raise RuntimeError(f"non-200 answers on port {port}")
-        return lat
-
-    lat = sorted(asyncio.run(run()))
-    return lat[len(lat) // 2] * 1000, lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -215,8 +139,8 @@ def parity(port: int, repo: Any, n_requests: int, rng: random.Random) -> tuple[i
         async def conn(offset: int) -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             for i in range(offset, len(bodies), 16):
-                status, payload = await _roundtrip(
-                    reader, writer, _request("/get-online-features", bodies[i])
+                status, payload = await roundtrip(
+                    reader, writer, http_request("/get-online-features", bodies[i])
                 )
                 assert status == 200, payload
                 results[i] = json.loads(payload)
@@ -277,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer users and requests")
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    ap.add_argument("--workers", type=int, default=1, help="worker processes of EACH server")
+    ap.add_argument("--seconds", type=float, default=0, help="seconds per load run")
+    ap.add_argument("--python-client", action="store_true", help="do not use wrk")
     args = ap.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
@@ -285,9 +212,8 @@ def main(argv: list[str] | None = None) -> None:
 
     console = Console()
     users = 2000 if args.quick else 10_000
-    n_tp = 2000 if args.quick else 6000
-    n_lat = 500 if args.quick else 2000
-    n_wide = 200 if args.quick else 500
+    secs = args.seconds or (3.0 if args.quick else 8.0)
+    use_wrk = wrk_path() is not None and not args.python_client
     n_parity = 2000 if args.quick else 10_000
     rng = random.Random(42)
     tmp = Path(tempfile.mkdtemp(prefix="skewless-bench-serving-"))
@@ -317,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
                     "--no-access-log",
                     "--max-requests",
                     "1000000000",
+                    "--workers",
+                    str(args.workers),
                 ],
                 cwd=repo.path,
                 env=env,
@@ -342,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
                     str(our_port),
                     "--max-entities",
                     "1000",
+                    "--workers",
+                    str(args.workers),
                 ],
                 cwd=ROOT,
                 env=env,
@@ -351,33 +281,43 @@ def main(argv: list[str] | None = None) -> None:
         )
         our_up = _wait_http(our_port, "/health", 30, procs[1])
         console.print(f"start-up: feast serve {feast_up:.2f}s, skewless serve {our_up:.2f}s")
-        rows: list[Row] = []
-        for label, kind in [
-            ("1 entity x 8 features", "stats"),
-            ("+ 2 request-time transforms", "transforms"),
-        ]:
-            reqs = [_request("/get-online-features", b) for b in _bodies(kind, users, rng, 500)]
-            with console.status(f"{label}: throughput"):
-                f_rps, o_rps = throughput(feast_port, reqs, n_tp), throughput(our_port, reqs, n_tp)
-            with console.status(f"{label}: latency"):
-                f50, f99 = latency(feast_port, reqs, n_lat)
-                o50, o99 = latency(our_port, reqs, n_lat)
-            rows += [
-                Row(label, "req/s @16 conns", f_rps, o_rps, True),
-                Row(label, "p50 ms @1 conn", f50, o50, False),
-                Row(label, "p99 ms @1 conn", f99, o99, False),
-            ]
-        reqs = [_request("/get-online-features", b) for b in _bodies("wide", users, rng, 50)]
-        with console.status("100 entities x 50 features: latency"):
-            f50, f99 = latency(feast_port, reqs, n_wide)
-            o50, o99 = latency(our_port, reqs, n_wide)
-        rows += [
-            Row("100 entities x 50 features", "p50 ms @1 conn", f50, o50, False),
-            Row("100 entities x 50 features", "p99 ms @1 conn", f99, o99, False),
-        ]
+        console.print(
+            f"{args.workers} worker process(es) per server; load generator: "
+            + (
+                "wrk"
+                if use_wrk
+                else "Python asyncio client (wrk not found: apt-get install wrk for numbers "
+                "less bounded by the client's CPU)"
+            )
+            + f", {secs:.0f} s per run"
+        )
+        rows: list[Row] = [Row("start-up", "s to first /health", feast_up, our_up, False)]
+        path = "/get-online-features"
+
+        def measure(label: str, bodies: list[dict[str, Any]], conns: list[int]) -> None:
+            for c in conns:
+                with console.status(f"{label}: {c} connection(s)"):
+                    f = run_load(feast_port, path, bodies, c, secs, use_wrk)
+                    o = run_load(our_port, path, bodies, c, secs, use_wrk)
+                if c > 1:
+                    rows.append(Row(label, f"req/s @{c} conns", f.rps, o.rps, True))
+                else:
+                    rows.append(Row(label, "p50 ms @1 conn", f.p50_ms, o.p50_ms, False))
+                    rows.append(Row(label, "p99 ms @1 conn", f.p99_ms, o.p99_ms, False))
+
+        measure("1 entity x 8 features", _bodies("stats", users, rng, 500), [16, 1])
+        measure(
+            "+ 2 request-time transforms (Feast: pandas ODFV)",
+            _bodies("transforms", users, rng, 500),
+            [16, 1],
+        )
+        measure("100 entities x 50 features", _bodies("wide", users, rng, 50), [1])
         with console.status(f"parity: {n_parity} random requests"):
             n_req, compared, bad = parity(our_port, repo, n_parity, rng)
-        table = Table(title="feast serve vs skewless serve (same Redis, same machine, loopback)")
+        table = Table(
+            title=f"feast serve vs skewless serve, {args.workers} worker(s) each "
+            "(same Redis, same machine, loopback)"
+        )
         for col in ("scenario", "metric", "feast serve", "skewless serve", "skewless advantage"):
             table.add_column(col, justify="left" if col in ("scenario", "metric") else "right")
         for r in rows:
