@@ -189,8 +189,8 @@ def redis_floor(repo: Path, chunk: int = 5000) -> tuple[float, float]:
     writer = RedisWriter(target.redis_type, target.connection_string)
     try:
         t0 = time.perf_counter()
-        for (lo, hi), payload in zip(bounds, hgets, strict=True):
-            writer._raw(payload, hi - lo)
+        for (lo, hi), hget in zip(bounds, hgets, strict=True):
+            writer._raw(hget, hi - lo)
         t1 = time.perf_counter()
         for payload, n_replies in hsets:
             writer._raw(bytes(payload), n_replies)

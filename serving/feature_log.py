@@ -3,7 +3,8 @@
 The request path only samples and does ``queue.put_nowait`` (never blocks, never raises:
 a full queue drops the record and counts it). One writer thread turns records into one
 row per entity: ``request_ts`` (UTC), ``service``, the entity keys, the request data, every
-served value, ``<feature>__status`` and the transform ``fingerprints`` (JSON), then writes
+served value, ``<feature>__status``, ``<feature>__event_ts`` (event time of the served row,
+for view features), the transform ``fingerprints`` and ``artifact_hashes`` (JSON), then writes
 ``<log-dir>/<service>/part-<utc time>-<pid>-<seq>.parquet`` via a temporary file and
 ``os.replace`` (readers never see half a file). Files roll when ``rows_per_file`` rows are
 buffered or ``roll_seconds`` passed; ``close()`` flushes what is left.
@@ -153,8 +154,13 @@ class FeatureLogger:
         for name in out_names:
             cols[name] = []
             cols[f"{name}__status"] = []
+        view_outputs = [o[0] for o in plan.outputs if o[1] == "view"]
+        for name in view_outputs:
+            cols[f"{name}__event_ts"] = []  # event time of the served row: freshness audits
         cols["fingerprints"] = []
+        cols["artifact_hashes"] = []
         fp = json.dumps(plan.fingerprints, sort_keys=True)
+        hashes = json.dumps(plan.artifact_hashes, sort_keys=True)
         service = plan.name or key
         n_ent = len(plan.entity_names)
         for ts_us, r in batch:
@@ -165,11 +171,19 @@ class FeatureLogger:
                 cols[name].extend(values)
             for name, values in r.request_data.items():
                 cols[name].extend(values)
-            for i, name in enumerate(out_names, start=n_ent):
+            for i, (name, out) in enumerate(zip(out_names, plan.outputs, strict=True), start=n_ent):
                 cols[name].extend(r.values[i])
                 cols[f"{name}__status"].extend(STATUS_NAMES[s] for s in r.statuses[i])
+                if out[1] == "view":
+                    cols[f"{name}__event_ts"].extend(
+                        None if (sec, nanos) == (0, 0) else sec * 1_000_000 + nanos // 1000
+                        for sec, nanos in r.timestamps[i]
+                    )
             cols["fingerprints"].extend([fp] * n)
+            cols["artifact_hashes"].extend([hashes] * n)
         types: dict[str, Any] = {"request_ts": pa.timestamp("us", tz="UTC")}
+        for name in view_outputs:
+            types[f"{name}__event_ts"] = pa.timestamp("us", tz="UTC")
         for name, tn in {**self.entity_types, **self.request_types, **plan.output_types}.items():
             if tn in _ARROW_TYPES:
                 types[name] = getattr(pa, _ARROW_TYPES[tn])()

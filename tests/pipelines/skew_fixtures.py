@@ -1,10 +1,9 @@
 """Helpers of the skew tests: a served-and-logged repo, requests, and the log columns the
-skew report would like the server to write (simulated here, see ``log_extras``)."""
+skew report reads from the server's feature log (stripped again to test older logs)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import uuid
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.feast_objects import MODEL_SERVICE, REPO_DIR
@@ -91,50 +89,27 @@ def drop_project_keys(redis_url: str, project: str) -> None:
 # ---------------------------------------------------------------- log columns wanted
 
 
-def log_extras(batch: list[tuple[int, Any]]) -> dict[str, pa.Array]:
-    """The two columns the skew report asks the feature log to add (per logged row):
-
-    * ``artifact_hashes``: JSON of ``plan.artifact_hashes`` (feature set -> content hash),
-      like ``fingerprints``;
-    * ``<feature>__event_ts``: for every view feature, the event timestamp of the served
-      row (``Result.timestamps``; null when NOT_FOUND), timestamp[us, UTC].
-    """
-    plan = batch[0][1].plan
-    n_ent = len(plan.entity_names)
-    hashes: list[str] = []
-    event_ts: dict[str, list[int | None]] = {o[0]: [] for o in plan.outputs if o[1] == "view"}
-    for _, r in batch:
-        hashes.extend([json.dumps(plan.artifact_hashes, sort_keys=True)] * r.n)
-        for i, out in enumerate(plan.outputs, start=n_ent):
-            if out[1] != "view":
-                continue
-            for sec, nanos in r.timestamps[i]:
-                event_ts[out[0]].append(
-                    None if (sec, nanos) == (0, 0) else sec * 10**6 + nanos // 1000
-                )
-    cols = {"artifact_hashes": pa.array(hashes, pa.string())}
-    for name, values in event_ts.items():
-        cols[f"{name}__event_ts"] = pa.array(values, pa.timestamp("us", tz="UTC"))
-    return cols
-
-
 @contextmanager
 def logging_extras(enabled: bool = True) -> Iterator[None]:
-    """Make FeatureLogger write ``log_extras`` too (what the server change would do)."""
+    """With ``enabled=False``, strip ``artifact_hashes`` and ``<feature>__event_ts`` from the
+    files the FeatureLogger writes: the log format of a server that does not record them,
+    so the report's inference paths are tested too."""
     from serving.feature_log import FeatureLogger
 
-    original = FeatureLogger._write
-    if not enabled:
+    if enabled:
         yield
         return
+    original = FeatureLogger._write
 
     def write(self: Any, key: str, batch: list[tuple[int, Any]]) -> None:
         original(self, key, batch)
         path = self.files[-1]
         table = pq.read_table(path)
-        for name, col in log_extras(batch).items():
-            table = table.append_column(name, col)
-        pq.write_table(table, path)
+        keep = [
+            c for c in table.column_names
+            if c != "artifact_hashes" and not c.endswith("__event_ts")
+        ]  # fmt: skip
+        pq.write_table(table.select(keep), path)
 
     FeatureLogger._write = write  # type: ignore[method-assign]
     try:
