@@ -19,59 +19,24 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.results import Measure, write_json
-from transforms import (
-    FeatureSet,
-    Float64,
-    Int64,
-    Mean,
-    Nullable,
-    Quantiles,
-    Std,
-    String,
-    Vocabulary,
-    bucketize,
-    transform,
+from pipelines.parity_cases import (
+    amount_bucket,
+    amount_log1p,
+    amount_per_item,
+    amount_z,
+    category_idx,
 )
+from transforms import FeatureSet, Int64
 from transforms.engines.online import OnlineEngine
 from transforms.runtime import FeatureSetRunner
 from transforms.statistics import analyze_table
 
-
-@transform
-def amount_z(
-    amount: Nullable[Float64], mean=Mean("amount"), std=Std("amount")
-) -> Nullable[Float64]:
-    return (amount - mean) / std
-
-
-@transform
-def amount_log(amount: Nullable[Float64]) -> Nullable[Float64]:
-    return np.log1p(amount)
-
-
-@transform
-def category_idx(
-    category: Nullable[String], vocab=Vocabulary("category", top_k=50, num_oov_buckets=4)
-) -> Int64:
-    return vocab.lookup(category)
-
-
-@transform
-def amount_bucket(
-    amount: Nullable[Float64], bounds=Quantiles("amount", num_buckets=10)
-) -> Nullable[Int64]:
-    return bucketize(amount, bounds)
-
-
-@transform
-def amount_per_item(amount: Nullable[Float64], items: Int64) -> Nullable[Float64]:
-    return amount / items
-
-
+# Five transforms of the parity feature set: z-score, log1p, vocabulary + OOV, quantile
+# bucket, ratio with division by zero.
 BENCH_FEATURES = FeatureSet(
     "bench",
     {"row_id": Int64},
-    [amount_z, amount_log, category_idx, amount_bucket, amount_per_item],
+    [amount_z, amount_log1p, category_idx, amount_bucket, amount_per_item],
 )
 
 
@@ -120,11 +85,11 @@ def native_sql(df: Any, values: dict[str, Any]) -> Any:
     """The same five features hand-written in Spark SQL expressions."""
     from pyspark.sql import functions as F
 
-    mean, std = values["mean(amount)"], values["std(amount, ddof=0)"]
-    vocab = values[
-        "vocabulary(category, top_k=50, frequency_threshold=1, num_oov_buckets=4, seed=0)"
-    ]
-    bounds = values["quantiles(amount, num_buckets=10)"]
+    analyzers = {a.kind: a for t in BENCH_FEATURES.order for a in t.analyzers.values()}
+    mean, std = values[analyzers["mean"].key()], values[analyzers["std"].key()]
+    vocab = values[analyzers["vocabulary"].key()]
+    bounds = values[analyzers["quantiles"].key()]
+    oov = vocab["num_oov_buckets"]
     mapping = F.create_map(
         *[x for i, v in enumerate(vocab["values"]) for x in (F.lit(v), F.lit(i))]
     )
@@ -136,7 +101,7 @@ def native_sql(df: Any, values: dict[str, Any]) -> Any:
         F.when(amount > -1, F.log1p(amount)).alias("amount_log"),
         F.coalesce(
             F.element_at(mapping, F.col("category")),
-            F.lit(n_vocab) + F.pmod(F.xxhash64("category"), F.lit(4)),
+            F.lit(n_vocab) + F.pmod(F.xxhash64("category"), F.lit(oov)),
         ).alias("category_idx"),
         F.size(F.filter(F.array(*[F.lit(b) for b in bounds]), lambda b: b <= amount)).alias(
             "amount_bucket"
