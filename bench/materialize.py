@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.results import Measure, write_json
+from pipelines.materialize import clear_project, project_keys, redis_client
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 WINDOW_HOURS = 72  # rows are spread over [BASE - 6h, BASE + 78h]; the window is 72h
@@ -127,29 +128,6 @@ def build_repo(
     )
     store.apply([driver, source, view])
     return store
-
-
-def redis_client(connection_string: str) -> Any:
-    """redis-py client for a Feast connection string (standalone Redis)."""
-    import redis
-
-    from serving.redis_layout import parse_connection_string
-
-    nodes, params = parse_connection_string(connection_string)
-    return redis.Redis(host=nodes[0][0], port=nodes[0][1], **params)
-
-
-def project_keys(client: Any, project: str) -> list[bytes]:
-    """All keys of one Feast project (Feast keys end with the project name)."""
-    return list(client.scan_iter(match=b"*" + project.encode(), count=10_000))
-
-
-def clear_project(client: Any, project: str) -> int:
-    """Delete only the keys of ``project``; returns how many."""
-    keys = project_keys(client, project)
-    for i in range(0, len(keys), 10_000):
-        client.delete(*keys[i : i + 10_000])
-    return len(keys)
 
 
 def snapshot(client: Any, project: str) -> dict[bytes, dict[bytes, bytes]]:

@@ -177,15 +177,19 @@ def demo(
             return f"feast apply: {len(m.views)} views, {len(m.request_transforms)} on-demand view, service {MODEL_SERVICE}"
 
         def materialize_step() -> str:
-            from pipelines.materialize import materialize
+            from pipelines.materialize import materialize, reset_online_project
 
+            removed = reset_online_project(repo)  # the data was regenerated: start clean
             r = materialize(
                 repo, start - timedelta(days=1), datetime.now(UTC), verify=True, show_progress=False
             )
             if not r.ok:
                 raise SkewlessError("materialization verification found lost entities")
             written = sum(v.written for v in r.views)
-            return f"{r.rows_scanned:,} rows scanned, {written:,} entity keys written, verified"
+            return (
+                f"{removed:,} keys of the previous run removed, {r.rows_scanned:,} rows scanned, "
+                f"{written:,} entity keys written, verified"
+            )
 
         def training_step() -> str:
             from pipelines.training_data import build_training_set
@@ -284,6 +288,11 @@ def skew_step(
             out=base / "skew_report.html",
         )
         result.exact_match = summary.exact_match_rate
-        return f"online/offline exact match {summary.exact_match_rate:.2%} -> {base / 'skew_report.html'}"
+        causes = sum(summary.causes.values())
+        return (
+            f"online/offline exact match {summary.exact_match_rate:.2%} over {summary.rows} "
+            f"logged rows, {causes} attributed mismatches, {len(summary.breaches)} drift/schema "
+            f"checks over threshold -> {base / 'skew_report.html'}"
+        )
 
     return run_report

@@ -1106,6 +1106,40 @@ def push(
     return written
 
 
+def redis_client(connection_string: str) -> Any:
+    """redis-py client for a Feast connection string (standalone Redis)."""
+    import redis
+
+    nodes, params = rl.parse_connection_string(connection_string)
+    return redis.Redis(host=nodes[0][0], port=nodes[0][1], **params)
+
+
+def project_keys(client: Any, project: str) -> list[bytes]:
+    """All keys of one Feast project (Feast keys end with the project name)."""
+    return list(client.scan_iter(match=b"*" + project.encode(), count=10_000))
+
+
+def clear_project(client: Any, project: str) -> int:
+    """Delete only the keys of ``project``; returns how many."""
+    keys = project_keys(client, project)
+    for i in range(0, len(keys), 10_000):
+        client.delete(*keys[i : i + 10_000])
+    return len(keys)
+
+
+def reset_online_project(repo_path: str | Path) -> int:
+    """Delete the online rows of this repo's project (and nothing else), e.g. before
+    loading regenerated data: the newer-only write rule would otherwise keep rows of an
+    earlier dataset whose event times happen to be later."""
+    target = load_repo(repo_path)
+    if target.redis_type != "redis":
+        raise SkewlessError("reset_online_project supports a single Redis server only")
+    try:
+        return clear_project(redis_client(target.connection_string), target.project)
+    except Exception as exc:  # redis-py raises several connection error types
+        raise StoreUnavailable(f"REDIS connection failed: {exc}") from None
+
+
 def iter_report_lines(report: MaterializeReport) -> Iterator[str]:
     """Plain-text summary lines (used by the CLI and the benchmark)."""
     for v in report.views:
