@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._load import http_request, roundtrip, run_load, wrk_path
+from bench.results import Measure, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=1, help="worker processes of EACH server")
     ap.add_argument("--seconds", type=float, default=0, help="seconds per load run")
     ap.add_argument("--python-client", action="store_true", help="do not use wrk")
+    ap.add_argument("--json", help="also write the measurements here (for skewless bench)")
     args = ap.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
@@ -326,6 +328,21 @@ def main(argv: list[str] | None = None) -> None:
                 r.scenario, r.metric, fmt.format(r.feast), fmt.format(r.ours), f"{r.ratio:.1f}x"
             )
         console.print(table)
+        measures = [
+            Measure(
+                "online lookup",
+                f"{r.scenario}: {r.metric}",
+                "req/s" if r.higher_is_better else ("s" if r.scenario == "start-up" else "ms"),
+                r.ours,
+                r.feast,
+                r.higher_is_better,
+            )
+            for r in rows
+        ]
+        measures.append(
+            Measure("online lookup", f"parity mismatches in {n_req:,} requests", "count", bad)
+        )
+        write_json(measures, args.json)
         console.print(
             f"parity: {n_req:,} random requests, {compared:,} values compared with Feast SDK "
             f"get_online_features + OnlineEngine: {bad} mismatches"
