@@ -8,6 +8,7 @@ swaps the output in atomically; the feature logic is in the feature-set module.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -206,11 +207,7 @@ def _run_beam(
     report.rows_in = int((counts / "in").read_text())
     report.rows_quarantined = int((counts / "bad").read_text())
     if not report.rows_quarantined:
-        import shutil
-
         shutil.rmtree(out / "quarantine", ignore_errors=True)
-    import shutil
-
     shutil.rmtree(counts)
     for fs in request_sets:
         report.artifacts[fs.name] = StatisticsArtifact.load(
