@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -21,6 +19,7 @@ from pipelines.feast_objects import (
 )
 from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 from transforms.artifact import StatisticsArtifact
+from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
 
 
@@ -51,10 +50,8 @@ def configure_repo(repo: Path, redis_url: str | None, project: str | None = None
     if wanted == config:
         return  # leave the file (and its formatting) alone
     config = wanted
-    fd, tmp = tempfile.mkstemp(prefix=".feature_store.", dir=repo)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_file(path, "w") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
-    os.replace(tmp, path)
 
 
 def build_manifest(project: str, connection: str, base: Path) -> Manifest:

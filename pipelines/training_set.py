@@ -29,8 +29,6 @@ first, then the features named like Feast (``feature`` or ``view__feature``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,6 +42,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines.materialize import ViewPlan, _open_source, load_repo
+from transforms.atomic import atomic_file
 from transforms.errors import SchemaError, SkewlessError
 
 BATCH_ROWS = 1_000_000  # rows per scanned batch
@@ -546,15 +545,6 @@ def write_training_set(table: pa.Table, path: str | Path, metadata: dict[str, st
     meta = dict(table.schema.metadata or {})
     meta.update({k.encode(): v.encode() for k, v in metadata.items()})
     table = table.replace_schema_metadata(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        pq.write_table(table, fh)
     return path

@@ -9,12 +9,11 @@ FeatureService.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transforms.atomic import atomic_file
 from transforms.errors import ArtifactError
 
 MANIFEST_NAME = "skewless_manifest.json"
@@ -68,11 +67,9 @@ class Manifest:
     def save(self, repo: str | Path) -> Path:
         """Write atomically into ``repo`` (temp file + rename)."""
         path = Path(repo) / MANIFEST_NAME
-        fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
+        with atomic_file(path, "w") as fh:
             json.dump(self.to_json(), fh, indent=2, sort_keys=True)
             fh.write("\n")
-        os.replace(tmp, path)
         return path
 
     @classmethod

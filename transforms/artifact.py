@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transforms.atomic import atomic_file
 from transforms.errors import ArtifactError
 
 FORMAT_VERSION = 1
@@ -52,11 +51,8 @@ class StatisticsArtifact:
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file + rename): a crash never leaves half an artifact."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_file(path) as fh:
             fh.write(json.dumps(self.to_json(), indent=2, sort_keys=True).encode() + b"\n")
-        os.replace(tmp, path)
         return path
 
     @classmethod

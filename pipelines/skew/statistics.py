@@ -45,6 +45,7 @@ from transforms.analyzers import (
     Std,
     _key_values,
 )
+from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
 from transforms.transform import Transform
@@ -357,12 +358,9 @@ def stats_path(training_set: str | Path) -> Path:
 def write_statistics(stats: dict[str, Any], path: str | Path) -> Path:
     """Write JSON atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_file(path, "w") as fh:
         json.dump(stats, fh, indent=1, sort_keys=True, allow_nan=False)
         fh.write("\n")
-    os.replace(tmp, path)
     return path
 
 
