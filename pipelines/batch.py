@@ -25,7 +25,6 @@ from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
 from transforms.runtime import FeatureSetRunner
 
-KEY_COLUMNS = ("txn_id", "user_id", "merchant_id", "event_timestamp")
 CREATED = "created_timestamp"
 QUARANTINE = "quarantine/transactions"
 
@@ -45,6 +44,13 @@ def feature_sets() -> tuple[tuple[FeatureSet, ...], tuple[FeatureSet, ...]]:
     from feature_repo.feature_sets import ENTITY_FEATURE_SETS, REQUEST_FEATURE_SETS
 
     return ENTITY_FEATURE_SETS, REQUEST_FEATURE_SETS
+
+
+def key_columns() -> tuple[str, ...]:
+    """Columns a raw row must have to be placed: every entity key and ordering column of the
+    entity feature sets (a row missing one is quarantined, never silently dropped)."""
+    entity_sets, _ = feature_sets()
+    return tuple(dict.fromkeys(c for fs in entity_sets for c in (*fs.entities, *fs.order_by)))
 
 
 def passthrough(fs: FeatureSet) -> list[str]:
@@ -124,7 +130,7 @@ def run(
 
 
 def _null_key_filter() -> str:
-    return " OR ".join(f"{c} IS NULL" for c in KEY_COLUMNS)
+    return " OR ".join(f"{c} IS NULL" for c in key_columns())
 
 
 def _run_spark(transactions: Path, out: Path, master: str, report: RunReport) -> None:
@@ -164,8 +170,10 @@ def _run_beam(
     counts = out / "_counts"
     counts.mkdir()
 
+    keys = key_columns()
+
     def has_null_key(row: dict[str, Any]) -> int:
-        return int(any(row.get(c) is None for c in KEY_COLUMNS))
+        return int(any(row.get(c) is None for c in keys))
 
     with beam.Pipeline(options=PipelineOptions(options)) as p:
         raw = p | "Read" >> beam.io.ReadFromParquet(str(transactions / "*.parquet"))
