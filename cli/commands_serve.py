@@ -17,7 +17,7 @@ def serve_command(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="bind address"),
     port: int = typer.Option(6566, "--port", help="TCP port"),
-    workers: int = typer.Option(1, "--workers", help="uvicorn worker processes"),
+    workers: int = typer.Option(1, "--workers", help="worker processes (forked, sharing the port)"),
     log_dir: str | None = typer.Option(None, "--log-dir", help="write sampled feature logs here"),
     log_sample_rate: float = typer.Option(
         1.0, "--log-sample-rate", help="fraction of requests logged"

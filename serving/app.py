@@ -1,5 +1,8 @@
-"""The online lookup server: a raw ASGI app (no framework on the request path; measured
-faster than Starlette routing for these few fixed routes), run by uvicorn.
+"""The online lookup handler: routing, auth, lookups and JSON for every endpoint.
+
+``skewless serve`` runs it behind its own HTTP front (:mod:`serving.http`, httptools on
+uvloop) through :meth:`LookupApp.handle`; the same object is also an ASGI app, so it can be
+mounted under any ASGI server or driven in-process by ``httpx.ASGITransport`` in tests.
 
 Endpoints
 ---------
@@ -41,6 +44,7 @@ slower than ``redis_timeout_ms`` (the next request reconnects, no restart needed
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import math
@@ -58,6 +62,7 @@ from serving.lookup import (
     PRESENT,
     STATUS_NAMES,
     Catalog,
+    Plan,
     PlanCache,
     RedisReader,
     Result,
@@ -66,6 +71,7 @@ from serving.lookup import (
     decode,
     encode_keys,
     parse_entities,
+    split_replies,
 )
 from serving.metrics import Metrics
 from transforms.errors import RequestError, StoreUnavailable, TransformError
@@ -74,10 +80,12 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-_JSON = [(b"content-type", b"application/json")]
+_JSON_TYPE = b"application/json"
+_METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _FEAST_PATH = "/get-online-features"
 _NATIVE_PREFIX = "/v1/features/"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ROUTES = frozenset({_FEAST_PATH, "/health", "/ready", "/metrics", "/openapi.json"})
 
 
 class HTTPError(Exception):
@@ -251,6 +259,129 @@ class LookupApp:
             await asyncio.get_running_loop().run_in_executor(None, self.logger.close)
         await self.reader.close()
 
+    # ------------------------------------------------------------ requests
+
+    def handle(
+        self, method: str, path: str, authorization: bytes | None, body: bytes
+    ) -> Reply | Pending:
+        """Answer one request whose body has been read (within ``max_body_bytes``).
+
+        Transport-neutral, used by the HTTP front (:mod:`serving.http`) and the ASGI entry
+        alike. Returns the reply, or a :class:`Pending` when Redis must answer first: the
+        request is parsed, validated and its Redis commands are sent before this returns,
+        and ``Pending.complete`` turns the reply into the response (no task per request).
+        """
+        try:
+            if path == _FEAST_PATH or path.startswith(_NATIVE_PREFIX):
+                if method != "POST":
+                    raise HTTPError(405, f"{path} takes POST", None)
+                self._check_auth(authorization)
+                if path == _FEAST_PATH:
+                    return self._lookup(body, None, feast_response)
+                return self._lookup(body, path[len(_NATIVE_PREFIX) :], native_response)
+            if path == "/health":
+                return 200, _JSON_TYPE, b'{"status":"ok"}'
+            if path == "/ready":
+                return Pending(self.reader.client.submit_ping(), self._ready)
+            if path == "/metrics":
+                self._check_auth(authorization)
+                return 200, _METRICS_TYPE, self.metrics.render()
+            if path == "/openapi.json":
+                return 200, _JSON_TYPE, self._openapi
+            raise HTTPError(404, f"no route {path}", None)
+        except Exception as exc:
+            return self.error_reply(exc)
+
+    def error_reply(self, exc: BaseException) -> Reply:
+        """The 4xx/503 answer of a known error; anything else is a bug and propagates."""
+        if isinstance(exc, HTTPError):
+            status = exc.status
+        elif isinstance(exc, UnknownService):
+            status = 404
+        elif isinstance(exc, TooManyEntities):
+            status = 413
+        elif isinstance(exc, RequestError):
+            status = 400
+        elif isinstance(exc, TransformError):
+            return 422, _JSON_TYPE, error_body(str(exc), _field_of(str(exc)))
+        elif isinstance(exc, StoreUnavailable):
+            self.metrics.redis_errors.inc()
+            status = 503
+        else:
+            raise exc
+        return status, _JSON_TYPE, error_body(str(exc), getattr(exc, "field", None))
+
+    def _ready(self, ok: bool) -> Reply:
+        payload = orjson.dumps(
+            {"ready": ok, "manifest": True, "redis": ok, "project": self.catalog.manifest.project}
+        )
+        return 200 if ok else 503, _JSON_TYPE, payload
+
+    def _check_auth(self, authorization: bytes | None) -> None:
+        if self.token is None:
+            return
+        if authorization is None or not hmac.compare_digest(authorization, self.token):
+            raise HTTPError(401, "missing or wrong bearer token", "authorization")
+
+    def _lookup(
+        self, body: bytes, service: str | None, render: Callable[[Result], bytes]
+    ) -> Reply | Pending:
+        plan, n, entities, keys = self.prepare(body, service)
+
+        def finish(replies: list[Any]) -> Reply:
+            return 200, _JSON_TYPE, render(self.finish(plan, n, replies, entities))
+
+        if not keys:
+            return finish([])
+        return Pending(self.reader.submit(plan, keys), finish, self)
+
+    # ------------------------------------------------------------ lookups
+
+    def prepare(
+        self, body: bytes, service: str | None
+    ) -> tuple[Plan, int, dict[str, list[Any]], list[list[bytes]]]:
+        """Parse and validate a request body: (plan, entities, their columns, Redis keys)."""
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPError(400, f"malformed JSON: {exc}", None) from None
+        if not isinstance(req, dict):
+            raise HTTPError(400, "the body must be a JSON object", None)
+        full = req.get("full_feature_names", False)
+        if type(full) is not bool:
+            raise RequestError("'full_feature_names' must be true or false", "full_feature_names")
+        if service is None:
+            service = req.get("feature_service")
+            if service is not None and type(service) is not str:
+                raise RequestError("'feature_service' must be a string", "feature_service")
+        if service:
+            plan = self.plans.for_service(service, full)
+        else:
+            plan = self.plans.for_features(req.get("features"), full)
+        n, entities = parse_entities(plan, req.get("entities"), self.config.max_entities)
+        return plan, n, entities, [encode_keys(g, entities, n) for g in plan.groups]
+
+    def finish(
+        self,
+        plan: Plan,
+        n: int,
+        replies: list[Any],
+        entities: dict[str, list[Any]],
+    ) -> Result:
+        """Decode Redis replies (flat, as sent), run request-time transforms, count
+        statuses, log."""
+        result = decode(plan, n, split_replies(replies, n), entities)
+        self.metrics.count_statuses(result.statuses[len(plan.entity_names) :], n)
+        if self.logger is not None:
+            self.logger.offer(result)
+        return result
+
+    async def lookup(self, body: bytes, service: str | None) -> Result:
+        """One lookup as a coroutine (tests, embedding): parse, read Redis, decode."""
+        plan, n, entities, keys = self.prepare(body, service)
+        replies = await self.reader.submit(plan, keys) if keys else []
+        return self.finish(plan, n, replies, entities)
+
     # ------------------------------------------------------------ ASGI entry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -273,56 +404,20 @@ class LookupApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         path: str = scope["path"]
-        method: str = scope["method"]
-        endpoint = path if not path.startswith(_NATIVE_PREFIX) else "/v1/features"
-        content_type = b"application/json"
+        headers = dict(scope["headers"])
         try:
-            if path == _FEAST_PATH or path.startswith(_NATIVE_PREFIX):
-                if method != "POST":
-                    raise HTTPError(405, f"{path} takes POST", None)
-                self._check_auth(scope)
-                body = await self._read_body(scope, receive)
-                if path == _FEAST_PATH:
-                    payload = feast_response(await self.lookup(body, None))
-                else:
-                    service = path[len(_NATIVE_PREFIX) :]
-                    payload = native_response(await self.lookup(body, service))
-                status = 200
-            elif path == "/health":
-                status, payload = 200, b'{"status":"ok"}'
-            elif path == "/ready":
-                ok = await self.reader.ping()
-                status = 200 if ok else 503
-                payload = orjson.dumps(
-                    {
-                        "ready": ok,
-                        "manifest": True,
-                        "redis": ok,
-                        "project": self.catalog.manifest.project,
-                    }
-                )
-            elif path == "/metrics":
-                self._check_auth(scope)
-                status, payload = 200, self.metrics.render()
-                content_type = b"text/plain; version=0.0.4; charset=utf-8"
-            elif path == "/openapi.json":
-                status, payload = 200, self._openapi
-            else:
-                endpoint = "other"
-                raise HTTPError(404, f"no route {path}", None)
+            body = await self._read_body(headers, receive)
         except HTTPError as exc:
-            status, payload = exc.status, error_body(str(exc), exc.field)
-        except UnknownService as exc:
-            status, payload = 404, error_body(str(exc), exc.field)
-        except TooManyEntities as exc:
-            status, payload = 413, error_body(str(exc), exc.field)
-        except RequestError as exc:
-            status, payload = 400, error_body(str(exc), exc.field)
-        except TransformError as exc:
-            status, payload = 422, error_body(str(exc), _field_of(str(exc)))
-        except StoreUnavailable as exc:
-            self.metrics.redis_errors.inc()
-            status, payload = 503, error_body(str(exc), None)
+            reply: Reply | Pending = self.error_reply(exc)
+        else:
+            reply = self.handle(scope["method"], path, headers.get(b"authorization"), body)
+        if isinstance(reply, Pending):
+            try:
+                await reply.future
+            except Exception:  # noqa: S110 - complete() turns the failure into a 503
+                pass
+            reply = reply.complete()
+        status, content_type, payload = reply
         await send(
             {
                 "type": "http.response.start",
@@ -334,26 +429,13 @@ class LookupApp:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-        self.metrics.observe(endpoint, status, time.perf_counter() - start)
+        self.metrics.observe(endpoint_label(path), status, time.perf_counter() - start)
 
-    def _check_auth(self, scope: Scope) -> None:
-        if self.token is None:
-            return
-        for k, v in scope["headers"]:
-            if k == b"authorization" and hmac.compare_digest(v, self.token):
-                return
-        raise HTTPError(401, "missing or wrong bearer token", "authorization")
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         limit = self.config.max_body_bytes
-        for k, v in scope["headers"]:
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    raise HTTPError(400, "bad Content-Length", None) from None
-                if declared > limit:
-                    raise HTTPError(413, f"body of {declared} bytes exceeds {limit}", None)
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            check_content_length(declared, limit)
         chunks: list[bytes] = []
         total = 0
         while True:
@@ -367,36 +449,55 @@ class LookupApp:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    # ------------------------------------------------------------ lookups
 
-    async def lookup(self, body: bytes, service: str | None) -> Result:
-        """Parse a request body, read Redis once, decode, transform, log."""
+Reply = tuple[int, bytes, bytes]  # (status, content type, body)
+
+
+class Pending:
+    """A request waiting for Redis: ``future`` resolves to the replies, ``complete()``
+    then builds the response (a 503 if Redis failed or timed out, 4xx/422 on bad input
+    found while decoding)."""
+
+    __slots__ = ("future", "finish", "app")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Any],
+        finish: Callable[[Any], Reply],
+        app: LookupApp | None = None,
+    ) -> None:
+        self.future = future
+        self.finish = finish
+        self.app = app
+
+    def complete(self) -> Reply:
+        fut = self.future
+        exc = fut.exception() if not fut.cancelled() else StoreUnavailable("request cancelled")
         try:
-            req = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise HTTPError(400, f"malformed JSON: {exc}", None) from None
-        if not isinstance(req, dict):
-            raise HTTPError(400, "the body must be a JSON object", None)
-        full = req.get("full_feature_names", False)
-        if type(full) is not bool:
-            raise RequestError("'full_feature_names' must be true or false", "full_feature_names")
-        if service is None:
-            service = req.get("feature_service")
-            if service is not None and type(service) is not str:
-                raise RequestError("'feature_service' must be a string", "feature_service")
-        if service:
-            plan = self.plans.for_service(service, full)
-        else:
-            plan = self.plans.for_features(req.get("features"), full)
-        n, entities = parse_entities(plan, req.get("entities"), self.config.max_entities)
-        keys = [encode_keys(g, entities, n) for g in plan.groups]
-        replies = await self.reader.read(plan, keys) if keys else []
-        result = decode(plan, n, replies, entities)
-        n_ent = len(plan.entity_names)
-        self.metrics.count_statuses(result.statuses[n_ent:], n)
-        if self.logger is not None:
-            self.logger.offer(result)
-        return result
+            if exc is not None:
+                raise exc
+            return self.finish(fut.result())
+        except Exception as err:
+            if self.app is None:
+                raise
+            return self.app.error_reply(err)
+
+
+def endpoint_label(path: str) -> str:
+    """The ``endpoint`` label of a path in metrics (bounded: services are not labels)."""
+    if path.startswith(_NATIVE_PREFIX):
+        return "/v1/features"
+    return path if path in _ROUTES else "other"
+
+
+def check_content_length(value: bytes, limit: int) -> None:
+    """HTTPError 400/413 for a malformed or too large Content-Length header."""
+    try:
+        declared = int(value)
+    except ValueError:
+        raise HTTPError(400, "bad Content-Length", "content-length") from None
+    if declared > limit:
+        raise HTTPError(413, f"body of {declared} bytes exceeds {limit}", "content-length")
 
 
 def _field_of(message: str) -> str | None:
@@ -490,7 +591,8 @@ def openapi_spec(catalog: Catalog) -> dict[str, Any]:
 
 
 def create_app() -> LookupApp:
-    """uvicorn factory: settings come from SKEWLESS_SERVE_CONFIG (set by ``skewless serve``)."""
+    """ASGI factory (e.g. ``uvicorn --factory serving.app:create_app``): settings come from
+    the SKEWLESS_SERVE_CONFIG env var (a JSON ServeConfig)."""
     return LookupApp(ServeConfig.from_env())
 
 

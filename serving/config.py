@@ -1,4 +1,4 @@
-"""Settings of ``skewless serve``, passed to every uvicorn worker through one env var."""
+"""Settings of ``skewless serve`` (also readable from one env var by the ASGI factory)."""
 
 from __future__ import annotations
 

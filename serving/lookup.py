@@ -22,6 +22,7 @@ unless PRESENT, exactly what the offline join feeds the same transforms.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import struct
@@ -619,28 +620,33 @@ class RedisReader:
         )
         self.timeout_s = timeout_s
 
-    async def read(self, plan: Plan, keys: list[list[bytes]]) -> list[list[list[bytes | None]]]:
-        """HMGET replies per group, per entity; one round trip for the whole request."""
+    def submit(self, plan: Plan, keys: list[list[bytes]]) -> asyncio.Future[list[Any]]:
+        """Send every HMGET of a request in one write; the future resolves to the replies,
+        group after group, one per entity (:func:`split_replies` regroups them), or fails
+        as :meth:`RedisPipeline.submit` does."""
         parts: list[bytes] = []
         count = 0
         for g, gkeys in zip(plan.groups, keys, strict=True):
             parts.append(_hmget_many(g.hmget_head, g.hmget_tail, gkeys))
             count += len(gkeys)
-        flat = await self.client.execute(parts[0] if len(parts) == 1 else b"".join(parts), count)
-        if len(keys) == 1:
-            return [flat]
-        out: list[list[list[bytes | None]]] = []
-        pos = 0
-        for gkeys in keys:
-            out.append(flat[pos : pos + len(gkeys)])
-            pos += len(gkeys)
-        return out
+        return self.client.submit(parts[0] if len(parts) == 1 else b"".join(parts), count)
+
+    async def read(self, plan: Plan, keys: list[list[bytes]]) -> list[list[list[bytes | None]]]:
+        """HMGET replies per group, per entity; one round trip for the whole request."""
+        return split_replies(await self.submit(plan, keys), len(keys[0]) if keys else 0)
 
     async def ping(self) -> bool:
         return await self.client.ping()
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def split_replies(flat: list[Any], n: int) -> list[list[Any]]:
+    """Flat replies (every group has one key per entity) -> replies per group."""
+    if len(flat) == n:
+        return [flat]
+    return [flat[i : i + n] for i in range(0, len(flat), n)]
 
 
 def _hmget_many(head: bytes, tail: bytes, keys: list[bytes]) -> bytes:

@@ -8,8 +8,8 @@ key, one ``transport.write`` and hiredis parsing in C. It also keeps redis-py (~
 imports) out of the server's start-up.
 
 One connection per process carries every concurrent request (Redis answers in order, so
-replies are matched to waiters first-in first-out): fewer syscalls than a pool, and
-commands of concurrent HTTP requests share TCP segments. Failure semantics:
+replies are matched to waiters first-in first-out): fewer syscalls than a pool, and the
+commands of requests parsed in the same event-loop iteration go out in one write. Failure semantics:
 
 * connect refused / reset / EOF: every waiting request fails with StoreUnavailable, the
   connection is dropped and the next request reconnects;
@@ -32,6 +32,9 @@ import hiredis
 from transforms.errors import StoreUnavailable
 
 __all__ = ["RedisPipeline", "command", "hmget_parts"]
+
+_ReplyError = hiredis.ReplyError
+_PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 def _bulk(arg: bytes) -> bytes:
@@ -64,15 +67,32 @@ class _Waiter:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, owner: RedisPipeline) -> None:
+    def __init__(self, owner: RedisPipeline, loop: asyncio.AbstractEventLoop) -> None:
         self.owner = owner
+        self.loop = loop  # kept: asyncio.get_running_loop() costs a getpid() syscall
         self.reader = hiredis.Reader()
         self.waiters: deque[_Waiter] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.outbox: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def queue(self, payload: bytes) -> None:
+        """Write ``payload`` at the end of this loop iteration, in one write with the
+        commands other requests queue meanwhile: under concurrency one syscall carries
+        many requests' commands; alone, a request waits one loop hop (microseconds)."""
+        outbox = self.outbox
+        outbox.append(payload)
+        if len(outbox) == 1:
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        outbox = self.outbox
+        if outbox and not self.closed and self.transport is not None:
+            self.transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+        outbox.clear()
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
@@ -89,7 +109,12 @@ class _Protocol(asyncio.Protocol):
                 replies.append(reply)
             waiters.popleft()
             if not w.future.done():
-                w.future.set_result(replies)
+                for r in replies:
+                    if type(r) is _ReplyError:
+                        w.future.set_exception(StoreUnavailable(f"online store error: {r}"))
+                        break
+                else:
+                    w.future.set_result(replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(f"connection lost: {exc or 'closed by server'}")
@@ -134,7 +159,7 @@ class RedisPipeline:
         try:
             async with asyncio.timeout(self.timeout_s):
                 _, proto = await loop.create_connection(
-                    lambda: _Protocol(self), self.host, self.port, ssl=self.ssl or None
+                    lambda: _Protocol(self, loop), self.host, self.port, ssl=self.ssl or None
                 )
                 hello = []
                 if self.password:
@@ -164,12 +189,11 @@ class RedisPipeline:
                 fut.exception()  # mark retrieved: no "exception was never retrieved" warnings
 
     def _send(self, proto: _Protocol, payload: bytes, count: int) -> asyncio.Future[list[Any]]:
-        loop = asyncio.get_running_loop()
+        loop = proto.loop
         fut: asyncio.Future[list[Any]] = loop.create_future()
         deadline = loop.time() + self.timeout_s
         proto.waiters.append(_Waiter(fut, count, deadline))
-        assert proto.transport is not None
-        proto.transport.write(payload)
+        proto.queue(payload)
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._check_deadline)
         return fut
@@ -179,27 +203,39 @@ class RedisPipeline:
         proto = self.proto
         if proto is None or not proto.waiters:
             return
-        loop = asyncio.get_running_loop()
+        loop = proto.loop
         head = proto.waiters[0].deadline
         if head <= loop.time():
             proto.fail(f"no reply within {self.timeout_s * 1000:.0f} ms")
         else:
             self._timer = loop.call_at(head, self._check_deadline)
 
-    async def execute(self, payload: bytes, count: int) -> list[Any]:
-        """Send ``count`` pipelined commands (already RESP-encoded) and return their replies."""
+    def submit(self, payload: bytes, count: int) -> asyncio.Future[list[Any]]:
+        """Send ``count`` pipelined commands (already RESP-encoded); the future resolves to
+        their replies, or fails with StoreUnavailable (no connection, timeout, error reply).
+
+        Connected (the usual case), the bytes are written before this returns and the
+        future is a plain one completed by the reader: no task per request.
+        """
         proto = self.proto
         if proto is None or proto.closed:
-            proto = await self._connect()
-        replies = await self._send(proto, payload, count)
-        for r in replies:
-            if type(r) is hiredis.ReplyError:
-                raise StoreUnavailable(f"online store error: {r}")
-        return replies
+            return asyncio.ensure_future(self._connect_and_send(payload, count))
+        return self._send(proto, payload, count)
+
+    async def _connect_and_send(self, payload: bytes, count: int) -> list[Any]:
+        return await self._send(await self._connect(), payload, count)
+
+    async def execute(self, payload: bytes, count: int) -> list[Any]:
+        """:meth:`submit` as a coroutine."""
+        return await self.submit(payload, count)
+
+    def submit_ping(self) -> asyncio.Future[bool]:
+        """A future resolving to whether Redis answers PING (never fails)."""
+        return asyncio.ensure_future(self.ping())
 
     async def ping(self) -> bool:
         try:
-            return (await self.execute(b"*1\r\n$4\r\nPING\r\n", 1))[0] == b"PONG"
+            return (await self.execute(_PING, 1))[0] == b"PONG"
         except StoreUnavailable:
             return False
 

@@ -446,6 +446,7 @@ def _column_struct(code: str, n: int) -> struct.Struct:
     return struct.Struct("<" + "x" * 1 + code + ("x" + code) * (n - 1))
 
 
+_SCALAR_MAX = 4  # up to this many values, the generic decoder beats the column set-up
 _FIXED = {"double": (9, _TAG_DOUBLE, "d"), "float": (5, _TAG_FLOAT, "f")}
 
 
@@ -456,8 +457,10 @@ def decode_column(raws: Sequence[bytes | None], type_name: str) -> list[Any]:
     over the joined column, with the null or missing entries patched afterwards; int64 uses
     a specialised varint loop. Same results as decode_value, value for value.
     """
+    if len(raws) <= _SCALAR_MAX:
+        return [decode_value(r) for r in raws]
     fixed = _FIXED.get(type_name)
-    if fixed is not None and raws:
+    if fixed is not None:
         size, tag, code = fixed
         n = len(raws)
         bad = [i for i, r in enumerate(raws) if r is None or len(r) != size]

@@ -1,49 +1,142 @@
-"""Run the lookup app under uvicorn (uvloop + httptools), after checking the repo.
+"""Run the lookup server: verify the repo, bind, then serve on uvloop in one process or in
+``workers`` forked processes sharing the listening socket.
 
-The catalog is loaded once in the parent before uvicorn starts, so a drifted artifact or
-fingerprint stops ``skewless serve`` with one line and exit code 2 instead of a crash loop
-in the workers; each worker then builds its own app via :func:`serving.app.create_app`.
+The catalog (manifest, request-time feature sets, artifacts) is loaded and verified once,
+before binding, so a drifted artifact or fingerprint stops ``skewless serve`` with one line
+and exit code 2 instead of a crash loop in the workers. Workers are forked after that load
+(start-up stays well under a second) and each builds its own app: Redis connection,
+metrics, feature logger thread. The parent supervises: SIGTERM/SIGINT are passed on to the
+workers, which stop accepting, finish the requests in flight, flush their feature logs and
+exit; a worker that dies unexpectedly is replaced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import socket
+import sys
+import time
+import traceback
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from serving.config import ENV_VAR, ServeConfig
+from serving.config import ServeConfig
+from transforms.errors import SkewlessError
 
-
-def check(config: ServeConfig) -> None:
-    """Load and verify the manifest and request transforms (raises SkewlessError)."""
+if TYPE_CHECKING:
     from serving.lookup import Catalog
 
-    Catalog.load(config.repo)
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (SkewlessError naming the address if it cannot be bound)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        raise SkewlessError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
 
 
 def run(config: ServeConfig) -> None:
-    import uvicorn
+    """``skewless serve``: returns after a graceful shutdown (SIGTERM or Ctrl-C)."""
+    from serving.lookup import Catalog
 
     config = replace(config, repo=os.path.abspath(config.repo))
     if config.log_dir:
         config = replace(config, log_dir=os.path.abspath(config.log_dir))
-    if config.workers > 1:
-        check(config)  # fail once, here, not in every worker
-        os.environ[ENV_VAR] = config.to_env()
-        target: object = "serving.app:create_app"
-    else:
-        from serving.app import LookupApp
-
-        target = LookupApp(config)  # one process: build (and verify) the app once
-    uvicorn.run(
-        target,  # type: ignore[arg-type]
-        factory=config.workers > 1,
-        host=config.host,
-        port=config.port,
-        workers=config.workers if config.workers > 1 else None,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
+    catalog = Catalog.load(config.repo)
+    sock = bind(config.host, config.port)
+    print(
+        f"skewless serve: http://{config.host}:{sock.getsockname()[1]} "
+        f"({config.workers} worker{'s' if config.workers > 1 else ''}, "
+        f"project {catalog.manifest.project})",
+        file=sys.stderr,
+        flush=True,
     )
+    if config.workers == 1:
+        serve_forever(config, catalog, sock)
+    else:
+        _supervise(config, catalog, sock)
+    sock.close()
+
+
+def serve_forever(config: ServeConfig, catalog: Catalog, sock: socket.socket) -> None:
+    """One worker: uvloop, the app, the HTTP front, until SIGTERM/SIGINT."""
+    import uvloop
+
+    from serving.app import LookupApp
+    from serving.http import serve
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop.set)
+        app = LookupApp(config, catalog)
+        await serve(app, config.host, config.port, sock=sock, stop=stop)
+
+    uvloop.run(main())
+
+
+def _supervise(config: ServeConfig, catalog: Catalog, sock: socket.socket) -> None:
+    """Fork ``config.workers`` workers, pass stop signals on, replace crashed workers
+    (giving up when workers keep dying within a second of starting)."""
+    children: dict[int, float] = {}  # pid -> start time
+    stopping = False
+    quick_deaths = 0
+    gave_up = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                for sig in _STOP_SIGNALS:
+                    signal.signal(sig, signal.SIG_DFL)
+                serve_forever(config, catalog, sock)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = time.monotonic()
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, stop)
+    for _ in range(config.workers):
+        spawn()
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        started = children.pop(pid, None)
+        if stopping or started is None:
+            continue
+        quick_deaths = quick_deaths + 1 if time.monotonic() - started < 1.0 else 0
+        code = os.waitstatus_to_exitcode(status)
+        print(f"skewless serve: worker {pid} exited ({code}), replacing it", file=sys.stderr)
+        if quick_deaths >= 3:
+            gave_up = True
+            stop(signal.SIGTERM, None)
+        else:
+            spawn()
+    if gave_up:
+        raise SkewlessError("workers keep exiting right after start; see the log above")

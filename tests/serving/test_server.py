@@ -1,5 +1,6 @@
 """The lookup server against Feast itself: a throwaway Feast repo applied and materialized
-into the test Redis by Feast, then our app (in-process, and once under real uvicorn)."""
+into the test Redis by Feast, then our app (in-process through ASGI, and as a real
+``skewless serve`` process). The HTTP front itself is tested in test_http.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,24 +24,12 @@ import pytest
 
 from serving.app import LookupApp
 from serving.config import ServeConfig
-from serving.demo_repo import STATS_FEATURES, DemoRepo, build
+from serving.demo_repo import STATS_FEATURES, DemoRepo
 from serving.manifest import Manifest
 from tests.support import free_port, redis_answers
 
 ROOT = Path(__file__).resolve().parents[2]
 STATS_REFS = [f"user_stats:{f}" for f in STATS_FEATURES]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[DemoRepo]:
-    repo = build(tmp_path_factory.mktemp("feast_repo"), redis_url, users=400)
-    yield repo
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=b"*" + repo.project.encode(), count=1000))
-    if keys:
-        client.delete(*keys)  # only the keys this module's Feast project wrote
 
 
 @pytest.fixture(scope="module")
@@ -455,7 +443,9 @@ def test_redis_down_503_then_recovers(demo: DemoRepo) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def test_uvicorn_serves_and_never_imports_heavy_modules(demo: DemoRepo, redis_url: str) -> None:
+def test_serve_process_answers_and_never_imports_heavy_modules(
+    demo: DemoRepo, redis_url: str
+) -> None:
     """Real process: `skewless serve` comes up, answers, and never imports feast."""
     port = free_port()
     script = (
@@ -508,7 +498,7 @@ def test_no_heavy_imports(demo: DemoRepo, redis_url: str, tmp_path: Path) -> Non
         "from cli.commands_serve import register\n"
         "from serving.app import LookupApp\n"
         "from serving.config import ServeConfig\n"
-        "import serving.server, uvicorn\n"
+        "import serving.server, serving.http\n"
         f"app = LookupApp(ServeConfig(repo={str(demo.path)!r}, log_dir={str(tmp_path)!r}))\n"
         "app.logger.close()\n"
         "print(sorted(m for m in ('feast', 'pandas', 'pyspark', 'apache_beam') if m in sys.modules))\n"

@@ -1,0 +1,435 @@
+"""The HTTP front (serving/http.py) over real sockets, and ``skewless serve`` as a process:
+keep-alive, pipelining, malformed requests, body limits, graceful shutdown, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from serving.app import LookupApp
+from serving.config import ServeConfig
+from serving.demo_repo import STATS_FEATURES, DemoRepo
+from tests.support import free_port, redis_answers
+
+ROOT = Path(__file__).resolve().parents[2]
+STATS_REFS = [f"user_stats:{f}" for f in STATS_FEATURES]
+
+
+@dataclass
+class Running:
+    port: int
+    app: LookupApp
+    loop: asyncio.AbstractEventLoop
+    stop: asyncio.Event
+    thread: threading.Thread
+    done: list[BaseException | None] = field(default_factory=list)
+
+    def shutdown(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop.set)
+            self.thread.join(15)
+
+
+@contextmanager
+def running(config: ServeConfig) -> Iterator[Running]:
+    """The HTTP front on uvloop in a thread, on a free port, until the block ends."""
+    import uvloop
+
+    from serving.http import serve
+
+    port = free_port()
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+            app = LookupApp(config)
+            ready: asyncio.Future[None] = loop.create_future()
+            task = asyncio.ensure_future(serve(app, "127.0.0.1", port, ready=ready, stop=stop))
+            await ready
+            box.update(app=app, loop=loop, stop=stop)
+            started.set()
+            await task
+
+        try:
+            uvloop.run(main())
+            box.setdefault("error", None)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            box["error"] = exc
+            started.set()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    assert started.wait(20), "server did not start"
+    if box.get("error"):
+        raise box["error"]
+    srv = Running(port, box["app"], box["loop"], box["stop"], thread)
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+    assert box.get("error") is None, box.get("error")
+
+
+def _request(path: str, body: Any, extra: str = "", version: str = "1.1") -> bytes:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/{version}\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(raw)}\r\n{extra}\r\n"
+    ).encode() + raw
+
+
+def _read_response(f: Any) -> tuple[int, dict[str, str], bytes]:
+    status_line = f.readline()
+    assert status_line.startswith(b"HTTP/1.1 "), status_line
+    headers: dict[str, str] = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
+    body = f.read(int(headers["content-length"]))
+    return int(status_line[9:12]), headers, body
+
+
+@contextmanager
+def _conn(port: int) -> Iterator[tuple[socket.socket, Any]]:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        yield s, s.makefile("rb")
+    finally:
+        s.close()
+
+
+def _closed(s: socket.socket) -> bool:
+    s.settimeout(5)
+    return s.recv(1) == b""
+
+
+def _config(demo: DemoRepo, redis_url: str, **kw: Any) -> ServeConfig:
+    return ServeConfig(repo=str(demo.path), redis_url=redis_url, **kw)
+
+
+def test_keep_alive_and_pipelined_requests_in_order(demo: DemoRepo, redis_url: str) -> None:
+    with running(_config(demo, redis_url)) as srv, _conn(srv.port) as (s, f):
+        ids = [3, 1, 4, 1, 5, 9, 2, 6]
+        reqs = [
+            _request(
+                "/get-online-features",
+                {"features": ["user_stats:txn_count"], "entities": {"user_id": [u]}},
+            )
+            for u in ids
+        ]
+        s.sendall(reqs[0])  # one at a time on a kept-alive connection ...
+        status, headers, body = _read_response(f)
+        assert status == 200 and headers["content-type"] == "application/json"
+        assert json.loads(body)["results"][0]["values"] == [3]
+        s.sendall(b"".join(reqs[1:]))  # ... then the rest pipelined in one write
+        got = [json.loads(_read_response(f)[2])["results"][0]["values"][0] for _ in ids[1:]]
+        assert got == ids[1:]
+
+
+def test_same_answers_as_the_asgi_entry(demo: DemoRepo, redis_url: str) -> None:
+    """The HTTP front and the ASGI app are two transports over one handler."""
+    import httpx
+
+    cases = [
+        ("/get-online-features", {"features": STATS_REFS, "entities": {"user_id": [1, 2, 999]}}),
+        ("/v1/features/payments_v1", {"entities": {"user_id": [7], "request_amount": [3.5]}}),
+        ("/get-online-features", {"features": ["nope:x"], "entities": {"user_id": [1]}}),
+        ("/v1/features/missing", {"entities": {"user_id": [1]}}),
+        ("/get-online-features", b"{not json"),
+    ]
+    config = _config(demo, redis_url)
+    with running(config) as srv, _conn(srv.port) as (s, f):
+        ours = []
+        for path, body in cases:
+            s.sendall(_request(path, body))
+            status, _, payload = _read_response(f)
+            ours.append((status, json.loads(payload)))
+
+    async def via_asgi() -> list[tuple[int, Any]]:
+        app = LookupApp(config)
+        out = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            for path, body in cases:
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+                r = await c.post(path, content=raw)
+                out.append((r.status_code, r.json()))
+        await app.shutdown()
+        return out
+
+    assert ours == asyncio.run(via_asgi())
+    assert [c for c, _ in ours] == [200, 200, 400, 404, 400]
+
+
+def test_malformed_http_is_400_json_and_closes(demo: DemoRepo, redis_url: str) -> None:
+    with running(_config(demo, redis_url)) as srv:
+        for garbage in (
+            b"NOT HTTP AT ALL\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+        ):
+            with _conn(srv.port) as (s, f):
+                s.sendall(garbage)
+                status, _, body = _read_response(f)
+                assert status == 400 and "error" in json.loads(body)
+                assert _closed(s)
+
+
+def test_body_limits_are_413_without_reading_the_body(demo: DemoRepo, redis_url: str) -> None:
+    with running(_config(demo, redis_url, max_body_bytes=4096)) as srv:
+        with _conn(srv.port) as (s, f):  # declared too large: refused before any body byte
+            s.sendall(
+                b"POST /get-online-features HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+            )
+            status, _, body = _read_response(f)
+            assert status == 413 and json.loads(body)["field"] == "content-length"
+            assert _closed(s)
+        with _conn(srv.port) as (s, f):  # chunked, no length: counted while it arrives
+            chunk = b"x" * 3000
+            s.sendall(
+                b"POST /get-online-features HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + (b"%x\r\n%b\r\n" % (len(chunk), chunk)) * 2
+                + b"0\r\n\r\n"
+            )
+            status, _, body = _read_response(f)
+            assert status == 413 and "exceeds 4096" in json.loads(body)["error"]
+
+
+def test_connection_close_and_http10(demo: DemoRepo, redis_url: str) -> None:
+    body = {"features": ["user_stats:txn_count"], "entities": {"user_id": [1]}}
+    with running(_config(demo, redis_url)) as srv:
+        with _conn(srv.port) as (s, f):
+            s.sendall(_request("/get-online-features", body, "Connection: close\r\n"))
+            status, headers, _ = _read_response(f)
+            assert status == 200 and headers["connection"] == "close" and _closed(s)
+        with _conn(srv.port) as (s, f):
+            s.sendall(_request("/get-online-features", body, version="1.0"))
+            assert _read_response(f)[0] == 200 and _closed(s)
+
+
+def _malformed_bodies(rng: random.Random, n: int) -> list[bytes]:
+    """What clients get wrong: broken JSON, wrong shapes and types, unknown names."""
+    valid = {"features": STATS_REFS, "entities": {"user_id": [1, 2]}}
+    shapes: list[Any] = [
+        [],
+        "x",
+        None,
+        1.5,
+        {"features": "user_stats:txn_count", "entities": {"user_id": [1]}},
+        {"features": [], "entities": {"user_id": [1]}},
+        {"features": [1, 2], "entities": {"user_id": [1]}},
+        {"features": ["user_stats"], "entities": {"user_id": [1]}},
+        {"features": ["user_stats:nope"], "entities": {"user_id": [1]}},
+        {"features": STATS_REFS, "entities": {"user_id": "1"}},
+        {"features": STATS_REFS, "entities": {"user_id": ["1"]}},
+        {"features": STATS_REFS, "entities": {"user_id": [1.5]}},
+        {"features": STATS_REFS, "entities": {"user_id": [True]}},
+        {"features": STATS_REFS, "entities": {"user_id": [2**70]}},
+        {"features": STATS_REFS, "entities": {"user_id": [None]}},
+        {"features": STATS_REFS, "entities": {"user_id": [[1]]}},
+        {"features": STATS_REFS, "entities": {"user_id": [{"a": 1}]}},
+        {"features": STATS_REFS, "entities": {"user_id": []}},
+        {"features": STATS_REFS, "entities": {"user_id": [1], "other": [1, 2]}},
+        {"features": STATS_REFS, "entities": {}},
+        {"features": STATS_REFS},
+        {"features": STATS_REFS, "entities": {"user_id": [1]}, "full_feature_names": "yes"},
+        {"feature_service": 5, "entities": {"user_id": [1]}},
+        {"feature_service": "payments_v1", "entities": {"user_id": [1]}},
+        {"feature_service": "payments_v1", "entities": {"user_id": [1], "request_amount": ["a"]}},
+        {"feature_service": "nope", "entities": {"user_id": [1]}},
+    ]
+    raw = json.dumps(valid).encode()
+    out = []
+    for _ in range(n):
+        pick = rng.random()
+        if pick < 0.4:
+            out.append(json.dumps(rng.choice(shapes)).encode())
+        elif pick < 0.6:
+            out.append(raw[: rng.randrange(len(raw))])  # truncated
+        elif pick < 0.8:
+            b = bytearray(raw)
+            for _ in range(rng.randint(1, 5)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            out.append(bytes(b))
+        else:
+            out.append(bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))))
+    return out
+
+
+def test_thousand_malformed_bodies_give_4xx_never_5xx(demo: DemoRepo, redis_url: str) -> None:
+    bodies = _malformed_bodies(random.Random(11), 1000)
+    statuses: dict[int, int] = {}
+    with running(_config(demo, redis_url)) as srv, _conn(srv.port) as (s, f):
+        for path in ("/get-online-features", "/v1/features/payments_v1"):
+            for i in range(0, len(bodies), 50):  # pipelined in batches of 50
+                s.sendall(b"".join(_request(path, b) for b in bodies[i : i + 50]))
+                for _ in bodies[i : i + 50]:
+                    status, _, payload = _read_response(f)
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status != 200:
+                        assert set(json.loads(payload)) == {"error", "field"}
+    assert sum(statuses.values()) == 2000
+    assert not any(code >= 500 for code in statuses), statuses
+    assert sum(c for code, c in statuses.items() if 400 <= code < 500) > 1500, statuses
+
+
+def _private_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not redis_answers(f"redis://127.0.0.1:{port}/0"):
+        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_graceful_shutdown_answers_requests_in_flight(demo: DemoRepo) -> None:
+    """Redis paused (CLIENT PAUSE) holds a request in flight while the server is told to
+    stop: the request is still answered, then the connection closes and the server exits."""
+    import redis
+
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="skewless-redis-")
+    proc = _private_redis(port, workdir)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        config = ServeConfig(repo=str(demo.path), redis_url=url, redis_timeout_ms=5000)
+        body = {"features": ["user_stats:txn_count"], "entities": {"user_id": [1]}}
+        with running(config) as srv, _conn(srv.port) as (s, f):
+            s.sendall(_request("/get-online-features", body))  # connects to Redis
+            assert _read_response(f)[0] == 200
+            redis.Redis.from_url(url).execute_command("CLIENT", "PAUSE", "800", "ALL")
+            s.sendall(_request("/get-online-features", body))
+            time.sleep(0.2)  # the HMGET is now waiting on the paused Redis
+            t0 = time.monotonic()
+            srv.loop.call_soon_threadsafe(srv.stop.set)
+            status, headers, payload = _read_response(f)
+            assert status == 200 and headers["connection"] == "close"
+            assert json.loads(payload)["results"][1]["statuses"] == ["NOT_FOUND"]
+            assert time.monotonic() - t0 > 0.3  # it did wait for Redis
+            assert _closed(s)
+            srv.thread.join(10)
+            assert not srv.thread.is_alive()
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", srv.port), timeout=1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+_SERVE = (
+    "import typer\n"
+    "from cli.commands_serve import register\n"
+    "app = typer.Typer()\n"
+    "app.callback()(lambda: None)\n"
+    "register(app)\n"
+    "app()\n"
+)
+
+
+def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        try:
+            with _conn(port) as (s, f):
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                if _read_response(f)[0] == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("server did not come up")
+
+
+def test_workers_serve_and_stop_on_sigterm_flushing_logs(
+    demo: DemoRepo, redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    logs = tmp_path / "logs"
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    args = ["serve", "--repo", str(demo.path), "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVE, *args, "--log-dir", str(logs)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_up(port, proc)
+        body = {
+            "feature_service": "payments_v1",
+            "entities": {"user_id": [1], "request_amount": [2.0]},
+        }
+        for _ in range(4):  # 4 connections x 10 requests, spread over the workers
+            with _conn(port) as (s, f):
+                s.sendall(b"".join(_request("/v1/features/payments_v1", body) for _ in range(10)))
+                assert [_read_response(f)[0] for _ in range(10)] == [200] * 10
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and time.monotonic() - t0 < 15, out.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert b"Traceback" not in out, out.decode()
+    assert b"2 workers" in out
+    rows = sum(pq.read_table(p).num_rows for p in logs.rglob("*.parquet"))
+    assert rows == 40  # every sampled request reached a log file before the workers exited
+
+
+def test_port_in_use_is_one_line_and_exit_2(demo: DemoRepo, redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-c", _SERVE, "serve", "--repo", str(demo.path), "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot listen on 127.0.0.1" in lines[0], out.stderr
