@@ -51,6 +51,8 @@ class Metrics:
             registry=self.registry,
         )
         self._status = [self.values.labels(s) for s in _STATUS_LABELS]
+        self._pending = [0] * len(_STATUS_LABELS)
+        self._pending_entities = 0
         self._requests: dict[tuple[str, int], Counter] = {}
         self._latency: dict[str, Histogram] = {}
 
@@ -65,15 +67,29 @@ class Metrics:
             h = self._latency[endpoint] = self.latency.labels(endpoint)
         h.observe(seconds)
 
-    def count_statuses(self, statuses: Sequence[Sequence[int]], n_entities: int) -> None:
-        counts = [0, 0, 0, 0, 0]
+    def count_statuses(self, statuses: Sequence[list[int]], n_entities: int) -> None:
+        """Tally statuses in plain ints (the Prometheus counters take a lock per ``inc``);
+        :meth:`render` moves the tallies into the counters."""
+        counts = self._pending
         for col in statuses:
-            for s in col:
-                counts[s] += 1
+            present = col.count(1)  # the usual case, counted in C
+            counts[1] += present
+            if present != len(col):
+                for s in col:
+                    if s != 1:
+                        counts[s] += 1
+        self._pending_entities += n_entities
+
+    def _flush(self) -> None:
+        counts = self._pending
         for s, c in enumerate(counts):
             if c:
                 self._status[s].inc(c)
-        self.entities.inc(n_entities)
+                counts[s] = 0
+        if self._pending_entities:
+            self.entities.inc(self._pending_entities)
+            self._pending_entities = 0
 
     def render(self) -> bytes:
+        self._flush()
         return generate_latest(self.registry)
