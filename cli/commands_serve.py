@@ -28,6 +28,9 @@ def serve_command(
         None, "--auth-token", envvar="SKEWLESS_AUTH_TOKEN", help="require 'Authorization: Bearer'"
     ),
     redis_timeout_ms: int = typer.Option(250, "--redis-timeout-ms", help="Redis read timeout"),
+    keep_alive: float = typer.Option(
+        30.0, "--keep-alive", help="seconds before an idle connection is closed"
+    ),
 ) -> None:
     """Serve feature vectors from Redis with request-time transforms (REDIS_URL overrides)."""
     import os
@@ -36,6 +39,8 @@ def serve_command(
         fail("--log-sample-rate must be between 0 and 1")
     if workers < 1 or max_entities < 1 or redis_timeout_ms < 1 or max_body_bytes < 1:
         fail("--workers, --max-entities, --max-body-bytes and --redis-timeout-ms must be positive")
+    if keep_alive <= 0:
+        fail("--keep-alive must be positive")
     from serving.config import ServeConfig
     from serving.server import run
 
@@ -50,6 +55,7 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         auth_token=auth_token,
         redis_timeout_ms=redis_timeout_ms,
+        keep_alive_s=keep_alive,
         redis_url=os.environ.get("REDIS_URL"),
     )
     guarded(run)(config)

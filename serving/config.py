@@ -24,6 +24,7 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     auth_token: str | None = None
     redis_timeout_ms: int = 250
+    keep_alive_s: float = 30.0  # idle connections (or unfinished requests) closed after this
     redis_url: str | None = None  # overrides the manifest (REDIS_URL env var)
 
     def to_env(self) -> str:

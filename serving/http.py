@@ -9,8 +9,10 @@ the response. Per request: no task, no ASGI messages, one ``transport.write``.
 HTTP behaviour: keep-alive (HTTP/1.1 default, ``Connection: close`` honoured, HTTP/1.0
 closes unless keep-alive is asked for); pipelined requests on one connection are answered
 in order (reading pauses while a backlog waits); ``Content-Length`` above ``max_body_bytes``
-is refused with 413 before the body is read; a malformed request gets a 400 JSON body and
-the connection is closed. Responses carry ``content-type`` and ``content-length`` only.
+is refused with 413 before the body is read, a request target over 8 KiB with 414; a
+malformed request gets a 400 JSON body and the connection is closed; a connection idle (or
+with a request that stops arriving) for ``keep_alive_s`` is closed. Responses carry
+``content-type`` and ``content-length`` only.
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ _REASONS = {
     404: b"Not Found",
     405: b"Method Not Allowed",
     413: b"Payload Too Large",
+    414: b"URI Too Long",
     422: b"Unprocessable Content",
     500: b"Internal Server Error",
     503: b"Service Unavailable",
 }
 _MAX_BACKLOG = 16  # pipelined requests queued per connection before reading pauses
+_MAX_URL = 8192
+_MAX_AUTH = 4096
 
 
 def _internal_error() -> Reply:
@@ -56,12 +61,24 @@ def _internal_error() -> Reply:
 
 
 class ServerState:
-    """Connections of one server process (for graceful shutdown)."""
+    """Connections of one server process (idle sweep, graceful shutdown)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.connections: set[HttpProtocol] = set()
         self.closing = False
         self.all_closed = asyncio.Event()
+
+    async def sweep_idle(self, timeout_s: float) -> None:
+        """Close connections with nothing in flight and no complete request for
+        ``timeout_s``: idle keep-alive connections and requests that never finish arriving
+        (slow or stalled clients), so they cannot pile up and exhaust file descriptors."""
+        while True:
+            await asyncio.sleep(min(1.0, timeout_s / 2))
+            cutoff = self.loop.time() - timeout_s
+            for conn in list(self.connections):
+                if not conn.busy and conn.last < cutoff and conn.transport is not None:
+                    conn.transport.close()
 
     def discard(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)
@@ -87,6 +104,7 @@ class HttpProtocol(asyncio.Protocol):
         "busy",
         "backlog",
         "paused",
+        "last",
     )
 
     def __init__(self, app: LookupApp, state: ServerState) -> None:
@@ -104,11 +122,13 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = False
         self.backlog: deque[tuple[str, str, bytes | None, bytes, bool, Any]] = deque()
         self.paused = False
+        self.last = 0.0  # loop time of the connection or its last response (idle sweep)
 
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.last = self.state.loop.time()
         self.state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -135,12 +155,16 @@ class HttpProtocol(asyncio.Protocol):
         self.dispatched = False
 
     def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > _MAX_URL:
+            if self.rejected is None:
+                self.rejected = HTTPError(414, f"request target over {_MAX_URL} bytes", None)
+            return
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"authorization":
-            self.auth = value
+            self.auth = value[:_MAX_AUTH]
         elif name == b"content-length" and self.rejected is None:
             try:
                 check_content_length(value, self.limit)
@@ -235,6 +259,7 @@ class HttpProtocol(asyncio.Protocol):
             )
             if closing:
                 transport.close()
+        self.last = self.state.loop.time()
         self.app.metrics.observe(endpoint_label(path), status, time.perf_counter() - t0)
         self.busy = False
         if self.backlog:
@@ -274,9 +299,10 @@ async def serve(
     grace_s: float = 10.0,
 ) -> None:
     """Serve until ``stop`` is set, then stop accepting, let requests in flight finish
-    (up to ``grace_s``), close connections, flush the feature log and close Redis."""
+    (up to ``grace_s``), close connections, flush the feature log and close Redis.
+    Connections idle for ``app.config.keep_alive_s`` are closed meanwhile."""
     loop = asyncio.get_running_loop()
-    state = ServerState()
+    state = ServerState(loop)
     if sock is not None:
         server = await loop.create_server(lambda: HttpProtocol(app, state), sock=sock, backlog=2048)
     else:
@@ -285,9 +311,11 @@ async def serve(
         )
     if ready is not None and not ready.done():
         ready.set_result(None)
+    sweeper = asyncio.ensure_future(state.sweep_idle(app.config.keep_alive_s))
     try:
         await (stop or asyncio.Event()).wait()
     finally:
+        sweeper.cancel()
         server.close()
         state.closing = True
         for conn in list(state.connections):

@@ -230,6 +230,26 @@ def test_connection_close_and_http10(demo: DemoRepo, redis_url: str) -> None:
             assert _read_response(f)[0] == 200 and _closed(s)
 
 
+def test_idle_and_stalled_connections_are_closed(demo: DemoRepo, redis_url: str) -> None:
+    body = {"features": ["user_stats:txn_count"], "entities": {"user_id": [1]}}
+    with running(_config(demo, redis_url, keep_alive_s=0.5)) as srv:
+        with _conn(srv.port) as (s, f), _conn(srv.port) as (stalled, _):
+            s.sendall(_request("/get-online-features", body))
+            assert _read_response(f)[0] == 200
+            stalled.sendall(b"POST /get-online-features HTTP/1.1\r\nHost: t\r\n")  # never ends
+            t0 = time.monotonic()
+            assert _closed(s) and _closed(stalled)
+            assert 0.4 < time.monotonic() - t0 < 3.0
+        assert not srv.app.metrics.render().count(b'code="5')
+
+
+def test_overlong_request_target_is_414(demo: DemoRepo, redis_url: str) -> None:
+    with running(_config(demo, redis_url)) as srv, _conn(srv.port) as (s, f):
+        s.sendall(_request("/get-online-features?" + "x" * 10_000, {}))
+        status, _, body = _read_response(f)
+        assert status == 414 and "request target" in json.loads(body)["error"]
+
+
 def _malformed_bodies(rng: random.Random, n: int) -> list[bytes]:
     """What clients get wrong: broken JSON, wrong shapes and types, unknown names."""
     valid = {"features": STATS_REFS, "entities": {"user_id": [1, 2]}}
