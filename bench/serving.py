@@ -8,11 +8,12 @@ bench._load) or, when wrk is not installed, a minimal keep-alive asyncio client 
 printed; that client competes with the servers for CPU). Measured for each server in the
 same run: requests/s at 16 connections and p50/p99 at 1 connection for 1 entity x 8
 features; the same plus 2 request-time transforms (Feast: a pandas on-demand feature view,
-mode="pandas", calling the same functions); 100 entities x 50 features. Then a parity pass:
+mode="pandas", calling the same functions); 100 entities x 50 features. Each load figure
+is the median of ``--rounds`` rounds that alternate the two servers. Then a parity pass:
 random requests to our endpoint against the Feast SDK's get_online_features plus the same
 transforms through OnlineEngine.
 
-    .venv/bin/python -m bench.serving [--quick] [--workers N] [--seconds S]
+    .venv/bin/python -m bench.serving [--quick] [--workers N] [--seconds S] [--rounds R]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -204,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     ap.add_argument("--workers", type=int, default=1, help="worker processes of EACH server")
     ap.add_argument("--seconds", type=float, default=0, help="seconds per load run")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="alternating Feast/ours rounds (medians reported)"
+    )
     ap.add_argument("--python-client", action="store_true", help="do not use wrk")
     ap.add_argument("--json", help="also write the measurements here (for skewless bench)")
     args = ap.parse_args(argv)
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
 
     console = Console()
     users = 2000 if args.quick else 10_000
-    secs = args.seconds or (3.0 if args.quick else 8.0)
+    secs = args.seconds or (2.0 if args.quick else 5.0)
     use_wrk = wrk_path() is not None and not args.python_client
     n_parity = 2000 if args.quick else 10_000
     rng = random.Random(42)
@@ -291,21 +296,47 @@ def main(argv: list[str] | None = None) -> None:
                 else "Python asyncio client (wrk not found: apt-get install wrk for numbers "
                 "less bounded by the client's CPU)"
             )
-            + f", {secs:.0f} s per run"
+            + f", {secs:.0f} s per run, {args.rounds} alternating rounds (medians)"
         )
         rows: list[Row] = [Row("start-up", "s to first /health", feast_up, our_up, False)]
         path = "/get-online-features"
 
         def measure(label: str, bodies: list[dict[str, Any]], conns: list[int]) -> None:
+            """Rounds alternate Feast and ours (drift in machine load hits both); each
+            figure is the median over rounds."""
             for c in conns:
-                with console.status(f"{label}: {c} connection(s)"):
-                    f = run_load(feast_port, path, bodies, c, secs, use_wrk)
-                    o = run_load(our_port, path, bodies, c, secs, use_wrk)
+                runs: dict[str, list[Any]] = {"feast": [], "ours": []}
+                for r in range(args.rounds):
+                    with console.status(f"{label}: {c} connection(s), round {r + 1}"):
+                        runs["feast"].append(run_load(feast_port, path, bodies, c, secs, use_wrk))
+                        runs["ours"].append(run_load(our_port, path, bodies, c, secs, use_wrk))
+
+                def med(who: str, attr: str, runs: dict[str, list[Any]] = runs) -> float:
+                    return float(statistics.median(getattr(x, attr) for x in runs[who]))
+
                 if c > 1:
-                    rows.append(Row(label, f"req/s @{c} conns", f.rps, o.rps, True))
+                    rows.append(
+                        Row(
+                            label,
+                            f"req/s @{c} conns",
+                            med("feast", "rps"),
+                            med("ours", "rps"),
+                            True,
+                        )
+                    )
+                    console.print(
+                        f"{label} @{c}: rounds feast "
+                        + ", ".join(f"{x.rps:,.0f}" for x in runs["feast"])
+                        + " / ours "
+                        + ", ".join(f"{x.rps:,.0f}" for x in runs["ours"])
+                        + " req/s"
+                    )
                 else:
-                    rows.append(Row(label, "p50 ms @1 conn", f.p50_ms, o.p50_ms, False))
-                    rows.append(Row(label, "p99 ms @1 conn", f.p99_ms, o.p99_ms, False))
+                    for q in ("p50", "p99"):
+                        a = f"{q}_ms"
+                        rows.append(
+                            Row(label, f"{q} ms @1 conn", med("feast", a), med("ours", a), False)
+                        )
 
         measure("1 entity x 8 features", _bodies("stats", users, rng, 500), [16, 1])
         measure(
