@@ -200,6 +200,36 @@ def parity(port: int, repo: Any, n_requests: int, rng: random.Random) -> tuple[i
     return n_requests, compared, mismatches
 
 
+def count_5xx(port: int, bodies: list[bytes]) -> tuple[int, int]:
+    """(answers of 5xx, answers of 4xx) to malformed bodies, one keep-alive connection
+    (reopened whenever the server closes it)."""
+    import http.client
+
+    five = four = 0
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for body in bodies:
+        for attempt in (0, 1):
+            try:
+                conn.request(
+                    "POST",
+                    "/get-online-features",
+                    body=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                resp = conn.getresponse()
+                resp.read()
+                break
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                if attempt:
+                    raise
+        five += resp.status >= 500
+        four += 400 <= resp.status < 500
+    conn.close()
+    return five, four
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer users and requests")
@@ -215,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from serving.demo_repo import build
+    from serving.demo_repo import build, malformed_bodies
 
     console = Console()
     users = 2000 if args.quick else 10_000
@@ -347,6 +377,10 @@ def main(argv: list[str] | None = None) -> None:
         measure("100 entities x 50 features", _bodies("wide", users, rng, 50), [1])
         with console.status(f"parity: {n_parity} random requests"):
             n_req, compared, bad = parity(our_port, repo, n_parity, rng)
+        with console.status("1,000 malformed request bodies to each server"):
+            malformed = malformed_bodies(random.Random(11), 1000)
+            feast_5xx, feast_4xx = count_5xx(feast_port, malformed)
+            our_5xx, our_4xx = count_5xx(our_port, malformed)
         table = Table(
             title=f"feast serve vs skewless serve, {args.workers} worker(s) each "
             "(same Redis, same machine, loopback)"
@@ -373,10 +407,23 @@ def main(argv: list[str] | None = None) -> None:
         measures.append(
             Measure("online lookup", f"parity mismatches in {n_req:,} requests", "count", bad)
         )
+        measures.append(
+            Measure(
+                "online lookup",
+                f"5xx answers to {len(malformed):,} malformed bodies",
+                "count",
+                our_5xx,
+                feast_5xx,
+            )
+        )
         write_json(measures, args.json)
         console.print(
             f"parity: {n_req:,} random requests, {compared:,} values compared with Feast SDK "
             f"get_online_features + OnlineEngine: {bad} mismatches"
+        )
+        console.print(
+            f"{len(malformed):,} malformed bodies: feast serve {feast_5xx} x 5xx, "
+            f"{feast_4xx} x 4xx; skewless serve {our_5xx} x 5xx, {our_4xx} x 4xx"
         )
         print(
             "\n| scenario | metric | feast serve | skewless serve | advantage |\n|---|---|---:|---:|---:|"
@@ -386,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"| {r.scenario} | {r.metric} | {fmt.format(r.feast)} | {fmt.format(r.ours)} | {r.ratio:.1f}x |"
             )
-        if bad:
+        if bad or our_5xx:
             sys.exit(1)
     except Exception:
         for log in ("feast_serve.log", "skewless_serve.log"):

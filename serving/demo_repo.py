@@ -10,7 +10,9 @@ server computes what ours does. Feast is imported inside functions only.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import sys
 import textwrap
 import uuid
@@ -273,3 +275,54 @@ def manifest_for(
         services=services,
         redis_connection_string=conn,
     )
+
+
+def malformed_bodies(rng: random.Random, n: int) -> list[bytes]:
+    """Request bodies clients get wrong (broken, truncated or corrupted JSON, wrong shapes
+    and types, unknown names) for /get-online-features; none may earn a 5xx."""
+    refs = [f"user_stats:{f}" for f in STATS_FEATURES]
+    valid = {"features": refs, "entities": {"user_id": [1, 2]}}
+    shapes: list[Any] = [
+        [],
+        "x",
+        None,
+        1.5,
+        {"features": "user_stats:txn_count", "entities": {"user_id": [1]}},
+        {"features": [], "entities": {"user_id": [1]}},
+        {"features": [1, 2], "entities": {"user_id": [1]}},
+        {"features": ["user_stats"], "entities": {"user_id": [1]}},
+        {"features": ["user_stats:nope"], "entities": {"user_id": [1]}},
+        {"features": refs, "entities": {"user_id": "1"}},
+        {"features": refs, "entities": {"user_id": ["1"]}},
+        {"features": refs, "entities": {"user_id": [1.5]}},
+        {"features": refs, "entities": {"user_id": [True]}},
+        {"features": refs, "entities": {"user_id": [2**70]}},
+        {"features": refs, "entities": {"user_id": [None]}},
+        {"features": refs, "entities": {"user_id": [[1]]}},
+        {"features": refs, "entities": {"user_id": [{"a": 1}]}},
+        {"features": refs, "entities": {"user_id": []}},
+        {"features": refs, "entities": {"user_id": [1], "other": [1, 2]}},
+        {"features": refs, "entities": {}},
+        {"features": refs},
+        {"features": refs, "entities": {"user_id": [1]}, "full_feature_names": "yes"},
+        {"feature_service": 5, "entities": {"user_id": [1]}},
+        {"feature_service": "payments_v1", "entities": {"user_id": [1]}},
+        {"feature_service": "payments_v1", "entities": {"user_id": [1], "request_amount": ["a"]}},
+        {"feature_service": "nope", "entities": {"user_id": [1]}},
+    ]
+    raw = json.dumps(valid).encode()
+    out = []
+    for _ in range(n):
+        pick = rng.random()
+        if pick < 0.4:
+            out.append(json.dumps(rng.choice(shapes)).encode())
+        elif pick < 0.6:
+            out.append(raw[: rng.randrange(len(raw))])  # truncated
+        elif pick < 0.8:
+            b = bytearray(raw)
+            for _ in range(rng.randint(1, 5)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            out.append(bytes(b))
+        else:
+            out.append(bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))))
+    return out

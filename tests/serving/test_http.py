@@ -26,7 +26,7 @@ import pytest
 
 from serving.app import LookupApp
 from serving.config import ServeConfig
-from serving.demo_repo import STATS_FEATURES, DemoRepo
+from serving.demo_repo import STATS_FEATURES, DemoRepo, malformed_bodies
 from tests.support import free_port, redis_answers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,57 +250,8 @@ def test_overlong_request_target_is_414(demo: DemoRepo, redis_url: str) -> None:
         assert status == 414 and "request target" in json.loads(body)["error"]
 
 
-def _malformed_bodies(rng: random.Random, n: int) -> list[bytes]:
-    """What clients get wrong: broken JSON, wrong shapes and types, unknown names."""
-    valid = {"features": STATS_REFS, "entities": {"user_id": [1, 2]}}
-    shapes: list[Any] = [
-        [],
-        "x",
-        None,
-        1.5,
-        {"features": "user_stats:txn_count", "entities": {"user_id": [1]}},
-        {"features": [], "entities": {"user_id": [1]}},
-        {"features": [1, 2], "entities": {"user_id": [1]}},
-        {"features": ["user_stats"], "entities": {"user_id": [1]}},
-        {"features": ["user_stats:nope"], "entities": {"user_id": [1]}},
-        {"features": STATS_REFS, "entities": {"user_id": "1"}},
-        {"features": STATS_REFS, "entities": {"user_id": ["1"]}},
-        {"features": STATS_REFS, "entities": {"user_id": [1.5]}},
-        {"features": STATS_REFS, "entities": {"user_id": [True]}},
-        {"features": STATS_REFS, "entities": {"user_id": [2**70]}},
-        {"features": STATS_REFS, "entities": {"user_id": [None]}},
-        {"features": STATS_REFS, "entities": {"user_id": [[1]]}},
-        {"features": STATS_REFS, "entities": {"user_id": [{"a": 1}]}},
-        {"features": STATS_REFS, "entities": {"user_id": []}},
-        {"features": STATS_REFS, "entities": {"user_id": [1], "other": [1, 2]}},
-        {"features": STATS_REFS, "entities": {}},
-        {"features": STATS_REFS},
-        {"features": STATS_REFS, "entities": {"user_id": [1]}, "full_feature_names": "yes"},
-        {"feature_service": 5, "entities": {"user_id": [1]}},
-        {"feature_service": "payments_v1", "entities": {"user_id": [1]}},
-        {"feature_service": "payments_v1", "entities": {"user_id": [1], "request_amount": ["a"]}},
-        {"feature_service": "nope", "entities": {"user_id": [1]}},
-    ]
-    raw = json.dumps(valid).encode()
-    out = []
-    for _ in range(n):
-        pick = rng.random()
-        if pick < 0.4:
-            out.append(json.dumps(rng.choice(shapes)).encode())
-        elif pick < 0.6:
-            out.append(raw[: rng.randrange(len(raw))])  # truncated
-        elif pick < 0.8:
-            b = bytearray(raw)
-            for _ in range(rng.randint(1, 5)):
-                b[rng.randrange(len(b))] = rng.randrange(256)
-            out.append(bytes(b))
-        else:
-            out.append(bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))))
-    return out
-
-
 def test_thousand_malformed_bodies_give_4xx_never_5xx(demo: DemoRepo, redis_url: str) -> None:
-    bodies = _malformed_bodies(random.Random(11), 1000)
+    bodies = malformed_bodies(random.Random(11), 1000)
     statuses: dict[int, int] = {}
     with running(_config(demo, redis_url)) as srv, _conn(srv.port) as (s, f):
         for path in ("/get-online-features", "/v1/features/payments_v1"):
