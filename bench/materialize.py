@@ -153,18 +153,17 @@ def redis_floor(repo: Path, chunk: int = 5000) -> tuple[float, float]:
         _exists_payload,
         _hset_payload,
         _window,
-        encode_rows,
+        encode_chunks,
         load_repo,
         read_latest,
     )
 
     target = load_repo(repo)
     plan = target.plans[0]
-    enc = encode_rows(read_latest(plan, *_window(plan, *window()))[0], plan, target.project)
-    n = len(enc)
-    bounds = [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
-    reads = [_exists_payload(enc, lo, hi) for lo, hi in bounds]
-    hsets = [_hset_payload(enc, lo, hi, enc.bodies(lo, hi), None, None) for lo, hi in bounds]
+    table, _ = read_latest(plan, *_window(plan, *window()))
+    chunks = list(encode_chunks(table, plan, target.project, chunk))
+    reads = [_exists_payload(enc) for enc in chunks]
+    hsets = [_hset_payload(enc, enc.bodies(), None, None) for enc in chunks]
     writer = RedisWriter(target.redis_type, target.connection_string)
     try:
         t0 = time.perf_counter()
