@@ -113,7 +113,8 @@ def main(quick: bool = False) -> int:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         RESULTS.write_text(
             f"# Benchmark results\n\n{stamp}, `skewless bench` (one run, same data and Redis "
-            f"for both systems).\n\nMachine: {machine()}\n\n{table}\n"
+            "for both systems; materialization and online-lookup figures are medians of 3 "
+            f"rounds alternating Feast and skewless).\n\nMachine: {machine()}\n\n{table}\n"
         )
         console.print(f"written to {RESULTS}")
     return 0 if measures else 1
