@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 from pipelines.local_redis import answers as redis_answers
 from pipelines.local_redis import free_port
 
-__all__ = ["free_port", "redis_answers"]
+__all__ = ["free_port", "redis_answers", "start_redis_server"]
+
+
+def start_redis_server(port: int, workdir: str) -> subprocess.Popen[bytes]:
+    """A private redis-server on ``port`` (nothing persisted), answering when this returns;
+    tests that stop and restart Redis use it on a port of their own."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not redis_answers(f"redis://127.0.0.1:{port}/0"):
+        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+        time.sleep(0.05)
+    return proc

@@ -27,7 +27,7 @@ import pytest
 from serving.app import LookupApp
 from serving.config import ServeConfig
 from serving.demo_repo import STATS_FEATURES, DemoRepo, malformed_bodies
-from tests.support import free_port, redis_answers
+from tests.support import free_port, start_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 STATS_REFS = [f"user_stats:{f}" for f in STATS_FEATURES]
@@ -267,29 +267,6 @@ def test_thousand_malformed_bodies_give_4xx_never_5xx(demo: DemoRepo, redis_url:
     assert sum(c for code, c in statuses.items() if 400 <= code < 500) > 1500, statuses
 
 
-def _private_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not redis_answers(f"redis://127.0.0.1:{port}/0"):
-        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-        time.sleep(0.05)
-    return proc
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_graceful_shutdown_answers_requests_in_flight(demo: DemoRepo) -> None:
     """Redis paused (CLIENT PAUSE) holds a request in flight while the server is told to
@@ -298,7 +275,7 @@ def test_graceful_shutdown_answers_requests_in_flight(demo: DemoRepo) -> None:
 
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="skewless-redis-")
-    proc = _private_redis(port, workdir)
+    proc = start_redis_server(port, workdir)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         config = ServeConfig(repo=str(demo.path), redis_url=url, redis_timeout_ms=5000)

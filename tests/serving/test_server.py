@@ -26,7 +26,7 @@ from serving.app import LookupApp
 from serving.config import ServeConfig
 from serving.demo_repo import STATS_FEATURES, DemoRepo
 from serving.manifest import Manifest
-from tests.support import free_port, redis_answers
+from tests.support import free_port, start_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 STATS_REFS = [f"user_stats:{f}" for f in STATS_FEATURES]
@@ -369,36 +369,11 @@ def _cli() -> Any:
     return app
 
 
-def _private_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not redis_answers(f"redis://127.0.0.1:{port}/0"):
-        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-        time.sleep(0.05)
-    return proc
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_redis_down_503_then_recovers(demo: DemoRepo) -> None:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="skewless-redis-")
-    proc = _private_redis(port, workdir)
+    proc = start_redis_server(port, workdir)
     body = {"features": STATS_REFS, "entities": {"user_id": [1, 2]}}
     try:
         app = LookupApp(
@@ -421,7 +396,7 @@ def test_redis_down_503_then_recovers(demo: DemoRepo) -> None:
                     r = await c.post(path, json=body) if path != "/ready" else await c.get(path)
                     out.append((r.status_code, time.perf_counter() - t0))
                     assert set(r.json()) >= ({"error", "field"} if path != "/ready" else {"ready"})
-                restarted = _private_redis(port, workdir)
+                restarted = start_redis_server(port, workdir)
                 try:
                     r = await c.post("/get-online-features", json=body)
                     out.append((r.status_code, 0.0))
