@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             clear_project(client, project)
             t0 = time.perf_counter()
             report = materialize(
-                tmp / "repo", start, end, show_progress=False, record_interval=False
+                tmp / "repo", start, end, show_progress=False, record_interval=True
             )
             times["ours"].append(time.perf_counter() - t0)
             console.print(
