@@ -282,7 +282,7 @@ class LookupApp:
             if path == "/health":
                 return 200, _JSON_TYPE, b'{"status":"ok"}'
             if path == "/ready":
-                return Pending(self.reader.client.submit_ping(), self._ready)
+                return Pending(self.reader.submit_ping(), self._ready, self)
             if path == "/metrics":
                 self._check_auth(authorization)
                 return 200, _METRICS_TYPE, self.metrics.render()
@@ -303,7 +303,7 @@ class LookupApp:
         elif isinstance(exc, RequestError):
             status = 400
         elif isinstance(exc, TransformError):
-            return 422, _JSON_TYPE, error_body(str(exc), _field_of(str(exc)))
+            status = 422
         elif isinstance(exc, StoreUnavailable):
             self.metrics.redis_errors.inc()
             status = 503
@@ -461,10 +461,7 @@ class Pending:
     __slots__ = ("future", "finish", "app")
 
     def __init__(
-        self,
-        future: asyncio.Future[Any],
-        finish: Callable[[Any], Reply],
-        app: LookupApp | None = None,
+        self, future: asyncio.Future[Any], finish: Callable[[Any], Reply], app: LookupApp
     ) -> None:
         self.future = future
         self.finish = finish
@@ -478,8 +475,6 @@ class Pending:
                 raise exc
             return self.finish(fut.result())
         except Exception as err:
-            if self.app is None:
-                raise
             return self.app.error_reply(err)
 
 
@@ -498,16 +493,6 @@ def check_content_length(value: bytes, limit: int) -> None:
         raise HTTPError(400, "bad Content-Length", "content-length") from None
     if declared > limit:
         raise HTTPError(413, f"body of {declared} bytes exceeds {limit}", "content-length")
-
-
-def _field_of(message: str) -> str | None:
-    """The input a transform error names ("input 'x'"), for the error's ``field``."""
-    marker = "input '"
-    i = message.find(marker)
-    if i < 0:
-        return None
-    j = message.find("'", i + len(marker))
-    return message[i + len(marker) : j] if j > 0 else None
 
 
 def openapi_spec(catalog: Catalog) -> dict[str, Any]:

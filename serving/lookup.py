@@ -631,12 +631,9 @@ class RedisReader:
             count += len(gkeys)
         return self.client.submit(parts[0] if len(parts) == 1 else b"".join(parts), count)
 
-    async def read(self, plan: Plan, keys: list[list[bytes]]) -> list[list[list[bytes | None]]]:
-        """HMGET replies per group, per entity; one round trip for the whole request."""
-        return split_replies(await self.submit(plan, keys), len(keys[0]) if keys else 0)
-
-    async def ping(self) -> bool:
-        return await self.client.ping()
+    def submit_ping(self) -> asyncio.Future[bool]:
+        """A future resolving to whether Redis answers PING (never fails)."""
+        return self.client.submit_ping()
 
     async def close(self) -> None:
         await self.client.close()

@@ -45,8 +45,22 @@ def _nfc(value: str) -> str:
 # ---------------------------------------------------------------- Arrow -> numpy
 
 
+def _naming(field: Field, exc: InputError) -> InputError:
+    """``exc`` with ``field`` set to the input it is about (raise sites only build text)."""
+    if exc.field is None:
+        exc.field = field.name
+    return exc
+
+
 def from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> np.ndarray:
     """Canonical numpy column for ``field`` from an Arrow array (Spark, Beam batches, files)."""
+    try:
+        return _from_arrow(field, array, owner)
+    except InputError as exc:
+        raise _naming(field, exc) from None
+
+
+def _from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> np.ndarray:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     t = array.type
@@ -114,6 +128,13 @@ def _missing_as_nan(values: np.ndarray, field: Field, where: str, nulls: int) ->
 
 def from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
     """Canonical numpy column for ``field`` from Python values (online requests, Beam rows)."""
+    try:
+        return _from_python(field, values, owner)
+    except InputError as exc:
+        raise _naming(field, exc) from None
+
+
+def _from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
     where = f"{owner}: input '{field.name}'"
     kind = field.type
     if kind is Float64Type:

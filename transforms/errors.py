@@ -8,7 +8,12 @@ class SkewlessError(Exception):
 
 
 class TransformError(SkewlessError):
-    """A transform was given, or produced, values that break its declaration."""
+    """A transform was given, or produced, values that break its declaration; ``field``
+    names the input column when one is to blame (the server's 422 body reports it)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class SchemaError(SkewlessError):

@@ -32,7 +32,7 @@ def _as_input(f: Field, values: np.ndarray, valid: np.ndarray | None) -> np.ndar
             out[~valid] = np.nan
         return out
     if valid is not None and not f.nullable:
-        raise _columns.InputError(f"input '{f.name}' is not nullable but has nulls")
+        raise _columns.InputError(f"input '{f.name}' is not nullable but has nulls", f.name)
     return values
 
 
@@ -109,7 +109,7 @@ class FeatureSetRunner:
 
     def _missing(self, name: str) -> TransformError:
         return _columns.InputError(
-            f"transform '{self.inputs[name]}': input '{name}' is missing from the batch"
+            f"transform '{self.inputs[name]}': input '{name}' is missing from the batch", name
         )
 
     # ------------------------------------------------------------ Arrow batches

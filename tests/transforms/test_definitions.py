@@ -122,8 +122,12 @@ def test_online_row_and_batch_agree_with_arrow_path():
     assert rows[0] == row and rows[1]["amount_z"] is None
     only_request = OnlineEngine(FS, art, request_time_only=True)
     assert only_request.outputs == ("over_mean",)
-    with pytest.raises(TransformError, match="input 'request_amount' is missing"):
+    with pytest.raises(TransformError, match="input 'request_amount' is missing") as missing:
         only_request.transform_row({"amount": 1.0})
+    assert missing.value.field == "request_amount"
+    with pytest.raises(TransformError, match="expected float64") as wrong:
+        only_request.transform_row({"amount": 1.0, "request_amount": "4"})
+    assert wrong.value.field == "request_amount"  # the column the caller must fix
 
 
 def test_fingerprints_change_with_statistics_and_code():
