@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
 
@@ -17,24 +16,11 @@ from pipelines.feast_objects import (
     repo_objects,
     view_feature_owners,
 )
+from serving.config import feast_connection_string
 from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 from transforms.artifact import StatisticsArtifact
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
-
-
-def connection_string(redis_url: str) -> str:
-    """``redis://host:port/db`` -> Feast's ``host:port,db=N`` (password kept if given)."""
-    u = urlparse(redis_url)
-    if u.scheme not in ("redis", "") or not u.hostname:
-        raise SchemaError(f"REDIS_URL {redis_url!r} is not a redis://host:port[/db] URL")
-    parts = [f"{u.hostname}:{u.port or 6379}"]
-    db = (u.path or "/0").strip("/") or "0"
-    if db != "0":
-        parts.append(f"db={db}")
-    if u.password:
-        parts.append(f"password={u.password}")
-    return ",".join(parts)
 
 
 def configure_repo(repo: Path, redis_url: str | None, project: str | None = None) -> None:
@@ -43,7 +29,7 @@ def configure_repo(repo: Path, redis_url: str | None, project: str | None = None
     config = yaml.safe_load(path.read_text())
     wanted = dict(config)
     if redis_url:
-        online = dict(config["online_store"], connection_string=connection_string(redis_url))
+        online = dict(config["online_store"], connection_string=feast_connection_string(redis_url))
         wanted["online_store"] = online
     if project:
         wanted["project"] = project

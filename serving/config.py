@@ -36,17 +36,20 @@ class ServeConfig:
         return cls(**json.loads(raw)) if raw else cls()
 
 
-def redis_connection(manifest_conn: str, override_url: str | None) -> str:
-    """REDIS_URL (redis://host:port/db) wins over the manifest's Feast connection string."""
-    url = override_url or os.environ.get("REDIS_URL")
-    if not url:
-        return manifest_conn
+def feast_connection_string(redis_url: str) -> str:
+    """``redis[s]://[user:password@]host:port[/db]`` -> Feast's connection string
+    (``host:port[,db=N][,password=..][,username=..][,ssl=true]``); SchemaError naming
+    REDIS_URL when the URL is not a Redis URL."""
     from urllib.parse import urlparse
 
-    u = urlparse(url)
-    parts = [f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"]
-    db = (u.path or "/0").lstrip("/")
-    if db and db != "0":
+    from transforms.errors import SchemaError
+
+    u = urlparse(redis_url)
+    if u.scheme not in ("redis", "rediss", "") or not u.hostname:
+        raise SchemaError(f"REDIS_URL {redis_url!r} is not a redis://host:port[/db] URL")
+    parts = [f"{u.hostname}:{u.port or 6379}"]
+    db = (u.path or "/0").strip("/") or "0"
+    if db != "0":
         parts.append(f"db={db}")
     if u.password:
         parts.append(f"password={u.password}")
@@ -55,3 +58,9 @@ def redis_connection(manifest_conn: str, override_url: str | None) -> str:
     if u.scheme == "rediss":
         parts.append("ssl=true")
     return ",".join(parts)
+
+
+def redis_connection(manifest_conn: str, override_url: str | None) -> str:
+    """REDIS_URL (redis://host:port/db) wins over the manifest's Feast connection string."""
+    url = override_url or os.environ.get("REDIS_URL")
+    return feast_connection_string(url) if url else manifest_conn

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from serving.config import feast_connection_string
 from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 
 STATS_FEATURES: dict[str, str] = {
@@ -70,14 +70,6 @@ class DemoRepo:
     users: int  # user ids 0 .. users-1 have rows; ids >= users are missing
     expired: frozenset[int]  # users whose only row is older than the ttl
     connection_string: str
-
-
-def connection_string(redis_url: str) -> str:
-    """redis://host:port/db -> Feast's "host:port,db=N" connection string."""
-    u = urlparse(redis_url)
-    db = (u.path or "/0").lstrip("/") or "0"
-    out = f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"
-    return out + (f",db={db}" if db != "0" else "")
 
 
 def _column(rng: np.random.Generator, kind: str, n: int, null_rate: float) -> pa.Array:
@@ -178,7 +170,7 @@ def build(
     data = root / "data"
     data.mkdir(exist_ok=True)
     project = f"skewless_test_{uuid.uuid4().hex[:10]}"
-    conn = connection_string(redis_url)
+    conn = feast_connection_string(redis_url)
     now = datetime.now(UTC).replace(microsecond=0)
     rng = np.random.default_rng(7)
     ages = rng.integers(60, 6 * 86_400, users)

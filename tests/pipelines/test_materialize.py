@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pytest
@@ -33,18 +32,13 @@ from bench.materialize import (
 from cli.commands_materialize import register
 from pipelines.materialize import materialize, push, verify
 from serving import redis_layout as rl
+from serving.config import feast_connection_string
 from tests.support import free_port, redis_answers
 from transforms.errors import SchemaError, StoreUnavailable
 
 FEATURES = ["conv_rate", "trips", "city", "active"]
 REFS = [f"driver_stats:{f}" for f in FEATURES]
 N_ROWS, N_ENTITIES = 12_000, 3_000
-
-
-def _connection_string(redis_url: str) -> str:
-    u = urlparse(redis_url)
-    db = (u.path or "/0").strip("/") or "0"
-    return f"{u.hostname}:{u.port or 6379},db={db}"
 
 
 def _online(store: Any, ids: list[int]) -> dict[str, list[Any]]:
@@ -68,7 +62,7 @@ def _same(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> bool:
 
 @pytest.fixture(scope="module")
 def conn(redis_url: str) -> str:
-    return _connection_string(redis_url)
+    return feast_connection_string(redis_url)
 
 
 @pytest.fixture(scope="module")
