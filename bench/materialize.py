@@ -90,21 +90,18 @@ def build_repo(
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Bool, Float64, Int64, String
 
+    from pipelines.feast_objects import write_feature_store_yaml
+
     project = project or f"sk_{uuid.uuid4().hex[:10]}"
     repo.mkdir(parents=True, exist_ok=True)
     (repo / "data").mkdir(exist_ok=True)
     pq.write_table(table, repo / "data" / "driver_stats.parquet", row_group_size=200_000)
-    ttl_line = f"  key_ttl_seconds: {key_ttl_seconds}\n" if key_ttl_seconds else ""
-    (repo / "feature_store.yaml").write_text(
-        f"project: {project}\n"
-        "registry: data/registry.db\n"
-        "provider: local\n"
-        "offline_store:\n  type: file\n"
-        "online_store:\n  type: redis\n"
-        f"  redis_type: {redis_type}\n"
-        f'  connection_string: "{connection_string}"\n'
-        f"{ttl_line}"
-        "entity_key_serialization_version: 3\n"
+    write_feature_store_yaml(
+        repo,
+        project,
+        connection_string,
+        redis_type=redis_type,
+        key_ttl_seconds=key_ttl_seconds,
     )
     store = FeatureStore(repo_path=str(repo))
     driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)

@@ -87,12 +87,9 @@ def _apply_repo(root: Path) -> None:
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, Int64, String
 
-    (root / "feature_store.yaml").write_text(
-        "project: bench_ts\nregistry: data/registry.db\nprovider: local\n"
-        "offline_store:\n  type: file\n"
-        'online_store:\n  type: redis\n  connection_string: "127.0.0.1:6379"\n'
-        "entity_key_serialization_version: 3\n"
-    )
+    from pipelines.feast_objects import write_feature_store_yaml
+
+    write_feature_store_yaml(root, "bench_ts", "127.0.0.1:6379")
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
     source = FileSource(
         name="user_stats_src",

@@ -34,6 +34,38 @@ FEAST_TYPES = {
 }
 
 
+def write_feature_store_yaml(
+    repo: Path,
+    project: str,
+    connection_string: str,
+    *,
+    registry: str | Path = "data/registry.db",
+    redis_type: str = "redis",
+    key_ttl_seconds: int | None = None,
+) -> None:
+    """feature_store.yaml of a Feast repo with the file offline store and a Redis online
+    store (``redis_type`` ``redis`` or ``redis_cluster``), entity keys version 3."""
+    import yaml
+
+    from transforms.atomic import atomic_file
+
+    online: dict[str, Any] = {"type": "redis", "connection_string": connection_string}
+    if redis_type != "redis":
+        online["redis_type"] = redis_type
+    if key_ttl_seconds:
+        online["key_ttl_seconds"] = key_ttl_seconds
+    config = {
+        "project": project,
+        "registry": str(registry),
+        "provider": "local",
+        "offline_store": {"type": "file"},
+        "online_store": online,
+        "entity_key_serialization_version": 3,
+    }
+    with atomic_file(repo / "feature_store.yaml", "w") as fh:
+        yaml.safe_dump(config, fh, sort_keys=False)
+
+
 def data_dir() -> Path:
     """Where the batch pipeline writes (``SKEWLESS_DATA``, default ``feature_repo/data``)."""
     return Path(os.environ.get("SKEWLESS_DATA", REPO_DIR / "data")).resolve()

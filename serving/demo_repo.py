@@ -164,6 +164,7 @@ def build(
     from feast import FeatureStore
     from feast.repo_operations import apply_total
 
+    from pipelines.feast_objects import write_feature_store_yaml
     from serving.demo_features import ARTIFACT, FEATURES
 
     root.mkdir(parents=True, exist_ok=True)
@@ -181,21 +182,7 @@ def build(
     _write_source(data / "user_stats.parquet", STATS_FEATURES, ts, 11, 0.05)
     if wide:
         _write_source(data / "user_wide.parquet", WIDE_FEATURES, ts, 12, 0.02)
-    (root / "feature_store.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            project: {project}
-            registry: {data / "registry.db"}
-            provider: local
-            online_store:
-              type: redis
-              connection_string: "{conn}"
-            offline_store:
-              type: file
-            entity_key_serialization_version: 3
-            """
-        )
-    )
+    write_feature_store_yaml(root, project, conn, registry=data / "registry.db")
     # a unique module name: Feast imports repo files by name, and sys.modules caches them
     (root / f"repo_{project}.py").write_text(_repo_py(wide, data))
     ARTIFACT.save(root / "artifacts" / "payments.json")

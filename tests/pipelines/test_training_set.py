@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.feast_objects import write_feature_store_yaml
 from pipelines.training_set import get_training_set, write_training_set
 from transforms.errors import SchemaError
 
@@ -103,12 +104,7 @@ def _build_repo(repo: Path, tables: dict[str, pa.Table]) -> Any:
     (repo / "data").mkdir(parents=True)
     for name, table in tables.items():
         pq.write_table(table, repo / "data" / f"{name}.parquet", row_group_size=700)
-    (repo / "feature_store.yaml").write_text(
-        "project: skewless_ts\nregistry: data/registry.db\nprovider: local\n"
-        "offline_store:\n  type: file\n"
-        'online_store:\n  type: redis\n  connection_string: "127.0.0.1:6379"\n'
-        "entity_key_serialization_version: 3\n"
-    )
+    write_feature_store_yaml(repo, "skewless_ts", "127.0.0.1:6379")
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
     merchant = Entity(name="merchant", join_keys=["merchant"], value_type=ValueType.STRING)
     src = {
