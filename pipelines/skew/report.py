@@ -46,6 +46,7 @@ from pipelines.skew.statistics import (
     stats_path,
 )
 from serving.manifest import Manifest
+from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
 
 
@@ -159,10 +160,11 @@ def build_report(
     json_path = Path(json_out) if json_out is not None else out.with_name("report.json")
     if json_path == out:
         json_path = out.with_suffix(".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(_clean(report), indent=1, sort_keys=False) + "\n")
-    out.write_text(render_html(report, result, training, serving_stats, drift))
+    page = render_html(report, result, training, serving_stats, drift)
+    with atomic_file(json_path, "w") as fh:  # a crash never leaves half a report
+        fh.write(json.dumps(_clean(report), indent=1, sort_keys=False) + "\n")
+    with atomic_file(out, "w") as fh:
+        fh.write(page)
     return Summary(
         service,
         served.num_rows,
