@@ -60,14 +60,45 @@ def _internal_error() -> Reply:
     return 500, b"application/json", error_body("internal error (logged by the server)", None)
 
 
+def _complete_one(pending: Pending) -> Reply:
+    try:
+        return pending.complete()
+    except Exception:
+        return _internal_error()
+
+
 class ServerState:
     """Connections of one server process (idle sweep, graceful shutdown)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: LookupApp) -> None:
         self.loop = loop
+        self.app = app
         self.connections: set[HttpProtocol] = set()
         self.closing = False
         self.all_closed = asyncio.Event()
+        # requests whose Redis replies came in, answered together at the next loop hop
+        self.completed: list[tuple[HttpProtocol, Pending, str, bool, float]] = []
+
+    def complete(
+        self, conn: HttpProtocol, pending: Pending, path: str, alive: bool, t0: float
+    ) -> None:
+        """Queue a request whose Redis reply arrived. The replies of one Redis read resolve
+        their futures in one loop iteration, so every request they answer is queued before
+        :meth:`drain` runs and their transforms run as one batch
+        (:meth:`LookupApp.complete_many`)."""
+        completed = self.completed
+        completed.append((conn, pending, path, alive, t0))
+        if len(completed) == 1:
+            self.loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        done, self.completed = self.completed, []
+        try:
+            replies = self.app.complete_many([d[1] for d in done])
+        except Exception:  # a bug: answer each request alone, so only its own gets a 500
+            replies = [_complete_one(d[1]) for d in done]
+        for (conn, _, path, alive, t0), reply in zip(done, replies, strict=True):
+            conn._respond(reply, path, alive, t0)
 
     async def sweep_idle(self, timeout_s: float) -> None:
         """Close connections with nothing in flight and no complete request for
@@ -232,14 +263,8 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._respond(reply, path, keep_alive, t0)
 
-    def _complete(
-        self, pending: Pending, path: str, keep_alive: bool, t0: float, _f: object
-    ) -> None:
-        try:
-            reply = pending.complete()
-        except Exception:
-            reply = _internal_error()
-        self._respond(reply, path, keep_alive, t0)
+    def _complete(self, pending: Pending, path: str, alive: bool, t0: float, _f: object) -> None:
+        self.state.complete(self, pending, path, alive, t0)
 
     def _respond(self, reply: Reply, path: str, keep_alive: bool, t0: float) -> None:
         status, content_type, payload = reply
@@ -302,7 +327,7 @@ async def serve(
     (up to ``grace_s``), close connections, flush the feature log and close Redis.
     Connections idle for ``app.config.keep_alive_s`` are closed meanwhile."""
     loop = asyncio.get_running_loop()
-    state = ServerState(loop)
+    state = ServerState(loop, app)
     if sock is not None:
         server = await loop.create_server(lambda: HttpProtocol(app, state), sock=sock, backlog=2048)
     else:

@@ -501,6 +501,10 @@ def _decode_ts(raw: bytes) -> tuple[int, int]:
     return ts
 
 
+Decoded = list[list[tuple[list[list[Any]], list[list[int]], list[tuple[int, int]]]]]
+"""Per key group, per view: (values per feature, statuses per feature, ts per entity)."""
+
+
 def decode(
     plan: Plan,
     n: int,
@@ -515,12 +519,48 @@ def decode(
     the per-entity work is only the row timestamp / ttl check. Statuses of a column without
     nulls or missing rows are one shared all-PRESENT list.
     """
-    if now_ns is None:
-        now_ns = time.time_ns()
+    decoded = decode_views(plan, n, replies, time.time_ns() if now_ns is None else now_ns)
+    return assemble(plan, n, decoded, run_transforms(plan, n, decoded, entities), entities)
+
+
+def decode_many(
+    plan: Plan,
+    lookups: Sequence[tuple[int, list[list[list[bytes | None]]], dict[str, list[Any]]]],
+    now_ns: int | None = None,
+) -> list[Result | TransformError]:
+    """:func:`decode` of several lookups of one plan, ``(n, replies, entities)`` each,
+    whose Redis replies arrived together: the views are decoded per lookup, the request-time
+    transforms run once over all their rows (transforms are row-independent, rule 19 of
+    transforms/CONTRACT.md, so each row gets the value it gets alone). If that fails, the
+    transforms run per lookup, so a lookup whose own inputs make a transform fail gets its
+    TransformError and the others are unaffected. Any other error propagates."""
+    now = time.time_ns() if now_ns is None else now_ns
+    decoded = [decode_views(plan, n, replies, now) for n, replies, _ in lookups]
+    outs: list[Transformed | TransformError]
+    try:
+        outs = list(_transforms_batched(plan, lookups, decoded))
+    except TransformError:  # find whose rows fail: run each lookup alone
+        outs = []
+        for (n, _, entities), dec in zip(lookups, decoded, strict=True):
+            try:
+                outs.append(run_transforms(plan, n, dec, entities))
+            except TransformError as exc:
+                outs.append(exc)
+    results: list[Result | TransformError] = []
+    for (n, _, entities), dec, out in zip(lookups, decoded, outs, strict=True):
+        results.append(
+            out if isinstance(out, TransformError) else assemble(plan, n, dec, out, entities)
+        )
+    return results
+
+
+def decode_views(
+    plan: Plan, n: int, replies: list[list[list[bytes | None]]], now_ns: int
+) -> Decoded:
+    """The view columns of one lookup, with statuses (NOT_FOUND, NULL_VALUE, TTL)."""
     decode_column = rl.decode_column
     present = _all_present(n)
-    # per group, per view: (values per feature, statuses per feature, ts per entity)
-    decoded: list[list[tuple[list[list[Any]], list[list[int]], list[tuple[int, int]]]]] = []
+    decoded: Decoded = []
     for gi, group in enumerate(plan.groups):
         per_view = []
         cols = list(zip(*replies[gi], strict=True))
@@ -557,26 +597,84 @@ def decode(
                 vals.append(col)
             per_view.append((vals, stats, tss))
         decoded.append(per_view)
+    return decoded
 
-    transformed: dict[tuple[str, str], list[Any]] = {}
+
+def _transform_inputs(
+    wiring: dict[str, tuple[int, int, int]],
+    inputs: Sequence[str],
+    decoded: Decoded,
+    entities: dict[str, list[Any]],
+) -> dict[str, list[Any]]:
+    """One transform set's input columns: request data, or decoded view features."""
+    out: dict[str, list[Any]] = {}
+    for inp in inputs:
+        w = wiring.get(inp)
+        if w is None:
+            out[inp] = entities[inp]
+        else:
+            gi, vi, fi = w
+            out[inp] = decoded[gi][vi][0][fi]
+    return out
+
+
+def _run_set(lt: LoadedTransforms, inputs: dict[str, list[Any]], n: int) -> dict[str, list[Any]]:
+    try:
+        return lt.engine.runner.run_python_columns(inputs, n)
+    except TransformError:
+        raise
+    except SkewlessError as exc:
+        raise TransformError(str(exc)) from None
+
+
+Transformed = dict[tuple[str, str], list[Any]]
+"""(transform set, output name) -> output column of one lookup."""
+
+
+def run_transforms(
+    plan: Plan, n: int, decoded: Decoded, entities: dict[str, list[Any]]
+) -> Transformed:
+    """The request-time transforms of one lookup."""
+    transformed: Transformed = {}
     for lt, wiring in plan.transform_sets:
-        inputs: dict[str, Sequence[Any]] = {}
-        for inp in lt.engine.inputs:
-            w = wiring.get(inp)
-            if w is None:
-                inputs[inp] = entities[inp]
-            else:
-                gi, vi, fi = w
-                inputs[inp] = decoded[gi][vi][0][fi]
-        try:
-            out = lt.engine.runner.run_python_columns(inputs, n)
-        except TransformError:
-            raise
-        except SkewlessError as exc:
-            raise TransformError(str(exc)) from None
-        for name, col in out.items():
+        inputs = _transform_inputs(wiring, lt.engine.inputs, decoded, entities)
+        for name, col in _run_set(lt, inputs, n).items():
             transformed[(lt.spec.name, name)] = col
+    return transformed
 
+
+def _transforms_batched(
+    plan: Plan,
+    lookups: Sequence[tuple[int, Any, dict[str, list[Any]]]],
+    decoded: Sequence[Decoded],
+) -> list[Transformed]:
+    """:func:`run_transforms` of several lookups in one call per transform set: input
+    columns concatenated, outputs cut back at the lookups' boundaries."""
+    outs: list[Transformed] = [{} for _ in lookups]
+    sizes = [n for n, _, _ in lookups]
+    total = sum(sizes)
+    for lt, wiring in plan.transform_sets:
+        per = [
+            _transform_inputs(wiring, lt.engine.inputs, dec, entities)
+            for (_, _, entities), dec in zip(lookups, decoded, strict=True)
+        ]
+        joined = {inp: [v for cols in per for v in cols[inp]] for inp in lt.engine.inputs}
+        for name, col in _run_set(lt, joined, total).items():
+            lo = 0
+            for out, size in zip(outs, sizes, strict=True):
+                out[(lt.spec.name, name)] = col[lo : lo + size]
+                lo += size
+    return outs
+
+
+def assemble(
+    plan: Plan,
+    n: int,
+    decoded: Decoded,
+    transformed: Transformed,
+    entities: dict[str, list[Any]],
+) -> Result:
+    """The Result of one lookup: entity keys, then the plan's outputs in order."""
     names = list(plan.entity_names)
     values: list[list[Any]] = [entities[k] for k in plan.entity_names]
     statuses: list[list[int]] = [[PRESENT] * n for _ in plan.entity_names]

@@ -365,3 +365,17 @@ def test_rule17_errors_name_transform_and_field(tmp_path):
         tmp_path,
         "transform 'needs_amount': input 'amount' is not nullable",
     )
+
+
+# ------------------------------------------------------------------ rule 19
+
+
+def test_rule19_rows_are_independent_of_their_batch(tmp_path):
+    from transforms.engines.online import OnlineEngine
+
+    t = table(x=pa.array([None, 0.0, 1.5, -2.0, math.inf, 3.25] * 50, pa.float64()))
+    fs = fs_of(centered, doubled, inverse)
+    r = run_everywhere(fs, t, tmp_path)  # online: rows one by one, then batches of 256
+    whole = OnlineEngine(fs, r.artifact).transform_rows(t.to_pylist())  # one call
+    for name in ("centered", "doubled", "inverse"):
+        assert [row[name] for row in whole] == r.column(name)

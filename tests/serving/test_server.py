@@ -27,6 +27,7 @@ from serving.config import ServeConfig
 from serving.demo_repo import STATS_FEATURES, DemoRepo
 from serving.manifest import Manifest
 from tests.support import free_port, start_redis_server
+from transforms.errors import TransformError
 
 ROOT = Path(__file__).resolve().parents[2]
 STATS_REFS = [f"user_stats:{f}" for f in STATS_FEATURES]
@@ -250,6 +251,58 @@ def test_bad_input_is_4xx_json(demo: DemoRepo, redis_url: str) -> None:
     assert _post(app, "/nowhere", {}).status_code == 404
     assert _get(app, "/get-online-features").status_code == 405
     assert _get(app, "/openapi.json").json()["paths"]["/get-online-features"]
+    _run(app.shutdown())
+
+
+def test_replies_answered_together_match_one_by_one(
+    demo: DemoRepo, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests whose Redis replies arrive together run their request-time transforms as
+    one batch (LookupApp.complete_many, as the HTTP front does): every response is
+    byte-identical to answering the request alone, and a request whose own inputs make a
+    transform fail gets its 422 while the rest of the batch is unaffected."""
+    app = LookupApp(_config(demo, redis_url))
+    rng = random.Random(7)
+    bodies: list[dict[str, Any]] = []
+    for _ in range(40):  # unknown users (NOT_FOUND), expired ones, null request data
+        users = [rng.randrange(demo.users + 20) for _ in range(rng.choice([1, 1, 3]))]
+        amounts = [rng.choice([None, round(rng.uniform(1, 300), 2)]) for _ in users]
+        body = {"entities": {"user_id": users, "request_amount": amounts}}
+        bodies.append({"feature_service": "payments_v1", **body})
+    bodies.insert(5, {"features": STATS_REFS, "entities": {"user_id": [1, 2]}})
+
+    def answer(batched: bool) -> list[tuple[int, bytes, bytes]]:
+        async def go() -> list[tuple[int, bytes, bytes]]:
+            pending = [
+                app.handle("POST", "/get-online-features", None, json.dumps(b).encode())
+                for b in bodies
+            ]
+            await asyncio.gather(*(p.future for p in pending))  # type: ignore[union-attr]
+            if batched:
+                return app.complete_many(pending)  # type: ignore[arg-type]
+            return [p.complete() for p in pending]  # type: ignore[union-attr]
+
+        return _run(go())
+
+    alone = answer(False)
+    assert all(status == 200 for status, _, _ in alone)
+    assert answer(True) == alone
+
+    ((loaded, _),) = app.plans.for_service("payments_v1", False).transform_sets
+    runner = loaded.engine.runner
+    real = runner.run_python_columns
+
+    def picky(columns: dict[str, list[Any]], n: int) -> dict[str, list[Any]]:
+        if 13.13 in columns["request_amount"]:
+            raise TransformError("request_amount 13.13 refused", "request_amount")
+        return real(columns, n)
+
+    monkeypatch.setattr(runner, "run_python_columns", picky)
+    bodies[8]["entities"]["request_amount"][0] = 13.13
+    together = answer(True)
+    status, _, payload = together[8]
+    assert status == 422 and json.loads(payload)["field"] == "request_amount"
+    assert together[:8] + together[9:] == alone[:8] + alone[9:]
     _run(app.shutdown())
 
 
