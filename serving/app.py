@@ -134,12 +134,19 @@ def _all_finite(values: list[Any]) -> bool:
     """True when no float in ``values`` is NaN or infinite (None allowed): one C-level sum
     (NaN and inf propagate; inf - inf is NaN), and the exact per-value check only if the
     sum is not finite (which a huge but finite column may also give)."""
+    if len(values) == 1:
+        v = values[0]
+        return v is None or v - v == 0.0  # NaN - NaN and inf - inf are NaN
     try:
         if math.isfinite(sum(filter(None, values))):
             return True
     except (TypeError, OverflowError):
         pass
     return all(v is None or math.isfinite(v) for v in values)
+
+
+_CONVERTED = frozenset({"double", "float", "float64", "bytes", "unix_timestamp", "timestamp"})
+"""Column types whose JSON differs from the Python values (see native_column)."""
 
 
 def native_column(values: list[Any], type_name: str, iso_timestamps: bool) -> list[Any]:
@@ -163,25 +170,22 @@ def feast_response(result: Result) -> bytes:
     features of a view share one timestamp column; columns without nulls share one
     all-PRESENT status column) and orjson writes the shared lists as often as needed.
     """
-    plan = result.plan
-    types = plan.output_types
-    n_ent = len(plan.entity_names)
     results = []
     status_cache: dict[int, list[str]] = {}
     ts_cache: dict[int, list[str]] = {}
     status_name = STATUS_NAMES.__getitem__
-    for i, name in enumerate(result.names):
-        statuses = result.statuses[i]
+    columns = zip(
+        result.values, result.statuses, result.timestamps, result.plan.column_types, strict=True
+    )
+    for values, statuses, tss, type_name in columns:
         names = status_cache.get(id(statuses))
         if names is None:
             names = status_cache[id(statuses)] = list(map(status_name, statuses))
-        tss = result.timestamps[i]
         stamps = ts_cache.get(id(tss))
         if stamps is None:
             stamps = ts_cache[id(tss)] = list(map(timestamp_str, tss))
-        values = result.values[i]
-        if i >= n_ent:
-            values = native_column(values, types.get(name, ""), False)
+        if type_name in _CONVERTED:
+            values = native_column(values, type_name, False)
         results.append({"values": values, "statuses": names, "event_timestamps": stamps})
     return orjson.dumps({"metadata": {"feature_names": result.names}, "results": results})
 

@@ -207,6 +207,13 @@ class Plan:
     fingerprints: dict[str, str]
     artifact_hashes: dict[str, str]
     output_types: dict[str, str]  # output column -> type name (for logs)
+    column_names: list[str] = field(init=False)  # every Result's names (shared)
+    column_types: list[str] = field(init=False)  # per result column ("" for entity keys)
+
+    def __post_init__(self) -> None:
+        self.column_names = self.entity_names + [o[0] for o in self.outputs]
+        outputs = [self.output_types.get(o[0], "") for o in self.outputs]
+        self.column_types = [""] * len(self.entity_names) + outputs
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -558,6 +565,15 @@ def decode_views(
     plan: Plan, n: int, replies: list[list[list[bytes | None]]], now_ns: int
 ) -> Decoded:
     """The view columns of one lookup, with statuses (NOT_FOUND, NULL_VALUE, TTL)."""
+    if n == 1:
+        return _decode_views_one(plan, replies, now_ns)
+    return _decode_views_columns(plan, n, replies, now_ns)
+
+
+def _decode_views_columns(
+    plan: Plan, n: int, replies: list[list[list[bytes | None]]], now_ns: int
+) -> Decoded:
+    """:func:`decode_views` column by column (see :func:`decode`)."""
     decode_column = rl.decode_column
     present = _all_present(n)
     decoded: Decoded = []
@@ -595,6 +611,49 @@ def decode_views(
                 else:
                     stats.append(present)
                 vals.append(col)
+            per_view.append((vals, stats, tss))
+        decoded.append(per_view)
+    return decoded
+
+
+_ONE = {status: [status] for status in (PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE)}
+
+
+def _decode_views_one(plan: Plan, replies: list[list[list[bytes | None]]], now_ns: int) -> Decoded:
+    """:func:`decode_views` of a single entity (most online requests), value by value with
+    no column set-up; the same values and statuses. Status lists are shared constants
+    (never mutated), like the all-PRESENT list of the general path."""
+    decode_value = rl.decode_value
+    present = _all_present(1)
+    decoded: Decoded = []
+    for gi, group in enumerate(plan.groups):
+        row = replies[gi][0]
+        per_view = []
+        for vr in group.views:
+            off = vr.offset
+            nf = len(vr.features)
+            raw_ts = row[off + nf]
+            if raw_ts is None:
+                dead = NOT_FOUND  # entity has no row for this view
+                tss = [EPOCH_TS]
+            else:
+                ts = _decode_ts(raw_ts)
+                tss = [ts]
+                ttl = vr.ttl_ns
+                expired = ttl and now_ns - (ts[0] * 1_000_000_000 + ts[1]) > ttl
+                dead = OUTSIDE_MAX_AGE if expired else 0
+            if dead:
+                per_view.append(([[None] for _ in range(nf)], [_ONE[dead]] * nf, tss))
+                continue
+            vals: list[list[Any]] = []
+            stats: list[list[int]] = []
+            for raw in row[off : off + nf]:
+                v = decode_value(raw)
+                vals.append([v])
+                if v is not None:
+                    stats.append(present)
+                else:  # never written: NOT_FOUND; written as null
+                    stats.append(_ONE[NOT_FOUND if raw is None else NULL_VALUE])
             per_view.append((vals, stats, tss))
         decoded.append(per_view)
     return decoded
@@ -675,13 +734,12 @@ def assemble(
     entities: dict[str, list[Any]],
 ) -> Result:
     """The Result of one lookup: entity keys, then the plan's outputs in order."""
-    names = list(plan.entity_names)
     values: list[list[Any]] = [entities[k] for k in plan.entity_names]
-    statuses: list[list[int]] = [[PRESENT] * n for _ in plan.entity_names]
+    present = _all_present(n)  # shared, never mutated
+    statuses: list[list[int]] = [present for _ in plan.entity_names]
     epoch = [EPOCH_TS] * n
     timestamps: list[list[tuple[int, int]]] = [epoch for _ in plan.entity_names]
-    for out_name, kind, a, b in plan.outputs:
-        names.append(out_name)
+    for _, kind, a, b in plan.outputs:
         if kind == "view":
             vals, stats, tss = decoded[a[0]][a[1]]
             values.append(vals[b])
@@ -690,11 +748,14 @@ def assemble(
         else:
             col = transformed[(a, b)]
             values.append(col)
-            statuses.append([NULL_VALUE if v is None else PRESENT for v in col])
+            if None in col:
+                statuses.append([NULL_VALUE if v is None else PRESENT for v in col])
+            else:
+                statuses.append(present)
             timestamps.append(epoch)
     request_data = {k: entities[k] for k in plan.request_fields}
     ent = {k: entities[k] for k in plan.entity_names}
-    return Result(plan, n, names, values, statuses, timestamps, request_data, ent)
+    return Result(plan, n, plan.column_names, values, statuses, timestamps, request_data, ent)
 
 
 # ---------------------------------------------------------------------- Redis reads
