@@ -20,17 +20,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bench.materialize import (
-    build_repo,
-    clear_project,
-    generate,
-    project_keys,
-    redis_client,
-    snapshot,
-    window,
-)
 from cli.commands_materialize import register
-from pipelines.materialize import materialize, push, verify
+from pipelines.materialize import (
+    clear_project,
+    materialize,
+    project_keys,
+    push,
+    redis_client,
+    verify,
+)
+from pipelines.materialize_demo import build_repo, generate, snapshot, window
 from serving import redis_layout as rl
 from serving.config import feast_connection_string
 from tests.support import free_port, redis_answers
