@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.results import Measure, write_json
+from bench.results import ROUNDS, Measure, write_json
 from pipelines.materialize import clear_project, redis_client
 from pipelines.materialize_demo import build_repo, generate, snapshot, window
 
@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", type=int, default=13, help="dedicated Redis DB index")
     parser.add_argument("--skip-feast", action="store_true", help="time only ours")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating Feast/ours rounds (medians reported)"
+        "--rounds",
+        type=int,
+        default=ROUNDS,
+        help="alternating Feast/ours rounds (medians reported)",
     )
     parser.add_argument("--json", help="also write the measurements here (for skewless bench)")
     parser.add_argument(

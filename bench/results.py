@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+ROUNDS = 5  # alternating Feast/skewless rounds per comparison; medians are reported
+
 
 @dataclass(frozen=True)
 class Measure:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bench.results import Measure, markdown, read_json
+from bench.results import ROUNDS, Measure, markdown, read_json
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -113,8 +113,8 @@ def main(quick: bool = False) -> int:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         RESULTS.write_text(
             f"# Benchmark results\n\n{stamp}, `skewless bench` (one run, same data and Redis "
-            "for both systems; materialization and online-lookup figures are medians of 3 "
-            f"rounds alternating Feast and skewless).\n\nMachine: {machine()}\n\n{table}\n"
+            "for both systems; materialization and online-lookup figures are medians of "
+            f"{ROUNDS} rounds alternating Feast and skewless).\n\nMachine: {machine()}\n\n{table}\n"
         )
         console.print(f"written to {RESULTS}")
     return 0 if measures else 1

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._load import http_request, roundtrip, run_load, wrk_path
-from bench.results import Measure, write_json
+from bench.results import ROUNDS, Measure, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -237,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=1, help="worker processes of EACH server")
     ap.add_argument("--seconds", type=float, default=0, help="seconds per load run")
     ap.add_argument(
-        "--rounds", type=int, default=3, help="alternating Feast/ours rounds (medians reported)"
+        "--rounds",
+        type=int,
+        default=ROUNDS,
+        help="alternating Feast/ours rounds (medians reported)",
     )
     ap.add_argument("--python-client", action="store_true", help="do not use wrk")
     ap.add_argument("--json", help="also write the measurements here (for skewless bench)")
