@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipelines.feast_objects import (
-    FEAST_TYPES,
-    FEATURE_SETS_MODULE,
-    MODEL_SERVICE,
-    artifact_path,
+    ODFV_TAGS,
+    SERVICE_ARTIFACT_TAG,
+    SERVICE_FINGERPRINTS_TAG,
     data_dir,
     repo_objects,
-    view_feature_owners,
 )
 from serving.config import feast_connection_string
 from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
-from transforms.artifact import StatisticsArtifact
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
 
@@ -40,48 +39,88 @@ def configure_repo(repo: Path, redis_url: str | None, project: str | None = None
         yaml.safe_dump(config, fh, sort_keys=False)
 
 
-def build_manifest(project: str, connection: str, base: Path) -> Manifest:
-    from feature_repo import feature_sets
+# Feast dtype -> (value type as stored in Redis, request-time field type name)
+_FROM_FEAST: dict[str, tuple[str, str]] = {
+    "Int64": ("int64", "int64"),
+    "Int32": ("int32", "int64"),
+    "Float64": ("double", "float64"),
+    "Float32": ("float", "float64"),
+    "String": ("string", "string"),
+    "Bool": ("bool", "bool"),
+    "UnixTimestamp": ("unix_timestamp", "timestamp"),
+    "Bytes": ("bytes", ""),  # not a request-time field type
+}
 
+
+def _feast_type(field: Any, where: str, request: bool = False) -> str:
+    got = _FROM_FEAST.get(str(field.dtype))
+    if got is None or (request and not got[1]):
+        raise SchemaError(f"{where}: Feast type {field.dtype} of '{field.name}' is not served")
+    return got[1] if request else got[0]
+
+
+def manifest_from_registry(store: Any) -> Manifest:
+    """The serving manifest of a Feast repo, read back from its registry after apply: every
+    FeatureView (entity and feature types, ttl), every FeatureService with its features in
+    Feast's order and the artifact hashes and fingerprints it is tagged with, and each
+    OnDemandFeatureView tagged with ``ODFV_TAGS`` (untagged ones are not served). What the
+    server checks at start-up is thus what Feast registered, whoever wrote the repo."""
     views = {
-        fs.name: ViewSpec(
-            name=fs.name,
-            entities={k: FEAST_TYPES[t][1] for k, t in fs.entities.items()},
-            features={t.name: FEAST_TYPES[t.output.type][1] for t in fs.order},
-            ttl_seconds=fs.ttl_seconds,
+        fv.name: ViewSpec(
+            name=fv.name,
+            entities={c.name: _feast_type(c, fv.name) for c in fv.entity_columns},
+            features={f.name: _feast_type(f, fv.name) for f in fv.features},
+            ttl_seconds=int(fv.ttl.total_seconds()) if fv.ttl else 0,
         )
-        for fs in feature_sets.ENTITY_FEATURE_SETS
+        for fv in store.list_feature_views()
     }
-    owners = view_feature_owners()
     request: dict[str, RequestTransformSpec] = {}
-    service_features = [f"{v}:{f}" for v, spec in views.items() for f in spec.features]
-    hashes: dict[str, str] = {}
-    fingerprints: dict[str, str] = {}
-    for fs in feature_sets.REQUEST_FEATURE_SETS:
-        path = artifact_path(fs, base)
-        art = StatisticsArtifact.load(path)
-        fps = fs.fingerprints(art)
-        attr = next(k for k, v in vars(feature_sets).items() if v is fs)
-        request[fs.name] = RequestTransformSpec(
-            name=fs.name,
-            feature_set=f"{FEATURE_SETS_MODULE}:{attr}",
-            artifact_path=str(path),
-            artifact_hash=art.content_hash,
-            fingerprints=fps,
-            request_schema={n: f.type.name for n, f in fs.inputs.items() if n not in owners},
-            view_inputs={n: f"{owners[n]}:{n}" for n in fs.inputs if n in owners},
+    for odfv in store.list_on_demand_feature_views():
+        tags = odfv.tags
+        if not all(t in tags for t in ODFV_TAGS):
+            continue
+        ref = tags["skewless.feature_set"]
+        module, _, attr = ref.partition(":")
+        inputs = getattr(importlib.import_module(module), attr).inputs
+        request_schema = {
+            f.name: _feast_type(f, odfv.name, request=True)
+            for src in odfv.source_request_sources.values()
+            for f in src.schema
+            if f.name in inputs
+        }
+        view_inputs = {
+            f.name: f"{proj.name}:{f.name}"
+            for proj in odfv.source_feature_view_projections.values()
+            for f in proj.features
+            if f.name in inputs
+        }
+        request[odfv.name] = RequestTransformSpec(
+            name=odfv.name,
+            feature_set=ref,
+            artifact_path=tags["skewless.artifact_path"],
+            artifact_hash=tags["skewless.artifact_hash"],
+            fingerprints=json.loads(tags["skewless.fingerprints"]),
+            request_schema=request_schema,
+            view_inputs=view_inputs,
         )
-        service_features += [f"{fs.name}:{t.name}" for t in fs.select(request_time=True)]
-        hashes[fs.name] = art.content_hash
-        fingerprints.update(fps)
-    services = {MODEL_SERVICE: ServiceSpec(MODEL_SERVICE, service_features, hashes, fingerprints)}
+    services = {}
+    for svc in store.list_feature_services():
+        fingerprints: dict[str, str] = {}
+        hashes: dict[str, str] = {}
+        for key, value in sorted(svc.tags.items()):
+            if key.startswith(SERVICE_ARTIFACT_TAG):
+                hashes[key.removeprefix(SERVICE_ARTIFACT_TAG)] = value
+            elif key.startswith(SERVICE_FINGERPRINTS_TAG):
+                fingerprints.update(json.loads(value))
+        refs = [f"{p.name}:{f.name}" for p in svc.feature_view_projections for f in p.features]
+        services[svc.name] = ServiceSpec(svc.name, refs, hashes, fingerprints)
     return Manifest(
-        project=project,
-        entity_key_serialization_version=3,
+        project=store.project,
+        entity_key_serialization_version=store.config.entity_key_serialization_version,
         views=views,
         request_transforms=request,
         services=services,
-        redis_connection_string=connection,
+        redis_connection_string=store.config.online_store.connection_string,
     )
 
 
@@ -104,7 +143,6 @@ def apply(
     store = FeatureStore(repo_path=str(repo))
     objects: dict[str, Any] = repo_objects(base)
     store.apply(list(objects.values()))
-    connection = store.config.online_store.connection_string
-    manifest = build_manifest(store.project, connection, base)
+    manifest = manifest_from_registry(store)
     manifest.save(repo)
     return manifest

@@ -24,6 +24,16 @@ REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
 FEATURE_SETS_MODULE = "feature_repo.feature_sets"
 MODEL_SERVICE = "fraud_model_v1"
 
+# Tags the serving manifest is read from (pipelines.apply.manifest_from_registry).
+ODFV_TAGS = (
+    "skewless.feature_set",  # "module:attribute" of the FeatureSet the UDF runs
+    "skewless.artifact_path",  # its frozen statistics artifact, relative to the repo or absolute
+    "skewless.artifact_hash",
+    "skewless.fingerprints",  # JSON: transform -> fingerprint
+)
+SERVICE_ARTIFACT_TAG = "skewless.artifact."  # + feature set name: artifact hash
+SERVICE_FINGERPRINTS_TAG = "skewless.fingerprints."  # + feature set name: JSON fingerprints
+
 # field type -> (Feast dtype name, Feast ValueType / redis codec name)
 FEAST_TYPES = {
     Int64Type: ("Int64", "int64"),
@@ -110,6 +120,27 @@ def view_feature_owners() -> dict[str, str]:
     return {t.name: fs.name for fs in feature_sets.ENTITY_FEATURE_SETS for t in fs.order}
 
 
+def odfv_tags(ref: str, artifact: str, art: StatisticsArtifact, fs: FeatureSet) -> dict[str, str]:
+    """Tags of an OnDemandFeatureView that runs feature set ``ref`` ("module:attribute")
+    with the statistics artifact at ``artifact`` (see ``ODFV_TAGS``)."""
+    return dict(
+        zip(
+            ODFV_TAGS,
+            (ref, artifact, art.content_hash, json.dumps(fs.fingerprints(art), sort_keys=True)),
+            strict=True,
+        )
+    )
+
+
+def service_tags(art: StatisticsArtifact, fs: FeatureSet) -> dict[str, str]:
+    """Tags of a FeatureService serving ``fs``: the artifact hash and fingerprints the
+    model was trained with (the server refuses to start with others)."""
+    return {
+        SERVICE_ARTIFACT_TAG + fs.name: art.content_hash,
+        SERVICE_FINGERPRINTS_TAG + fs.name: json.dumps(fs.fingerprints(art), sort_keys=True),
+    }
+
+
 def repo_objects(base: Path | None = None) -> dict[str, Any]:
     """Every Feast object of the repo by variable name (``definitions.py`` exports them)."""
     from feast import (
@@ -163,6 +194,7 @@ def repo_objects(base: Path | None = None) -> dict[str, Any]:
     for fs in feature_sets.REQUEST_FEATURE_SETS:
         path = artifact_path(fs, base)
         art = StatisticsArtifact.load(path)
+        attr = next(k for k, v in vars(feature_sets).items() if v is fs)
         request_fields = [
             Field(name=name, dtype=getattr(ft, FEAST_TYPES[f.type][0]))
             for name, f in fs.inputs.items()
@@ -185,12 +217,11 @@ def repo_objects(base: Path | None = None) -> dict[str, Any]:
             udf=request_udf(fs.name),
             udf_string=f"skewless request-time transforms of {fs.name}",
             description=fs.description,
-            tags={"skewless.artifact_hash": art.content_hash},
+            tags=odfv_tags(f"{FEATURE_SETS_MODULE}:{attr}", str(path), art, fs),
         )
         odfvs.append(odfv)
         objects[fs.name] = odfv
-        tags[f"skewless.artifact.{fs.name}"] = art.content_hash
-        tags[f"skewless.fingerprints.{fs.name}"] = json.dumps(fs.fingerprints(art), sort_keys=True)
+        tags.update(service_tags(art, fs))
     objects["fraud_model_v1"] = FeatureService(
         name=MODEL_SERVICE,
         features=[*views.values(), *odfvs],

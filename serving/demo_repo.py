@@ -26,7 +26,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serving.config import feast_connection_string
-from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 
 STATS_FEATURES: dict[str, str] = {
     "avg_amount": "double",
@@ -41,9 +40,8 @@ STATS_FEATURES: dict[str, str] = {
 WIDE_FEATURES: dict[str, str] = {f"w{i:02d}": ("double" if i % 3 else "int64") for i in range(50)}
 STATS_TTL = timedelta(days=7)
 FEATURE_SET_REF = "serving.demo_features:FEATURES"
+ARTIFACT_PATH = "artifacts/payments.json"  # relative to the repo
 ODFV = "payment_features"
-REQUEST_SCHEMA = {"request_amount": "float64"}
-VIEW_INPUTS = {"avg_amount": "user_stats:avg_amount", "txn_count": "user_stats:txn_count"}
 
 _FEAST_TYPE = {
     "double": "Float64",
@@ -103,7 +101,9 @@ def _write_source(
     pq.write_table(pa.table(cols), path)
 
 
-def _repo_py(wide: bool, data: Path) -> str:
+def _repo_py(
+    wide: bool, data: Path, odfv_tags: dict[str, str], service_tags: dict[str, str]
+) -> str:
     def fields(features: dict[str, str]) -> str:
         return ", ".join(f'Field(name="{k}", dtype={_FEAST_TYPE[v]})' for k, v in features.items())
 
@@ -141,6 +141,7 @@ def _repo_py(wide: bool, data: Path) -> str:
             schema=[Field(name="amount_vs_avg", dtype=Float64),
                     Field(name="request_amount_z", dtype=Float64)],
             mode="pandas",
+            tags={odfv_tags!r},
         )
         def {ODFV}(inputs: pd.DataFrame) -> pd.DataFrame:
             from serving.demo_features import feast_udf
@@ -148,7 +149,8 @@ def _repo_py(wide: bool, data: Path) -> str:
             return feast_udf(inputs)
 
         stats_service = FeatureService(name="stats_v1", features=[user_stats])
-        payments_service = FeatureService(name="payments_v1", features=[user_stats, {ODFV}])
+        payments_service = FeatureService(name="payments_v1", features=[user_stats, {ODFV}],
+                                          tags={service_tags!r})
         """
     ) + textwrap.dedent(wide_src)
 
@@ -164,7 +166,8 @@ def build(
     from feast import FeatureStore
     from feast.repo_operations import apply_total
 
-    from pipelines.feast_objects import write_feature_store_yaml
+    from pipelines.apply import manifest_from_registry
+    from pipelines.feast_objects import odfv_tags, service_tags, write_feature_store_yaml
     from serving.demo_features import ARTIFACT, FEATURES
 
     root.mkdir(parents=True, exist_ok=True)
@@ -184,8 +187,11 @@ def build(
         _write_source(data / "user_wide.parquet", WIDE_FEATURES, ts, 12, 0.02)
     write_feature_store_yaml(root, project, conn, registry=data / "registry.db")
     # a unique module name: Feast imports repo files by name, and sys.modules caches them
-    (root / f"repo_{project}.py").write_text(_repo_py(wide, data))
-    ARTIFACT.save(root / "artifacts" / "payments.json")
+    odfv = odfv_tags(FEATURE_SET_REF, ARTIFACT_PATH, ARTIFACT, FEATURES)
+    (root / f"repo_{project}.py").write_text(
+        _repo_py(wide, data, odfv, service_tags(ARTIFACT, FEATURES))
+    )
+    ARTIFACT.save(root / ARTIFACT_PATH)
 
     import importlib
 
@@ -206,54 +212,8 @@ def build(
         sys.path.remove(str(root))
     store = FeatureStore(repo_path=str(root))
     store.materialize(start_date=now - timedelta(days=60), end_date=now + timedelta(seconds=1))
-    manifest_for(project, conn, wide, ARTIFACT.content_hash, FEATURES.fingerprints(ARTIFACT)).save(
-        root
-    )
+    manifest_from_registry(store).save(root)
     return DemoRepo(root, project, users, frozenset(expired), conn)
-
-
-def manifest_for(
-    project: str, conn: str, wide: bool, artifact_hash: str, fingerprints: dict[str, str]
-) -> Manifest:
-    """The manifest ``skewless apply`` would write for the demo repo."""
-    views = {
-        "user_stats": ViewSpec(
-            "user_stats", {"user_id": "int64"}, dict(STATS_FEATURES), int(STATS_TTL.total_seconds())
-        )
-    }
-    stats_refs = [f"user_stats:{f}" for f in STATS_FEATURES]
-    odfv_refs = [f"{ODFV}:amount_vs_avg", f"{ODFV}:request_amount_z"]
-    services = {
-        "stats_v1": ServiceSpec("stats_v1", stats_refs),
-        "payments_v1": ServiceSpec(
-            "payments_v1",
-            stats_refs + odfv_refs,
-            {"payments": artifact_hash},
-            dict(fingerprints),
-        ),
-    }
-    if wide:
-        views["user_wide"] = ViewSpec("user_wide", {"user_id": "int64"}, dict(WIDE_FEATURES), 0)
-        services["wide_v1"] = ServiceSpec("wide_v1", [f"user_wide:{f}" for f in WIDE_FEATURES])
-    transforms = {
-        ODFV: RequestTransformSpec(
-            name=ODFV,
-            feature_set=FEATURE_SET_REF,
-            artifact_path="artifacts/payments.json",
-            artifact_hash=artifact_hash,
-            fingerprints=dict(fingerprints),
-            request_schema=dict(REQUEST_SCHEMA),
-            view_inputs=dict(VIEW_INPUTS),
-        )
-    }
-    return Manifest(
-        project=project,
-        entity_key_serialization_version=3,
-        views=views,
-        request_transforms=transforms,
-        services=services,
-        redis_connection_string=conn,
-    )
 
 
 def malformed_bodies(rng: random.Random, n: int) -> list[bytes]:

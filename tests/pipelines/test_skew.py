@@ -137,7 +137,7 @@ def test_changed_transform_code_is_a_fingerprint_cause(
 
 
 def test_stale_statistics_artifact_is_attributed_to_the_artifact(env: Env, tmp_path: Path) -> None:
-    from pipelines.apply import build_manifest
+    from pipelines.apply import apply
     from serving.manifest import Manifest
     from transforms.artifact import StatisticsArtifact
 
@@ -150,11 +150,12 @@ def test_stale_statistics_artifact_is_attributed_to_the_artifact(env: Env, tmp_p
     values["mean(amount)"] = values["mean(amount)"] * 0.9  # statistics of an older run
     try:
         StatisticsArtifact(art.feature_set, values, art.engine).save(path)
-        build_manifest(manifest.project, manifest.redis_connection_string, env.data).save(env.repo)
+        apply(env.repo, base=env.data)  # registers the stale artifact in Feast, and the manifest
         serve(env, tmp_path / "logs", requests_for(env, env.users[CLEAN], 100, seed=3))
     finally:
         path.write_bytes(original)
-        manifest.save(env.repo)
+        apply(env.repo, base=env.data)
+    assert Manifest.load(env.repo) == manifest
     s = _report(env, tmp_path / "logs", "stats")
     f = s.report["features"]
     assert f["amount_z"]["mismatches"] == 100

@@ -340,6 +340,33 @@ def test_single_entity_decode_equals_columnar_decode(demo: DemoRepo, redis_url: 
     _run(app.shutdown())
 
 
+def test_manifest_is_read_back_from_the_feast_registry(demo: DemoRepo) -> None:
+    """The demo repo is a hand-written Feast repo (a pandas ODFV, tagged services); its
+    serving manifest comes from Feast's registry (pipelines.apply.manifest_from_registry)."""
+    from serving.demo_features import ARTIFACT, FEATURES
+
+    m = Manifest.load(demo.path)
+    view = m.views["user_stats"]
+    assert view.entities == {"user_id": "int64"} and view.features == STATS_FEATURES
+    assert view.ttl_seconds == 7 * 86_400
+    rt = m.request_transforms["payment_features"]
+    assert rt.feature_set == "serving.demo_features:FEATURES"
+    assert rt.request_schema == {"request_amount": "float64"}
+    assert rt.view_inputs == {  # only what the transforms read, not the whole view
+        "avg_amount": "user_stats:avg_amount",
+        "txn_count": "user_stats:txn_count",
+    }
+    assert rt.artifact_hash == ARTIFACT.content_hash
+    service = m.services["payments_v1"]
+    assert service.features == STATS_REFS + [
+        "payment_features:amount_vs_avg",
+        "payment_features:request_amount_z",
+    ]
+    assert service.artifact_hashes == {"payments": ARTIFACT.content_hash}
+    assert service.fingerprints == rt.fingerprints == FEATURES.fingerprints(ARTIFACT)
+    assert m.services["stats_v1"].artifact_hashes == {}
+
+
 def test_bearer_token(demo: DemoRepo, redis_url: str) -> None:
     app = LookupApp(_config(demo, redis_url, auth_token="s3cret"))
     body = {"features": ["user_stats:avg_amount"], "entities": {"user_id": [1]}}
