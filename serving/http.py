@@ -3,8 +3,10 @@
 Why not uvicorn: under uvicorn the lookup itself was ~40% of a 1-entity request; the rest
 was the ASGI layer (scope dicts, header lists, receive/send coroutines, one task per
 request). Here a parsed request goes straight to :meth:`serving.app.LookupApp.handle`, which
-writes the Redis commands before returning; the Redis reply's callback renders and writes
-the response. Per request: no task, no ASGI messages, one ``transport.write``.
+writes the Redis commands before returning. The requests whose Redis replies arrive
+together are then answered together one loop hop later (:meth:`ServerState.drain`), so their
+request-time transforms run as one batch. Per request: no task, no ASGI messages, one
+``transport.write``.
 
 HTTP behaviour: keep-alive (HTTP/1.1 default, ``Connection: close`` honoured, HTTP/1.0
 closes unless keep-alive is asked for); pipelined requests on one connection are answered
