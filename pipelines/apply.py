@@ -63,8 +63,9 @@ def manifest_from_registry(store: Any) -> Manifest:
     """The serving manifest of a Feast repo, read back from its registry after apply: every
     FeatureView (entity and feature types, ttl), every FeatureService with its features in
     Feast's order and the artifact hashes and fingerprints it is tagged with, and each
-    OnDemandFeatureView tagged with ``ODFV_TAGS`` (untagged ones are not served). What the
-    server checks at start-up is thus what Feast registered, whoever wrote the repo."""
+    OnDemandFeatureView tagged with ``ODFV_TAGS``. A service using an untagged one is an
+    error (SchemaError naming both): its transforms are not ours to run. What the server
+    checks at start-up is thus what Feast registered, whoever wrote the repo."""
     views = {
         fv.name: ViewSpec(
             name=fv.name,
@@ -75,9 +76,12 @@ def manifest_from_registry(store: Any) -> Manifest:
         for fv in store.list_feature_views()
     }
     request: dict[str, RequestTransformSpec] = {}
+    untagged: dict[str, list[str]] = {}  # ODFV -> the tags it lacks
     for odfv in store.list_on_demand_feature_views():
         tags = odfv.tags
-        if not all(t in tags for t in ODFV_TAGS):
+        missing = [t for t in ODFV_TAGS if t not in tags]
+        if missing:
+            untagged[odfv.name] = missing
             continue
         ref = tags["skewless.feature_set"]
         module, _, attr = ref.partition(":")
@@ -112,6 +116,13 @@ def manifest_from_registry(store: Any) -> Manifest:
                 hashes[key.removeprefix(SERVICE_ARTIFACT_TAG)] = value
             elif key.startswith(SERVICE_FINGERPRINTS_TAG):
                 fingerprints.update(json.loads(value))
+        for p in svc.feature_view_projections:
+            if p.name in untagged:
+                raise SchemaError(
+                    f"feature service '{svc.name}': on-demand feature view '{p.name}' lacks "
+                    f"the tags {', '.join(untagged[p.name])}; skewless serves the request-time "
+                    "transforms of its feature sets only (see pipelines.feast_objects.odfv_tags)"
+                )
         refs = [f"{p.name}:{f.name}" for p in svc.feature_view_projections for f in p.features]
         services[svc.name] = ServiceSpec(svc.name, refs, hashes, fingerprints)
     return Manifest(

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import redis
 
@@ -194,3 +195,56 @@ def pq_read_transactions(data: Path) -> pa.Table:
     return pq.read_table(raw).select(
         ["txn_id", "user_id", "merchant_id", "event_timestamp", "amount", "device"]
     )
+
+
+def test_manifest_refuses_a_service_with_an_untagged_on_demand_view(tmp_path: Path) -> None:
+    """A FeatureService using an OnDemandFeatureView skewless did not tag (its transforms
+    are not a skewless feature set) cannot be served: apply says which and why."""
+    from feast import (
+        Entity,
+        FeatureService,
+        FeatureStore,
+        FeatureView,
+        Field,
+        FileSource,
+        ValueType,
+    )
+    from feast.on_demand_feature_view import on_demand_feature_view
+    from feast.types import Float64
+
+    from pipelines.apply import manifest_from_registry
+    from pipelines.feast_objects import write_feature_store_yaml
+    from transforms.errors import SchemaError
+
+    (tmp_path / "data").mkdir()
+    pq_path = tmp_path / "data" / "stats.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array([1], pa.int64()),
+                "x": pa.array([1.0]),
+                "event_timestamp": pa.array([START], pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        pq_path,
+    )
+    write_feature_store_yaml(tmp_path, f"t{uuid.uuid4().hex[:10]}", "127.0.0.1:6379")
+    store = FeatureStore(repo_path=str(tmp_path))
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+    stats = FeatureView(
+        name="stats",
+        entities=[user],
+        schema=[Field(name="x", dtype=Float64)],
+        source=FileSource(path=str(pq_path), timestamp_field="event_timestamp"),
+    )
+
+    @on_demand_feature_view(
+        sources=[stats], schema=[Field(name="x2", dtype=Float64)], mode="python"
+    )
+    def doubled(inputs: dict) -> dict:
+        return {"x2": [v * 2 for v in inputs["x"]]}
+
+    store.apply([user, stats, doubled, FeatureService(name="svc", features=[stats, doubled])])
+    with pytest.raises(SchemaError, match=r"feature service 'svc': on-demand feature view "
+                       r"'doubled' lacks the tags skewless\.feature_set"):  # fmt: skip
+        manifest_from_registry(store)
