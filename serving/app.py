@@ -52,7 +52,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -192,15 +192,13 @@ def feast_response(result: Result) -> bytes:
 
 def native_response(result: Result) -> bytes:
     plan = result.plan
-    types = plan.output_types
     n_ent = len(plan.entity_names)
     features: dict[str, list[Any]] = {}
     statuses: dict[str, list[str]] = {}
-    for i, name in enumerate(result.names):
-        values = result.values[i]
+    columns = zip(result.names, result.values, result.statuses, plan.column_types, strict=True)
+    for i, (name, values, col, type_name) in enumerate(columns):
         if i >= n_ent:
-            values = native_column(values, types.get(name, ""), True)
-            col = result.statuses[i]
+            values = native_column(values, type_name, True)
             if any(s != PRESENT for s in col):
                 statuses[name] = [STATUS_NAMES[s] for s in col]
         features[name] = values
@@ -332,14 +330,10 @@ class LookupApp:
         self, body: bytes, service: str | None, render: Callable[[Result], bytes]
     ) -> Reply | Pending:
         plan, n, entities, keys = self.prepare(body, service)
-
-        def finish(replies: list[Any]) -> Reply:
-            return 200, _JSON_TYPE, render(self.finish(plan, n, replies, entities))
-
+        lookup = LookupRequest(self, plan, n, entities, render)
         if not keys:
-            return finish([])
-        lookup = LookupRequest(plan, n, entities, render)
-        return Pending(self.reader.submit(plan, keys), finish, self, lookup)
+            return lookup([])
+        return Pending(self.reader.submit(plan, keys), lookup, self)
 
     # ------------------------------------------------------------ lookups
 
@@ -416,7 +410,7 @@ class LookupApp:
             if isinstance(res, TransformError):
                 replies[i] = self.error_reply(res)
             else:
-                replies[i] = 200, _JSON_TYPE, lk.render(self._served(res))
+                replies[i] = lk.reply(self._served(res))
 
     async def lookup(self, body: bytes, service: str | None) -> Result:
         """One lookup as a coroutine (tests, embedding): parse, read Redis, decode."""
@@ -495,13 +489,31 @@ class LookupApp:
 Reply = tuple[int, bytes, bytes]  # (status, content type, body)
 
 
-class LookupRequest(NamedTuple):
-    """A parsed feature lookup waiting for Redis."""
+class LookupRequest:
+    """A parsed feature lookup waiting for Redis; called with the replies, it answers."""
 
-    plan: Plan
-    n: int
-    entities: dict[str, list[Any]]
-    render: Callable[[Result], bytes]
+    __slots__ = ("app", "plan", "n", "entities", "render")
+
+    def __init__(
+        self,
+        app: LookupApp,
+        plan: Plan,
+        n: int,
+        entities: dict[str, list[Any]],
+        render: Callable[[Result], bytes],
+    ) -> None:
+        self.app = app
+        self.plan = plan
+        self.n = n
+        self.entities = entities
+        self.render = render
+
+    def __call__(self, replies: list[Any]) -> Reply:
+        return self.reply(self.app.finish(self.plan, self.n, replies, self.entities))
+
+    def reply(self, result: Result) -> Reply:
+        """The 200 answer of a served lookup."""
+        return 200, _JSON_TYPE, self.render(result)
 
 
 class Pending:
@@ -509,19 +521,19 @@ class Pending:
     then builds the response (a 503 if Redis failed or timed out, 4xx/422 on bad input
     found while decoding)."""
 
-    __slots__ = ("future", "finish", "app", "lookup")
+    __slots__ = ("future", "finish", "app")
 
     def __init__(
-        self,
-        future: asyncio.Future[Any],
-        finish: Callable[[Any], Reply],
-        app: LookupApp,
-        lookup: LookupRequest | None = None,
+        self, future: asyncio.Future[Any], finish: Callable[[Any], Reply], app: LookupApp
     ) -> None:
         self.future = future
         self.finish = finish
         self.app = app
-        self.lookup = lookup  # set for feature lookups (batchable)
+
+    @property
+    def lookup(self) -> LookupRequest | None:
+        """The feature lookup this request is (batchable), or None (e.g. /ready)."""
+        return self.finish if isinstance(self.finish, LookupRequest) else None
 
     def succeeded(self) -> bool:
         """Redis answered (the future holds replies, not an error)."""

@@ -82,12 +82,12 @@ class ServerState:
         self.completed: list[tuple[HttpProtocol, Pending, str, bool, float]] = []
 
     def complete(
-        self, conn: HttpProtocol, pending: Pending, path: str, alive: bool, t0: float
+        self, conn: HttpProtocol, pending: Pending, path: str, alive: bool, t0: float, _f: object
     ) -> None:
-        """Queue a request whose Redis reply arrived. The replies of one Redis read resolve
-        their futures in one loop iteration, so every request they answer is queued before
-        :meth:`drain` runs and their transforms run as one batch
-        (:meth:`LookupApp.complete_many`)."""
+        """Queue a request whose Redis reply arrived (the done callback of its future
+        ``_f``). The replies of one Redis read resolve their futures in one loop iteration,
+        so every request they answer is queued before :meth:`drain` runs and their
+        transforms run as one batch (:meth:`LookupApp.complete_many`)."""
         completed = self.completed
         completed.append((conn, pending, path, alive, t0))
         if len(completed) == 1:
@@ -261,12 +261,10 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             reply = _internal_error()
         if isinstance(reply, Pending):
-            reply.future.add_done_callback(partial(self._complete, reply, path, keep_alive, t0))
+            done = partial(self.state.complete, self, reply, path, keep_alive, t0)
+            reply.future.add_done_callback(done)
         else:
             self._respond(reply, path, keep_alive, t0)
-
-    def _complete(self, pending: Pending, path: str, alive: bool, t0: float, _f: object) -> None:
-        self.state.complete(self, pending, path, alive, t0)
 
     def _respond(self, reply: Reply, path: str, keep_alive: bool, t0: float) -> None:
         status, content_type, payload = reply

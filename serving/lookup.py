@@ -521,13 +521,14 @@ def decode(
 ) -> Result:
     """Decode HMGET replies (per group, per entity) into columns, then run transforms.
 
-    Columnar: each group's replies are transposed once (``zip(*rows)``), every feature
+    One entity is decoded value by value; more are columnar: each group's replies are transposed once (``zip(*rows)``), every feature
     column is decoded by type in one call (:func:`serving.redis_layout.decode_column`), and
     the per-entity work is only the row timestamp / ttl check. Statuses of a column without
     nulls or missing rows are one shared all-PRESENT list.
     """
     decoded = decode_views(plan, n, replies, time.time_ns() if now_ns is None else now_ns)
-    return assemble(plan, n, decoded, run_transforms(plan, n, decoded, entities), entities)
+    (transformed,) = run_transforms(plan, [(n, decoded, entities)])
+    return assemble(plan, n, decoded, transformed, entities)
 
 
 def decode_many(
@@ -542,19 +543,19 @@ def decode_many(
     transforms run per lookup, so a lookup whose own inputs make a transform fail gets its
     TransformError and the others are unaffected. Any other error propagates."""
     now = time.time_ns() if now_ns is None else now_ns
-    decoded = [decode_views(plan, n, replies, now) for n, replies, _ in lookups]
+    parts = [(n, decode_views(plan, n, replies, now), ent) for n, replies, ent in lookups]
     outs: list[Transformed | TransformError]
     try:
-        outs = list(_transforms_batched(plan, lookups, decoded))
+        outs = list(run_transforms(plan, parts))
     except TransformError:  # find whose rows fail: run each lookup alone
         outs = []
-        for (n, _, entities), dec in zip(lookups, decoded, strict=True):
+        for part in parts:
             try:
-                outs.append(run_transforms(plan, n, dec, entities))
+                outs.extend(run_transforms(plan, [part]))
             except TransformError as exc:
                 outs.append(exc)
     results: list[Result | TransformError] = []
-    for (n, _, entities), dec, out in zip(lookups, decoded, outs, strict=True):
+    for (n, dec, entities), out in zip(parts, outs, strict=True):
         results.append(
             out if isinstance(out, TransformError) else assemble(plan, n, dec, out, entities)
         )
@@ -616,7 +617,7 @@ def _decode_views_columns(
     return decoded
 
 
-_ONE = {status: [status] for status in (PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE)}
+_ONE = {status: [status] for status in (NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE)}
 
 
 def _decode_views_one(plan: Plan, replies: list[list[list[bytes | None]]], now_ns: int) -> Decoded:
@@ -691,34 +692,17 @@ Transformed = dict[tuple[str, str], list[Any]]
 
 
 def run_transforms(
-    plan: Plan, n: int, decoded: Decoded, entities: dict[str, list[Any]]
-) -> Transformed:
-    """The request-time transforms of one lookup."""
-    transformed: Transformed = {}
-    for lt, wiring in plan.transform_sets:
-        inputs = _transform_inputs(wiring, lt.engine.inputs, decoded, entities)
-        for name, col in _run_set(lt, inputs, n).items():
-            transformed[(lt.spec.name, name)] = col
-    return transformed
-
-
-def _transforms_batched(
-    plan: Plan,
-    lookups: Sequence[tuple[int, Any, dict[str, list[Any]]]],
-    decoded: Sequence[Decoded],
+    plan: Plan, parts: Sequence[tuple[int, Decoded, dict[str, list[Any]]]]
 ) -> list[Transformed]:
-    """:func:`run_transforms` of several lookups in one call per transform set: input
-    columns concatenated, outputs cut back at the lookups' boundaries."""
-    outs: list[Transformed] = [{} for _ in lookups]
-    sizes = [n for n, _, _ in lookups]
-    total = sum(sizes)
+    """The request-time transforms of lookups ``(n, decoded views, entity columns)``, one
+    call per transform set over all their rows: input columns concatenated, outputs cut
+    back at the lookups' boundaries (rows are independent of their batch)."""
+    outs: list[Transformed] = [{} for _ in parts]
+    sizes = [n for n, _, _ in parts]
     for lt, wiring in plan.transform_sets:
-        per = [
-            _transform_inputs(wiring, lt.engine.inputs, dec, entities)
-            for (_, _, entities), dec in zip(lookups, decoded, strict=True)
-        ]
+        per = [_transform_inputs(wiring, lt.engine.inputs, dec, ent) for _, dec, ent in parts]
         joined = {inp: [v for cols in per for v in cols[inp]] for inp in lt.engine.inputs}
-        for name, col in _run_set(lt, joined, total).items():
+        for name, col in _run_set(lt, joined, sum(sizes)).items():
             lo = 0
             for out, size in zip(outs, sizes, strict=True):
                 out[(lt.spec.name, name)] = col[lo : lo + size]
