@@ -10,9 +10,11 @@ from typing import Any
 import yaml
 
 from pipelines.feast_objects import (
+    FEAST_TYPES,
     ODFV_TAGS,
     SERVICE_ARTIFACT_TAG,
     SERVICE_FINGERPRINTS_TAG,
+    VALUE_TYPES,
     data_dir,
     repo_objects,
 )
@@ -39,24 +41,16 @@ def configure_repo(repo: Path, redis_url: str | None, project: str | None = None
         yaml.safe_dump(config, fh, sort_keys=False)
 
 
-# Feast dtype -> (value type as stored in Redis, request-time field type name)
-_FROM_FEAST: dict[str, tuple[str, str]] = {
-    "Int64": ("int64", "int64"),
-    "Int32": ("int32", "int64"),
-    "Float64": ("double", "float64"),
-    "Float32": ("float", "float64"),
-    "String": ("string", "string"),
-    "Bool": ("bool", "bool"),
-    "UnixTimestamp": ("unix_timestamp", "timestamp"),
-    "Bytes": ("bytes", ""),  # not a request-time field type
-}
+_REQUEST_TYPES = {name: t.name for t, (name, _) in FEAST_TYPES.items()}  # Feast -> field type
 
 
 def _feast_type(field: Any, where: str, request: bool = False) -> str:
-    got = _FROM_FEAST.get(str(field.dtype))
-    if got is None or (request and not got[1]):
+    """The manifest's type name of a Feast field: its Redis value type, or for request data
+    the transform field type."""
+    got = (_REQUEST_TYPES if request else VALUE_TYPES).get(str(field.dtype))
+    if got is None:
         raise SchemaError(f"{where}: Feast type {field.dtype} of '{field.name}' is not served")
-    return got[1] if request else got[0]
+    return got
 
 
 def manifest_from_registry(store: Any) -> Manifest:

@@ -18,7 +18,14 @@ from typing import Any
 
 from transforms.artifact import StatisticsArtifact
 from transforms.feature_set import FeatureSet
-from transforms.types import BoolType, Float64Type, Int64Type, StringType, TimestampType
+from transforms.types import (
+    BoolType,
+    FieldType,
+    Float64Type,
+    Int64Type,
+    StringType,
+    TimestampType,
+)
 
 REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
 FEATURE_SETS_MODULE = "feature_repo.feature_sets"
@@ -34,13 +41,28 @@ ODFV_TAGS = (
 SERVICE_ARTIFACT_TAG = "skewless.artifact."  # + feature set name: artifact hash
 SERVICE_FINGERPRINTS_TAG = "skewless.fingerprints."  # + feature set name: JSON fingerprints
 
-# field type -> (Feast dtype name, Feast ValueType / redis codec name)
-FEAST_TYPES = {
-    Int64Type: ("Int64", "int64"),
-    Float64Type: ("Float64", "double"),
-    StringType: ("String", "string"),
-    BoolType: ("Bool", "bool"),
-    TimestampType: ("UnixTimestamp", "unix_timestamp"),
+# Feast dtype name -> value type as stored in Redis (Feast ValueType / codec name, the
+# serving manifest's type names)
+VALUE_TYPES = {
+    "Int64": "int64",
+    "Int32": "int32",
+    "Float64": "double",
+    "Float32": "float",
+    "String": "string",
+    "Bool": "bool",
+    "UnixTimestamp": "unix_timestamp",
+    "Bytes": "bytes",
+}
+# field type -> (Feast dtype name, value type)
+FEAST_TYPES: dict[type[FieldType], tuple[str, str]] = {
+    t: (name, VALUE_TYPES[name])
+    for t, name in (
+        (Int64Type, "Int64"),
+        (Float64Type, "Float64"),
+        (StringType, "String"),
+        (BoolType, "Bool"),
+        (TimestampType, "UnixTimestamp"),
+    )
 }
 
 

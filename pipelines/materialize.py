@@ -47,24 +47,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from pipelines.feast_objects import VALUE_TYPES
 from serving import redis_layout as rl
 from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
 
 CHUNK_KEYS = 5000  # keys per pipelined round trip
 _REDUCE_ROWS = 2_000_000  # reduce the buffered scanned rows once they exceed this
-
-# Feast ValueType names -> our codec names.
-_FEAST_TYPES = {
-    "INT64": "int64",
-    "INT32": "int32",
-    "DOUBLE": "double",
-    "FLOAT": "float",
-    "STRING": "string",
-    "BOOL": "bool",
-    "BYTES": "bytes",
-    "UNIX_TIMESTAMP": "unix_timestamp",
-}
-
 
 # ------------------------------------------------------------------------- reports
 
@@ -206,10 +194,12 @@ def load_repo(repo_path: str | Path, views: Sequence[str] | None = None) -> Repo
 
 
 def _codec_type(view: str, column: str, dtype: Any) -> str:
-    vt = dtype.to_value_type().name
-    if vt not in _FEAST_TYPES:
-        raise SchemaError(f"view {view}: column {column!r} has type {vt}, not a supported scalar")
-    return _FEAST_TYPES[vt]
+    codec = VALUE_TYPES.get(str(dtype))
+    if codec is None:
+        raise SchemaError(
+            f"view {view}: column {column!r} has type {dtype}, not a supported scalar"
+        )
+    return codec
 
 
 # ------------------------------------------------------------------ reading Parquet

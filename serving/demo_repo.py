@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.feast_objects import VALUE_TYPES
 from serving.config import feast_connection_string
 
 STATS_FEATURES: dict[str, str] = {
@@ -43,14 +44,7 @@ FEATURE_SET_REF = "serving.demo_features:FEATURES"
 ARTIFACT_PATH = "artifacts/payments.json"  # relative to the repo
 ODFV = "payment_features"
 
-_FEAST_TYPE = {
-    "double": "Float64",
-    "int64": "Int64",
-    "string": "String",
-    "bool": "Bool",
-    "float": "Float32",
-    "int32": "Int32",
-}
+_FEAST_TYPE = {value_type: feast for feast, value_type in VALUE_TYPES.items()}
 _ARROW_TYPE = {
     "double": pa.float64(),
     "int64": pa.int64(),
