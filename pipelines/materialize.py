@@ -23,10 +23,11 @@ row-by-row protobuf path with columnar work:
    ``key_ttl_seconds`` is set) only for keys whose stored event time is older: the same
    staleness rule as RedisOnlineStore.online_write_batch, which also makes reruns
    idempotent (``skip_dedup: true`` in the config skips the read, as Feast does). On a
-   standalone Redis a chunk's HSETs and the next chunk's read share one send, the next
-   chunk's keys and values are encoded while Redis applies it, and replies are checked in
-   bulk, so the write phase runs at about Redis's own speed; a Redis Cluster goes through
-   redis-py's ClusterPipeline.
+   standalone Redis, while keys are new, two chunks of HSETs are kept queued in Redis
+   (each send also carries the EXISTS of the chunk two ahead) and the next chunk is
+   encoded meanwhile, and replies are checked in bulk, so Redis never waits for Python;
+   a Redis killed mid-run keeps every acknowledged chunk and whole keys of at most two
+   more. A Redis Cluster goes through redis-py's ClusterPipeline.
 
 ``verify`` then checks every expected key carries the view's timestamp and compares a
 sample of entities field by field with the offline latest rows.
@@ -34,8 +35,10 @@ sample of entities field by field with the offline latest rows.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,6 +55,7 @@ from serving import redis_layout as rl
 from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
 
 CHUNK_KEYS = 5000  # keys per pipelined round trip
+IN_FLIGHT = 2  # chunks of writes queued in a standalone Redis (new keys)
 _REDUCE_ROWS = 2_000_000  # reduce the buffered scanned rows once they exceed this
 
 # ------------------------------------------------------------------------- reports
@@ -976,52 +980,26 @@ def write_encoded(
 ) -> tuple[int, int]:
     """Write chunks of encoded rows with Feast's staleness rule; returns (written, skipped).
 
-    Standalone Redis: one connection, one send per chunk. The staleness read of chunk i+1
-    travels in the same send as the HSETs of chunk i (keys are distinct, one row per
-    entity, so the read cannot see this run's own writes), and chunk i+1 is pulled from
-    ``chunks`` (e.g. key-encoded by ``encode_chunks``) and its values encoded
-    while Redis works on that send, so Redis and Python run side by side. The read is one
-    EXISTS of the chunk's keys while chunks come back without any stored ``_ts`` (new
-    keys), else the HGETs of ``_ts``. A chunk's HSETs are only sent once the previous
-    chunk's are acknowledged and ``progress`` was called, so at most one chunk of writes is
-    ever in flight.
+    Standalone Redis, one connection. While chunks hold only new keys (a first
+    materialization, or new entities), ``_write_new`` keeps ``IN_FLIGHT`` chunks of HSETs
+    queued in Redis and encodes the next chunk meanwhile, so Redis never waits for Python.
+    From the first chunk whose keys exist, ``_write_checked`` reads the stored ``_ts`` of
+    each key and writes one chunk at a time. ``progress(keys)`` is called as each chunk's
+    writes are acknowledged, in order.
     """
     if writer.cluster:
         return _write_cluster(writer, chunks, ttl_seconds, skip_dedup, progress)
-    pull = iter(chunks)
-    enc = next(pull, None)
-    if enc is None:
-        return 0, 0
     expire = _bulk(str(ttl_seconds).encode()) if ttl_seconds else None
-    written = skipped = 0
     conn = writer._connection()
     try:
         replies = _ReplyStream(conn)
-        unacked = (0, 0)  # (keys, replies) of the HSETs in flight
-        exists = True  # the staleness read in flight is an EXISTS (else HGETs)
-        if not skip_dedup:
-            writer._send(conn, _read_payload(enc, exists))
-        while enc is not None:
-            bodies = enc.bodies()
-            following = next(pull, None)
-            _acknowledge(replies, unacked, progress)
-            keep = None
-            if not skip_dedup:
-                stored = _stored_ts(writer, conn, replies, enc, exists)
-                exists = stored is None  # new keys come in runs: probe the next chunk alike
-                stale = None if stored is None else _stale(enc, stored)
-                keep = None if stale is None or not stale.any() else ~stale
-            payload, n_replies = _hset_payload(enc, bodies, keep, expire)
-            if not skip_dedup and following is not None:
-                payload = b"".join([payload, _read_payload(following, exists)])
-            if len(payload):
-                writer._send(conn, payload)
-            unacked = (len(enc), n_replies)
-            kept = len(enc) if keep is None else int(keep.sum())
-            written += kept
-            skipped += len(enc) - kept
-            enc = following
-        _acknowledge(replies, unacked, progress)
+        written, rest = _write_new(
+            writer, conn, replies, iter(chunks), expire, skip_dedup, progress
+        )
+        skipped = 0
+        if rest is not None:
+            more, skipped = _write_checked(writer, conn, replies, rest, expire, progress)
+            written += more
     except writer._errors as exc:
         conn.disconnect()
         raise writer.unavailable(exc) from exc
@@ -1030,6 +1008,117 @@ def write_encoded(
         raise
     finally:
         writer.client.connection_pool.release(conn)
+    return written, skipped
+
+
+def _write_new(
+    writer: RedisWriter,
+    conn: Any,
+    replies: _ReplyStream,
+    pull: Iterator[EncodedRows],
+    expire: bytes | None,
+    skip_dedup: bool,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, Iterator[EncodedRows] | None]:
+    """Pipelined writes while chunks hold only new keys; returns (keys written, the chunks
+    left to ``_write_checked``, or None when done).
+
+    The wire carries, in order: EXISTS of chunks 0 and 1, then per chunk i its HSETs and
+    the EXISTS of chunk i + 2. Chunk i's HSETs go out once its EXISTS reply (0: no key
+    yet) is read, which follows chunk i - 2's write replies: so the HSETs of chunk i - 1
+    are still queued in Redis while Python encodes and sends chunk i, and at most
+    ``IN_FLIGHT`` chunks of writes are unacknowledged. (The read of chunk i + 2 cannot see
+    writes of this run: one row per entity, so the chunks' keys are distinct.) The first
+    chunk with a stored key ends the fast path: the wire is drained and that chunk, with
+    every later one, is returned.
+    """
+    wire: deque[tuple[int, int] | None] = deque()  # replies due: writes (keys, n), None: EXISTS
+    ahead: deque[EncodedRows] = deque()  # pulled, not yet written
+    counts: deque[int] = deque()  # EXISTS replies read, for the chunks in ``ahead``, in order
+    written = 0
+
+    def consume() -> None:
+        due = wire.popleft()
+        if due is None:
+            counts.append(replies.integer())
+        else:
+            _acknowledge(replies, due, progress)
+
+    def probe(enc: EncodedRows) -> bytes:
+        ahead.append(enc)
+        if skip_dedup:
+            return b""
+        wire.append(None)
+        return _exists_payload(enc)
+
+    first = b"".join([probe(enc) for enc in itertools.islice(pull, IN_FLIGHT)])
+    if first:
+        writer._send(conn, first)
+    while ahead:
+        enc = ahead[0]
+        bodies = enc.bodies()  # encoded while Redis applies the chunks in flight
+        following = next(pull, None)
+        if skip_dedup:
+            while len(wire) >= IN_FLIGHT:
+                consume()
+        else:
+            while not counts:
+                consume()
+            if counts.popleft():  # a key of this chunk exists: check each key's _ts
+                while wire:
+                    consume()
+                rest = [*ahead] if following is None else [*ahead, following]
+                return written, itertools.chain(rest, pull)
+        ahead.popleft()
+        payload, n_replies = _hset_payload(enc, bodies, None, expire)
+        wire.append((len(enc), n_replies))
+        read = b"" if following is None else probe(following)
+        writer._send(conn, b"".join([payload, read]) if read else payload)
+        written += len(enc)
+    while wire:
+        consume()
+    return written, None
+
+
+def _write_checked(
+    writer: RedisWriter,
+    conn: Any,
+    replies: _ReplyStream,
+    chunks: Iterator[EncodedRows],
+    expire: bytes | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, int]:
+    """One chunk of writes in flight, each key's stored ``_ts`` read first (HGETs; a chunk
+    after one whose keys were all new is probed with one EXISTS instead); returns
+    (written, skipped). The staleness read of chunk i+1 travels in the same send as the
+    HSETs of chunk i, and chunk i+1's values are encoded while Redis works on that send.
+    """
+    enc = next(chunks, None)
+    if enc is None:
+        return 0, 0
+    written = skipped = 0
+    unacked = (0, 0)  # (keys, replies) of the HSETs in flight
+    exists = False  # the staleness read in flight is an EXISTS (else HGETs)
+    writer._send(conn, _read_payload(enc, exists))
+    while enc is not None:
+        bodies = enc.bodies()
+        following = next(chunks, None)
+        _acknowledge(replies, unacked, progress)
+        stored = _stored_ts(writer, conn, replies, enc, exists)
+        exists = stored is None  # new keys come in runs: probe the next chunk alike
+        stale = None if stored is None else _stale(enc, stored)
+        keep = None if stale is None or not stale.any() else ~stale
+        payload, n_replies = _hset_payload(enc, bodies, keep, expire)
+        if following is not None:
+            payload = b"".join([payload, _read_payload(following, exists)])
+        if len(payload):
+            writer._send(conn, payload)
+        unacked = (len(enc), n_replies)
+        kept = len(enc) if keep is None else int(keep.sum())
+        written += kept
+        skipped += len(enc) - kept
+        enc = following
+    _acknowledge(replies, unacked, progress)
     return written, skipped
 
 
