@@ -44,7 +44,7 @@ def redis_floor(repo: Path, chunk: int = 5000) -> tuple[float, float]:
     table, _ = read_latest(plan, *_window(plan, *window()))
     chunks = list(encode_chunks(table, plan, target.project, chunk))
     reads = [_exists_payload(enc) for enc in chunks]
-    hsets = [_hset_payload(enc, enc.bodies(), None, None) for enc in chunks]
+    hsets = [_hset_payload(enc, enc.commands(), None, None) for enc in chunks]
     writer = RedisWriter(target.redis_type, target.connection_string)
     try:
         t0 = time.perf_counter()

@@ -512,17 +512,42 @@ def _lb(value: bytes) -> pa.Scalar:
     return pa.scalar(value, type=_LB)
 
 
-def _ragged(segments: Sequence[tuple[np.ndarray, np.ndarray]]) -> pa.Array:
+Segments = list[tuple[np.ndarray, np.ndarray]]  # (n x width byte matrix, bytes used per row)
+
+
+def _ragged(segments: Segments) -> pa.Array:
     """large_binary array whose row i is ``b"".join(mat[i, :length[i]] for mat, length)``."""
     mats = [m for m, _ in segments]
     n = mats[0].shape[0]
     mat = mats[0] if len(mats) == 1 else np.hstack(mats)
-    masks = [np.arange(m.shape[1]) < ln[:, None] for m, ln in segments]
-    mask = masks[0] if len(masks) == 1 else np.hstack(masks)
+    widths = [m.shape[1] for m in mats]
+    # column j of segment s is used where j < that row's length of s
+    lengths = np.stack([ln for _, ln in segments], axis=1).astype(np.int32)
+    column = np.concatenate([np.arange(w, dtype=np.int32) for w in widths])
+    mask = np.repeat(lengths, widths, axis=1) > column
     data = np.ascontiguousarray(mat)[mask]  # row-major: row 0's bytes, then row 1's, ...
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(sum(ln.astype(np.int64) for _, ln in segments), out=offsets[1:])
     return pa.Array.from_buffers(_LB, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _const(value: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same bytes in every row, as a segment."""
+    row = np.frombuffer(value, dtype=np.uint8)
+    return np.broadcast_to(row, (n, len(row))), np.full(n, len(row))
+
+
+def _bulk_header(length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RESP bulk string header ``$<length>\r\n`` of every row, as a segment. Built once per
+    distinct length (a column has few: 0 and 9 for doubles, 1 to 11 for varints)."""
+    distinct, row = np.unique(length, return_inverse=True)
+    heads = [b"$%d\r\n" % v for v in distinct.tolist()]
+    width = max((len(h) for h in heads), default=0)
+    table = np.zeros((len(heads), width), dtype=np.uint8)
+    for i, h in enumerate(heads):
+        table[i, : len(h)] = np.frombuffer(h, dtype=np.uint8)
+    sizes = np.array([len(h) for h in heads])
+    return table[row], sizes[row]
 
 
 def _varint(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -537,18 +562,13 @@ def _varint(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return groups, length
 
 
-def _tagged(tag: int, body: np.ndarray, length: np.ndarray, valid: np.ndarray) -> pa.Array:
+def _tagged(tag: int, body: np.ndarray, length: np.ndarray, valid: np.ndarray) -> Segments:
     """tag byte + the first ``length`` bytes of each body row; b"" where not ``valid``."""
     n = body.shape[0]
     mat = np.empty((n, body.shape[1] + 1), dtype=np.uint8)
     mat[:, 0] = tag
     mat[:, 1:] = body
-    return _ragged([(mat, np.where(valid, length + 1, 0))])
-
-
-def _tagged_varint(tag: int, ints: np.ndarray, valid: np.ndarray) -> pa.Array:
-    groups, length = _varint(ints.astype(np.int64, copy=False).view(np.uint64))
-    return _tagged(tag, groups, length, valid)
+    return [(mat, np.where(valid, length + 1, 0))]
 
 
 def _valid(col: pa.Array) -> np.ndarray:
@@ -557,9 +577,17 @@ def _valid(col: pa.Array) -> np.ndarray:
     return np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def encode_column(col: pa.ChunkedArray | pa.Array, codec: str) -> pa.Array:
-    """Value bytes of every cell of one column, exactly as Feast's materialization, as a
-    large_binary array. Nulls (and NaN for floating types, as Feast's pd.isnull) give b""."""
+def _numpy(col: pa.Array, fill: Any) -> np.ndarray:
+    """The column's values as numpy, nulls replaced by ``fill`` (no copy when no null)."""
+    return (col.fill_null(fill) if col.null_count else col).to_numpy(zero_copy_only=False)
+
+
+def _value_segments(
+    col: pa.ChunkedArray | pa.Array, codec: str
+) -> tuple[Segments, pa.Array | None]:
+    """Value bytes of every cell of one column, exactly as Feast's materialization: byte
+    segments, then (strings and bytes) the raw payloads as an arrow array to append after
+    them. Nulls (and NaN for floating types, as Feast's pd.isnull) give b""."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     if pa.types.is_dictionary(col.type):
@@ -568,28 +596,38 @@ def encode_column(col: pa.ChunkedArray | pa.Array, codec: str) -> pa.Array:
     valid = _valid(col)
     if codec in ("double", "float"):
         np_type = np.dtype("<f8") if codec == "double" else np.dtype("<f4")
-        arr = col.cast(pa.float64() if codec == "double" else pa.float32()).fill_null(0)
-        raw = arr.to_numpy(zero_copy_only=False).astype(np_type, copy=False)
+        arr = col.cast(pa.float64() if codec == "double" else pa.float32())
+        raw = _numpy(arr, 0).astype(np_type, copy=False)
         valid &= ~np.isnan(raw)
         body = np.ascontiguousarray(raw).view(np.uint8).reshape(n, np_type.itemsize)
         width = np.full(n, np_type.itemsize)
-        return _tagged(0x29 if codec == "double" else 0x35, body, width, valid)
+        return _tagged(0x29 if codec == "double" else 0x35, body, width, valid), None
     if codec in ("int64", "int32"):
-        ints = col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
-        return _tagged_varint(0x20 if codec == "int64" else 0x18, ints, valid)
+        ints = _numpy(col.cast(pa.int64()), 0)
+        groups, length = _varint(ints.astype(np.int64, copy=False).view(np.uint64))
+        return _tagged(0x20 if codec == "int64" else 0x18, groups, length, valid), None
     if codec == "bool":
-        bits = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
-        return _tagged(0x38, bits.reshape(n, 1), np.ones(n, dtype=np.int64), valid)
+        bits = _numpy(col, False).astype(np.uint8)
+        return _tagged(0x38, bits.reshape(n, 1), np.ones(n, dtype=np.int64), valid), None
     if codec in ("string", "bytes"):
         raw = col.cast(_LB).fill_null(b"")
         groups, length = _varint(pc.binary_length(raw).to_numpy(zero_copy_only=False))
-        prefix = _tagged(0x12 if codec == "string" else 0x0A, groups, length, valid)
-        return pc.binary_join_element_wise(prefix, raw, _lb(b""))
+        return _tagged(0x12 if codec == "string" else 0x0A, groups, length, valid), raw
     enc = rl.value_encoder(codec)  # unix_timestamp: rare, row by row
-    return pa.array([enc(v) for v in col.to_pylist()], type=_LB)
+    return [], pa.array([enc(v) for v in col.to_pylist()], type=_LB)
 
 
-def encode_timestamps(micros: np.ndarray) -> pa.Array:
+def encode_column(col: pa.ChunkedArray | pa.Array, codec: str) -> pa.Array:
+    """Value bytes of every cell of one column (see ``_value_segments``), as a
+    large_binary array."""
+    segments, tail = _value_segments(col, codec)
+    if not segments:
+        return tail
+    head = _ragged(segments)
+    return head if tail is None else pc.binary_join_element_wise(head, tail, _lb(b""))
+
+
+def _timestamp_segments(micros: np.ndarray) -> Segments:
     """google.protobuf.Timestamp bytes of microseconds since the epoch, like
     ``rl.encode_timestamp_micros`` (zero seconds or nanos omitted)."""
     seconds, rem = np.divmod(micros.astype(np.int64, copy=False), 1_000_000)
@@ -601,9 +639,38 @@ def encode_timestamps(micros: np.ndarray) -> pa.Array:
     sec[:, 0], sec[:, 1:] = 0x08, sec_groups
     ns = np.empty((n, 1 + ns_groups.shape[1]), dtype=np.uint8)
     ns[:, 0], ns[:, 1:] = 0x10, ns_groups
-    return _ragged(
-        [(sec, np.where(seconds != 0, sec_len + 1, 0)), (ns, np.where(nanos != 0, ns_len + 1, 0))]
-    )
+    return [
+        (sec, np.where(seconds != 0, sec_len + 1, 0)),
+        (ns, np.where(nanos != 0, ns_len + 1, 0)),
+    ]
+
+
+def encode_timestamps(micros: np.ndarray) -> pa.Array:
+    """Timestamp bytes of microseconds since the epoch (see ``_timestamp_segments``)."""
+    return _ragged(_timestamp_segments(micros))
+
+
+def _commands(
+    head: bytes, keys: pa.Array, fields: Sequence[tuple[bytes, Segments, pa.Array | None]]
+) -> pa.Array:
+    """One RESP command per row: the constant ``head``, the row's key (bulk strings), then
+    per field its name and value as bulk strings. Built from byte segments in one pass
+    per run of fixed-width values; raw string/bytes payloads are spliced in by arrow."""
+    n = len(keys)
+    pieces: list[Any] = [_lb(head), keys]
+    run: Segments = []
+    glue = b""  # constant bytes due before the next value: CR LF of the last one, a name
+    for name, segments, tail in fields:
+        length = sum((ln for _, ln in segments), np.zeros(n, dtype=np.int64))
+        if tail is not None:
+            length = length + pc.binary_length(tail).to_numpy(zero_copy_only=False)
+        run += [_const(glue + _bulk(name), n), _bulk_header(length), *segments]
+        glue = b"\r\n"
+        if tail is not None:
+            pieces += [_ragged(run), tail]
+            run = []
+    pieces.append(_ragged([*run, _const(glue, n)]))
+    return pc.binary_join_element_wise(*pieces, _lb(b""))
 
 
 def _micros(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -688,12 +755,14 @@ class EncodedRows:
         """Value bytes of every feature of every row, one array per feature."""
         return [encode_column(col, codec) for col, codec in self.columns]
 
-    def bodies(self) -> pa.Array:
-        """HSET field/value arguments of every row (``_ts`` first, then the features)."""
-        parts: list[Any] = [_lb(_bulk(self.ts_field)), _bulk_strings(self.ts_values())]
-        for fld, vals in zip(self.fields, self.values(), strict=True):
-            parts += [_lb(_bulk(fld)), _bulk_strings(vals)]
-        return pc.binary_join_element_wise(*parts, _lb(b""))
+    def commands(self) -> pa.Array:
+        """The HSET command of every row: key, ``_ts`` and its event time, then each
+        feature's field and value."""
+        fields = [(self.ts_field, _timestamp_segments(self.ts_micros), None)]
+        for fld, (col, codec) in zip(self.fields, self.columns, strict=True):
+            fields.append((fld, *_value_segments(col, codec)))
+        head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(fields))
+        return _commands(head, self.key_bulks, fields)
 
 
 def encode_rows(table: pa.Table, plan: ViewPlan, project: str) -> EncodedRows:
@@ -1023,22 +1092,21 @@ def _stale(enc: EncodedRows, prev: Sequence[bytes | None]) -> np.ndarray:
 
 
 def _hset_payload(
-    enc: EncodedRows, bodies: pa.Array, keep: np.ndarray | None, expire: bytes | None
+    enc: EncodedRows, commands: pa.Array, keep: np.ndarray | None, expire: bytes | None
 ) -> tuple[bytes | memoryview, int]:
-    """RESP HSET (+ EXPIRE) commands of the chunk, given its ``enc.bodies()`` (only
+    """RESP HSET (+ EXPIRE) commands of the chunk, given its ``enc.commands()`` (only
     ``keep`` rows if given), as one contiguous buffer; returns (payload, number of
     replies)."""
-    n_args = 2 + 2 * (len(enc.fields) + 1)
     key_bulks = enc.key_bulks
     if keep is not None:
-        key_bulks, bodies = key_bulks.filter(pa.array(keep)), bodies.filter(pa.array(keep))
-    n = len(key_bulks)
+        key_bulks, commands = key_bulks.filter(pa.array(keep)), commands.filter(pa.array(keep))
+    n = len(commands)
     if n == 0:
         return b"", 0
-    parts: list[Any] = [_lb(b"*%d\r\n$4\r\nHSET\r\n" % n_args), key_bulks, bodies]
     if expire:
-        parts += [_lb(b"*3\r\n$6\r\nEXPIRE\r\n"), key_bulks, _lb(expire)]
-    return _buffer_bytes(pc.binary_join_element_wise(*parts, _lb(b""))), n * (2 if expire else 1)
+        parts = [commands, _lb(b"*3\r\n$6\r\nEXPIRE\r\n"), key_bulks, _lb(expire), _lb(b"")]
+        commands = pc.binary_join_element_wise(*parts)
+    return _buffer_bytes(commands), n * (2 if expire else 1)
 
 
 def _exists_payload(enc: EncodedRows) -> bytes:
@@ -1156,7 +1224,7 @@ def _write_new(
         writer._send(conn, first)
     while ahead:
         enc = ahead[0]
-        bodies = enc.bodies()  # encoded while Redis applies the chunks in flight
+        commands = enc.commands()  # encoded while Redis applies the chunks in flight
         following = next(pull, None)
         if skip_dedup:
             while len(wire) >= IN_FLIGHT:
@@ -1170,7 +1238,7 @@ def _write_new(
                 rest = [*ahead] if following is None else [*ahead, following]
                 return written, itertools.chain(rest, pull)
         ahead.popleft()
-        payload, n_replies = _hset_payload(enc, bodies, None, expire)
+        payload, n_replies = _hset_payload(enc, commands, None, expire)
         wire.append((len(enc), n_replies))
         read = b"" if following is None else probe(following)
         writer._send(conn, b"".join([payload, read]) if read else payload)
@@ -1201,14 +1269,14 @@ def _write_checked(
     exists = False  # the staleness read in flight is an EXISTS (else HGETs)
     writer._send(conn, _read_payload(enc, exists))
     while enc is not None:
-        bodies = enc.bodies()
+        commands = enc.commands()
         following = next(chunks, None)
         _acknowledge(replies, unacked, progress)
         stored = _stored_ts(writer, conn, replies, enc, exists)
         exists = stored is None  # new keys come in runs: probe the next chunk alike
         stale = None if stored is None else _stale(enc, stored)
         keep = None if stale is None or not stale.any() else ~stale
-        payload, n_replies = _hset_payload(enc, bodies, keep, expire)
+        payload, n_replies = _hset_payload(enc, commands, keep, expire)
         if following is not None:
             payload = b"".join([payload, _read_payload(following, exists)])
         if len(payload):
