@@ -306,8 +306,7 @@ def _time_ints(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray 
     """A timestamp column as (int64 values with nulls as 0, validity or None if no null)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
-    values = col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
-    return values, (_valid(col) if col.null_count else None)
+    return _numpy(col.cast(pa.int64()), 0), (_valid(col) if col.null_count else None)
 
 
 def _keep_max(
@@ -362,18 +361,21 @@ class _Candidates:
         if plan.created_field:
             self.times.append(_time_ints(table.column(plan.created_field)))
 
-    def latest(self, rows: np.ndarray | None = None) -> np.ndarray:
+    def latest(
+        self, rows: np.ndarray | None = None, keys: Sequence[pa.Array] | None = None
+    ) -> np.ndarray:
         """Row numbers (ascending) of Feast's winner per entity among ``rows`` (ascending;
-        default all candidates): max event time, then max created time, then the first
-        row in table order (= file order). Hash-grouped with unbuffered ufunc
-        reductions, several times faster than a multi-key sort; since winners keep table
-        order, reducing [winners so far, next rows] keeps the file-order rule."""
+        default all candidates), whose join key columns are ``keys`` when given: max
+        event time, then max created time, then the first row in table order (= file
+        order). Hash-grouped with unbuffered ufunc reductions, several times faster than
+        a multi-key sort; since winners keep table order, reducing [winners so far, next
+        rows] keeps the file-order rule."""
         rows = self.rows if rows is None else rows
         n = len(rows)
-        keys = self.table.select(self.plan.join_keys)
-        if n < self.table.num_rows:
-            keys = _take_sorted(keys, rows)
-        ids, groups = _group_ids(keys.columns)
+        if keys is None:
+            table = self.table.select(self.plan.join_keys)
+            keys = (table if n == self.table.num_rows else _take_sorted(table, rows)).columns
+        ids, groups = _group_ids(keys)
         pos = np.arange(n)
         for values, valid in self.times:
             pos = _keep_max(ids, groups, pos, values[rows], None if valid is None else valid[rows])
@@ -381,31 +383,32 @@ class _Candidates:
         np.minimum.at(first, ids[pos], pos)
         return rows[np.sort(first[first < n])]  # groups without a candidate have none
 
-    def parts(self, n: int) -> Iterator[np.ndarray]:
-        """The candidate rows split into about ``n`` parts by entity (each ascending), so
-        each part reduces on its own: a multiplicative hash of a single integer join key.
-        Other keys stay in one part (splitting them would cost the hashing it saves)."""
+    def parts(self, n: int) -> Iterator[tuple[np.ndarray, list[pa.Array] | None]]:
+        """The candidate rows split into about ``n`` (a power of two, at most 256) parts by
+        entity, each as (rows ascending, their join key column or None), so each part
+        reduces on its own: a multiplicative hash of a single integer join key. Other
+        keys stay in one part (splitting them would cost the hashing it saves)."""
         codec = self.plan.join_types[0]
         if n <= 1 or len(self.plan.join_keys) != 1 or codec not in ("int64", "int32"):
-            yield self.rows
+            yield self.rows, None
             return
         bits = max(1, (n - 1).bit_length())
-        col = self.table.column(self.plan.join_keys[0]).cast(pa.int64()).fill_null(0)
-        keys = col.to_numpy()[self.rows]
+        col = self.table.column(self.plan.join_keys[0]).cast(pa.int64())
+        keys = _numpy(col, 0)[self.rows]  # nulls are outside the window (else an error)
         hashed = keys.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing
         part = (hashed >> np.uint64(64 - bits)).astype(np.uint8)
         order = np.argsort(part, kind="stable")  # radix sort; keeps rows ascending per part
         bounds = np.concatenate(([0], np.cumsum(np.bincount(part, minlength=1 << bits))))
         for lo, hi in itertools.pairwise(bounds):
             if hi > lo:
-                yield self.rows[order[lo:hi]]
+                yield self.rows[order[lo:hi]], [pa.array(keys[order[lo:hi]])]
 
     def winners(self, parts: int = 1) -> Iterator[pa.Table]:
         """The latest row per entity, one table per part (each in file order), reduced
         when the part is reached: a writer pulling from it reduces part i + 1 while Redis
         applies part i."""
-        for rows in self.parts(parts):
-            yield _take_sorted(self.table, self.latest(rows))
+        for rows, keys in self.parts(parts):
+            yield _take_sorted(self.table, self.latest(rows, keys))
 
 
 def _window_mask(col: pa.ChunkedArray | pa.Array, lo: pa.Scalar, hi: pa.Scalar) -> np.ndarray:
