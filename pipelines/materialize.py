@@ -1195,13 +1195,14 @@ def _write_new(
     left to ``_write_checked``, or None when done).
 
     The wire carries, in order: EXISTS of chunks 0 and 1, then per chunk i its HSETs and
-    the EXISTS of chunk i + 2. Chunk i's HSETs go out once its EXISTS reply (0: no key
-    yet) is read, which follows chunk i - 2's write replies: so the HSETs of chunk i - 1
-    are still queued in Redis while Python encodes and sends chunk i, and at most
-    ``IN_FLIGHT`` chunks of writes are unacknowledged. (The read of chunk i + 2 cannot see
-    writes of this run: one row per entity, so the chunks' keys are distinct.) The first
-    chunk with a stored key ends the fast path: the wire is drained and that chunk, with
-    every later one, is returned.
+    the EXISTS of chunk i + 2 (pulled, so key-encoded, only after chunk i's HSETs are
+    sent). Chunk i's HSETs go out once its EXISTS reply (0: no key yet) is read, which
+    follows chunk i - 2's write replies: so the HSETs of chunk i - 1 are still queued in
+    Redis while Python encodes and sends chunk i, and at most ``IN_FLIGHT`` chunks of
+    writes are unacknowledged. (The read of chunk i + 2 cannot see writes of this run:
+    one row per entity, so the chunks' keys are distinct.) The first chunk with a stored
+    key ends the fast path: the wire is drained and that chunk, with every later one, is
+    returned.
     """
     wire: deque[tuple[int, int] | None] = deque()  # replies due: writes (keys, n), None: EXISTS
     ahead: deque[EncodedRows] = deque()  # pulled, not yet written
@@ -1228,7 +1229,6 @@ def _write_new(
     while ahead:
         enc = ahead[0]
         commands = enc.commands()  # encoded while Redis applies the chunks in flight
-        following = next(pull, None)
         if skip_dedup:
             while len(wire) >= IN_FLIGHT:
                 consume()
@@ -1238,14 +1238,16 @@ def _write_new(
             if counts.popleft():  # a key of this chunk exists: check each key's _ts
                 while wire:
                     consume()
-                rest = [*ahead] if following is None else [*ahead, following]
-                return written, itertools.chain(rest, pull)
+                return written, itertools.chain(list(ahead), pull)
         ahead.popleft()
         payload, n_replies = _hset_payload(enc, commands, None, expire)
         wire.append((len(enc), n_replies))
-        read = b"" if following is None else probe(following)
-        writer._send(conn, b"".join([payload, read]) if read else payload)
+        writer._send(conn, payload)
         written += len(enc)
+        following = next(pull, None)  # keys encoded (its part reduced) while Redis writes
+        read = b"" if following is None else probe(following)
+        if read:
+            writer._send(conn, read)
     while wire:
         consume()
     return written, None
