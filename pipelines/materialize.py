@@ -303,10 +303,12 @@ def _group_ids(columns: Sequence[pa.ChunkedArray | pa.Array]) -> tuple[np.ndarra
 
 
 def _time_ints(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
-    """A timestamp column as (int64 values with nulls as 0, validity or None if no null)."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    return _numpy(col.cast(pa.int64()), 0), (_valid(col) if col.null_count else None)
+    """A timestamp column as (int64 values with nulls as 0, validity or None if no null);
+    one copy (the cast to int64 is a view, chunks are joined by ``to_numpy``)."""
+    valid = None
+    if col.null_count:
+        valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return _numpy(col.cast(pa.int64()), 0), valid
 
 
 def _keep_max(
