@@ -40,7 +40,7 @@ from transforms.errors import SchemaError, StoreUnavailable
 
 FEATURES = ["conv_rate", "trips", "city", "active"]
 REFS = [f"driver_stats:{f}" for f in FEATURES]
-N_ROWS, N_ENTITIES = 12_000, 3_000
+N_ROWS, N_ENTITIES = 40_000, 10_500  # the round trip covers >= 10k entities
 
 
 def _online(store: Any, ids: list[int]) -> dict[str, list[Any]]:
@@ -95,7 +95,7 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory, conn: str) -> Iterator[
 
 def test_matches_feast_byte_for_byte(feast_repo: dict[str, Any]) -> None:
     client, project, store = feast_repo["client"], feast_repo["project"], feast_repo["store"]
-    assert len(feast_repo["raw"]) > 2_000
+    assert len(feast_repo["raw"]) >= 10_000  # every feature of >= 10k entities compared
     assert clear_project(client, project) == len(feast_repo["raw"])
     assert _online(store, feast_repo["ids"][:50])["conv_rate"] == [None] * 50
 
@@ -157,7 +157,7 @@ def test_verify_reports_loss(feast_repo: dict[str, Any]) -> None:
     client.delete(*keys[:3])
     field = rl.feature_field("driver_stats", "city")
     client.hset(keys[3], field, rl.encode_value("tampered", "string"))
-    report = verify(feast_repo["repo"], start, end, sample=10_000)
+    report = verify(feast_repo["repo"], start, end, sample=N_ENTITIES)
     (view,) = report.views
     assert view.present == view.expected - 3
     assert len(view.mismatches) == 1 and "tampered" in view.mismatches[0]
@@ -178,7 +178,7 @@ def test_push_newer_rows_and_skip_older(feast_repo: dict[str, Any]) -> None:
     assert push(feast_repo["repo"], "driver_stats", [old]) == 0  # older than what Redis holds
     assert _online(store, [ids[0]])["trips"] == [-7]
     start, end = window()
-    report = verify(feast_repo["repo"], start, end, sample=10_000)
+    report = verify(feast_repo["repo"], start, end, sample=N_ENTITIES)
     assert report.ok and report.views[0].superseded == 1
     # restore the materialized row
     key = rl.redis_key(feast_repo["project"], ["driver_id"], [ids[0]])
@@ -325,7 +325,7 @@ def test_redis_killed_mid_run_then_rerun_completes(tmp_path: Path, dying_redis: 
     # them (each HSET is atomic: a key is whole or absent; the rerun below checks values)
     assert chunks[-1] <= survived <= 600 + IN_FLIGHT * 200
     report = materialize(
-        tmp_path / "r", start, end, verify=True, sample=10_000, show_progress=False
+        tmp_path / "r", start, end, verify=True, sample=N_ENTITIES, show_progress=False
     )
     (view,) = report.views
     assert view.skipped_not_newer == survived and view.written == view.expected - survived
