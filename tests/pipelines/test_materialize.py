@@ -36,7 +36,7 @@ from pipelines.materialize_demo import build_repo, generate, snapshot, window
 from serving import redis_layout as rl
 from serving.config import feast_connection_string
 from tests.support import free_port, redis_answers
-from transforms.errors import SchemaError, StoreUnavailable
+from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
 
 FEATURES = ["conv_rate", "trips", "city", "active"]
 REFS = [f"driver_stats:{f}" for f in FEATURES]
@@ -146,6 +146,23 @@ def test_existing_keys_mid_run_switch_to_checked_writes(feast_repo: dict[str, An
     assert view.skipped_not_newer == len(kept) and view.written == view.expected - len(kept)
     assert acked == [min(200 * (i + 1), view.expected) for i in range(len(acked))]
     assert acked[-1] == view.expected
+    assert snapshot(client, project) == feast_repo["raw"]
+
+
+def test_wrong_type_key_is_a_clear_error(feast_repo: dict[str, Any]) -> None:
+    """A key holding something other than a hash (WRONGTYPE on the _ts read) stops the run
+    with one line naming Redis's reply; the other keys are left as they were."""
+    client, project = feast_repo["client"], feast_repo["project"]
+    start, end = window()
+    key = sorted(feast_repo["raw"])[7]
+    client.delete(key)
+    client.set(key, b"not a hash")
+    try:
+        with pytest.raises(SkewlessError, match="rejected a read of the _ts field: WRONGTYPE"):
+            materialize(feast_repo["repo"], start, end, show_progress=False, record_interval=False)
+    finally:
+        client.delete(key)
+        materialize(feast_repo["repo"], start, end, show_progress=False, record_interval=False)
     assert snapshot(client, project) == feast_repo["raw"]
 
 

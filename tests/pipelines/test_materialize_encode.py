@@ -103,3 +103,63 @@ def test_timestamp_bytes_match_the_scalar_encoder() -> None:
     micros = np.array([0, 1, 999_999, 1_000_000, int(now.timestamp() * 1e6), 2**62 // 1000])
     got = mat.encode_timestamps(micros).to_pylist()
     assert got == [rl.encode_timestamp_micros(int(m)) for m in micros]
+
+
+def test_stored_timestamps_decode_like_the_scalar_decoder() -> None:
+    """The staleness check decodes stored ``_ts`` bytes vectorized; every layout proto3
+    writes must give rl.decode_timestamp_nanos's value, anything else must be flagged."""
+    rng = np.random.default_rng(7)
+    seconds = [0, 1, -1, 127, 128, 2**31, -(2**40), 8_999_999_999, 9 * 10**9, 2**62]
+    seconds += [int(x) for x in rng.integers(-(2**34), 2**34, 300)]
+    nanos = [0, 1, 999_999_999] + [int(x) for x in rng.integers(0, 10**9, 300)]
+    good = [rl.encode_timestamp(s, n) for s in seconds for n in nanos[:3]]
+    good += [rl.encode_timestamp(s, n) for s, n in zip(seconds, nanos, strict=False)]
+    odd = [
+        b"\x10\x05\x08\x01",  # fields in the other order: scalar decoder only
+        b"\x08\x01\x08\x02",  # a repeated field (last wins)
+        b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # 10-byte varint: -1
+        b"\x18\x01",  # an unknown field
+        b"\x08\x80",  # truncated varint
+        b"\x08" + b"\x80" * 11 + b"\x01",  # varint over 10 bytes
+    ]
+    arr = pa.array([*good, *odd, None, b""], type=pa.binary())
+    got, decoded = mat._timestamp_nanos(arr)
+    for i, raw in enumerate(arr.to_pylist()):
+        if not raw:
+            assert decoded[i] and got[i] == 0
+        elif decoded[i]:
+            assert int(got[i]) == rl.decode_timestamp_nanos(raw), raw
+    assert decoded[: len(good)].sum() == sum(
+        abs(rl.decode_timestamp(b)[0]) < 9 * 10**9 for b in good
+    )
+    assert not decoded[len(good) : len(good) + len(odd)][[0, 1, 3, 4, 5]].any()
+
+
+def test_stale_follows_feasts_rule() -> None:
+    """A row is skipped when Redis holds a non-zero event time at least as new (Feast's
+    online_write_batch); missing, empty, zero or older stored times let it through."""
+    rng = np.random.default_rng(3)
+    n = 400
+    micros = rng.integers(-(10**15), 2 * 10**15, n)
+    micros[:4] = [0, -5, 10**15, 10**15]
+    plan = mat.ViewPlan(
+        name="v", online_name="v", join_keys=["id"], join_types=["int64"], features=[],
+        feature_types=[], source_path="-", timestamp_field="ts", created_field=None,
+        field_mapping={}, ttl=None,
+    )  # fmt: skip
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(n)),
+            "ts": pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        }
+    )
+    (enc,) = list(mat.encode_chunks(table, plan, "p", chunk=n))
+    shift = rng.integers(-3, 4, n) * 1_000_000
+    prev: list[bytes | None] = [
+        rl.encode_timestamp_micros(int(m + d)) for m, d in zip(micros, shift, strict=True)
+    ]
+    prev[0], prev[1], prev[2], prev[3] = None, b"", rl.encode_timestamp(0, 0), b"\x10\x05\x08\x01"
+    got = mat._stale(enc, prev)
+    for j, (p, new) in enumerate(zip(prev, enc.ts_nanos.tolist(), strict=True)):
+        latest = max(rl.decode_timestamp_nanos(p), 0) if p else 0
+        assert got[j] == (latest != 0 and new <= latest), j
