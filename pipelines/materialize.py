@@ -25,11 +25,11 @@ row-by-row protobuf path with columnar work:
    ``key_ttl_seconds`` is set) only for keys whose stored event time is older: the same
    staleness rule as RedisOnlineStore.online_write_batch, which also makes reruns
    idempotent (``skip_dedup: true`` in the config skips the read, as Feast does). On a
-   standalone Redis, while keys are new, two chunks of HSETs are kept queued in Redis
-   (each send also carries the EXISTS of the chunk two ahead) and the next chunk is
-   encoded meanwhile, and replies are checked in bulk, so Redis never waits for Python;
-   a Redis killed mid-run keeps every acknowledged chunk and whole keys of at most two
-   more. A Redis Cluster goes through redis-py's ClusterPipeline.
+   standalone Redis, two chunks of HSETs are kept queued in Redis (the staleness read of
+   a chunk goes out two chunks ahead: one EXISTS while keys are new) and the next chunk
+   is encoded meanwhile, and replies are checked in bulk, so Redis hardly waits for
+   Python; a Redis killed mid-run keeps every acknowledged chunk and whole keys of at
+   most two more. A Redis Cluster goes through redis-py's ClusterPipeline.
 
 ``verify`` then checks every expected key carries the view's timestamp and compares a
 sample of entities field by field with the offline latest rows.
@@ -57,7 +57,7 @@ from serving import redis_layout as rl
 from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
 
 CHUNK_KEYS = 5000  # keys per pipelined round trip
-IN_FLIGHT = 2  # chunks of writes queued in a standalone Redis (new keys)
+IN_FLIGHT = 2  # chunks of writes queued in a standalone Redis
 PARTS = 8  # the latest-row reduction runs per part of the entities, during the writes
 _REDUCE_ROWS = 2_000_000  # reduce the buffered scanned rows once they exceed this
 
@@ -1000,20 +1000,20 @@ class _ReplyStream:
     HSET, EXPIRE and EXISTS replies are single-line integers (``:5\r\n``), errors single
     lines too (``-ERR ...\r\n``), so counting newlines finds where n of them end; the
     ``_ts`` HGETs of keys the view never wrote are all ``$-1\r\n``. Only other HGET replies go
-    through a hiredis reader. Bytes are read past redis-py's parser, so every earlier
-    reply on the connection must have been read, and HGET replies must be the last ones
-    in flight when read (their reader may buffer whatever follows).
+    through a hiredis reader, which is then told nothing past them. Bytes are read past
+    redis-py's parser, so every earlier reply on the connection must have been read.
     """
 
     def __init__(self, conn: Any) -> None:
         self._sock = conn._sock
         self._buf = bytearray()
 
-    def _fill(self) -> None:
+    def _fill(self) -> bytes:
         data = self._sock.recv(1 << 20)
         if not data:
             raise ConnectionError("Redis closed the connection")
         self._buf += data
+        return data
 
     def lines(self, n: int) -> None:
         """Consume ``n`` single-line replies; raise if any is an error."""
@@ -1056,22 +1056,21 @@ class _ReplyStream:
             self._fill()
 
     def _parse(self, n: int) -> list[Any]:
-        """The next ``n`` replies, parsed by hiredis as one array (a ``*n`` header put in
-        front of them): one C-level call instead of one Python call per reply."""
+        """The next ``n`` bulk-string replies, parsed by hiredis as one array (a ``*n``
+        header put in front of them): one C-level call instead of one Python call per
+        reply. Only their bytes are consumed; later replies stay buffered."""
         import hiredis
 
         reader = hiredis.Reader()
         reader.feed(b"*%d\r\n" % n)
         reader.feed(bytes(self._buf))
-        self._buf.clear()
         while (replies := reader.gets()) is False:
-            data = self._sock.recv(1 << 20)
-            if not data:
-                raise ConnectionError("Redis closed the connection")
-            reader.feed(data)
+            reader.feed(self._fill())
         errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
         if errors:
             raise SkewlessError(f"Redis rejected a read of the _ts field: {errors[0]}")
+        size = sum(5 if r is None else len(r) + len(str(len(r))) + 5 for r in replies)
+        del self._buf[:size]  # $-1\r\n, or $<len>\r\n<bytes>\r\n
         return list(replies)
 
 
@@ -1158,24 +1157,6 @@ def _exists_payload(enc: EncodedRows) -> bytes:
     return b"".join([head, _buffer_bytes(enc.key_bulks)])
 
 
-def _read_payload(enc: EncodedRows, exists: bool) -> bytes | memoryview:
-    """The staleness read of the chunk: EXISTS (``exists``) or the ``_ts`` HGETs."""
-    return _exists_payload(enc) if exists else _hget_payload(enc)
-
-
-def _stored_ts(
-    writer: RedisWriter, conn: Any, replies: _ReplyStream, enc: EncodedRows, exists: bool
-) -> list[Any] | None:
-    """Read the reply of ``_read_payload(enc, exists)``: the stored ``_ts`` of the chunk's
-    rows, or None when no key has one. After an EXISTS that found keys, their HGETs
-    follow in a round trip of their own (the reply must be the last one in flight)."""
-    if exists:
-        if replies.integer() == 0:
-            return None
-        writer._send(conn, _hget_payload(enc))
-    return replies.hget_values(len(enc))
-
-
 def _hget_payload(enc: EncodedRows) -> bytes | memoryview:
     parts = [_lb(b"*3\r\n$4\r\nHGET\r\n"), enc.key_bulks, _lb(_bulk(enc.ts_field))]
     return _buffer_bytes(pc.binary_join_element_wise(*parts, _lb(b"")))
@@ -1190,11 +1171,8 @@ def write_encoded(
 ) -> tuple[int, int]:
     """Write chunks of encoded rows with Feast's staleness rule; returns (written, skipped).
 
-    Standalone Redis, one connection. While chunks hold only new keys (a first
-    materialization, or new entities), ``_write_new`` keeps ``IN_FLIGHT`` chunks of HSETs
-    queued in Redis and encodes the next chunk meanwhile, so Redis never waits for Python.
-    From the first chunk whose keys exist, ``_write_checked`` reads the stored ``_ts`` of
-    each key and writes one chunk at a time. ``progress(keys)`` is called as each chunk's
+    Standalone Redis: ``_write_pipelined`` on one connection. A Redis Cluster goes
+    through redis-py's ClusterPipeline. ``progress(keys)`` is called as each chunk's
     writes are acknowledged, in order.
     """
     if writer.cluster:
@@ -1202,14 +1180,9 @@ def write_encoded(
     expire = _bulk(str(ttl_seconds).encode()) if ttl_seconds else None
     conn = writer._connection()
     try:
-        replies = _ReplyStream(conn)
-        written, rest = _write_new(
-            writer, conn, replies, iter(chunks), expire, skip_dedup, progress
+        return _write_pipelined(
+            writer, conn, _ReplyStream(conn), iter(chunks), expire, skip_dedup, progress
         )
-        skipped = 0
-        if rest is not None:
-            more, skipped = _write_checked(writer, conn, replies, rest, expire, progress)
-            written += more
     except writer._errors as exc:
         conn.disconnect()
         raise writer.unavailable(exc) from exc
@@ -1218,10 +1191,9 @@ def write_encoded(
         raise
     finally:
         writer.client.connection_pool.release(conn)
-    return written, skipped
 
 
-def _write_new(
+def _write_pipelined(
     writer: RedisWriter,
     conn: Any,
     replies: _ReplyStream,
@@ -1229,108 +1201,85 @@ def _write_new(
     expire: bytes | None,
     skip_dedup: bool,
     progress: Callable[[int], None] | None,
-) -> tuple[int, Iterator[EncodedRows] | None]:
-    """Pipelined writes while chunks hold only new keys; returns (keys written, the chunks
-    left to ``_write_checked``, or None when done).
+) -> tuple[int, int]:
+    """Chunks written with ``IN_FLIGHT`` chunks of HSETs queued in Redis; returns
+    (written, skipped).
 
-    The wire carries, in order: EXISTS of chunks 0 and 1, then per chunk i its HSETs and
-    the EXISTS of chunk i + 2 (pulled, so key-encoded, only after chunk i's HSETs are
-    sent). Chunk i's HSETs go out once its EXISTS reply (0: no key yet) is read, which
-    follows chunk i - 2's write replies: so the HSETs of chunk i - 1 are still queued in
-    Redis while Python encodes and sends chunk i, and at most ``IN_FLIGHT`` chunks of
-    writes are unacknowledged. (The read of chunk i + 2 cannot see writes of this run:
-    one row per entity, so the chunks' keys are distinct.) The first chunk with a stored
-    key ends the fast path: the wire is drained and that chunk, with every later one, is
-    returned.
+    Each chunk's staleness read (its probe) goes out two chunks ahead: the wire carries
+    the probes of chunks 0 and 1, then per chunk i its HSETs and the probe of chunk i + 2
+    (pulled, so key-encoded, only after chunk i's HSETs are sent). Chunk i's HSETs go
+    out once its probe is answered, which follows chunk i - 2's write replies: so the
+    HSETs of chunk i - 1 are still queued in Redis while Python encodes and sends chunk
+    i, and at most ``IN_FLIGHT`` chunks of writes are unacknowledged. (A probe cannot see
+    writes of this run: one row per entity, so the chunks' keys are distinct.)
+
+    A probe is one EXISTS of the chunk's keys while chunks come back without any stored
+    ``_ts`` (new keys), else the HGETs of ``_ts`` (keys come in runs). An EXISTS that finds
+    keys is followed by the chunk's HGETs; only rows newer than what Redis holds are
+    written.
     """
-    wire: deque[tuple[int, int] | None] = deque()  # replies due: writes (keys, n), None: EXISTS
+    wire: deque[tuple[str, Any]] = deque()  # replies due: ("ack"|"exists"|"hget", what)
     ahead: deque[EncodedRows] = deque()  # pulled, not yet written
-    counts: deque[int] = deque()  # EXISTS replies read, for the chunks in ``ahead``, in order
-    written = 0
+    answers: dict[int, tuple[str, Any]] = {}  # id(chunk) -> its probe's answer
+    written = skipped = 0
+    hget_next = False  # probe the next chunk with HGETs (the last one held stored keys)
 
     def consume() -> None:
-        due = wire.popleft()
-        if due is None:
-            counts.append(replies.integer())
+        kind, what = wire.popleft()
+        if kind == "ack":
+            _acknowledge(replies, what, progress)
+        elif kind == "exists":
+            answers[id(what)] = (kind, replies.integer())
         else:
-            _acknowledge(replies, due, progress)
+            answers[id(what)] = (kind, replies.hget_values(len(what)))
 
-    def probe(enc: EncodedRows) -> bytes:
+    def probe(enc: EncodedRows, hget: bool) -> None:
+        if hget:
+            writer._send(conn, _hget_payload(enc))
+            wire.append(("hget", enc))
+        else:
+            writer._send(conn, _exists_payload(enc))
+            wire.append(("exists", enc))
+
+    def answer(enc: EncodedRows) -> tuple[str, Any]:
+        while id(enc) not in answers:
+            consume()
+        return answers.pop(id(enc))
+
+    for enc in itertools.islice(pull, IN_FLIGHT):
         ahead.append(enc)
-        if skip_dedup:
-            return b""
-        wire.append(None)
-        return _exists_payload(enc)
-
-    first = b"".join([probe(enc) for enc in itertools.islice(pull, IN_FLIGHT)])
-    if first:
-        writer._send(conn, first)
+        if not skip_dedup:
+            probe(enc, hget_next)
     while ahead:
-        enc = ahead[0]
+        enc = ahead.popleft()
         commands = enc.commands()  # encoded while Redis applies the chunks in flight
+        keep = None
         if skip_dedup:
             while len(wire) >= IN_FLIGHT:
                 consume()
         else:
-            while not counts:
-                consume()
-            if counts.popleft():  # a key of this chunk exists: check each key's _ts
-                while wire:
-                    consume()
-                return written, itertools.chain(list(ahead), pull)
-        ahead.popleft()
-        payload, n_replies = _hset_payload(enc, commands, None, expire)
-        wire.append((len(enc), n_replies))
-        writer._send(conn, payload)
-        written += len(enc)
-        following = next(pull, None)  # keys encoded (its part reduced) while Redis writes
-        read = b"" if following is None else probe(following)
-        if read:
-            writer._send(conn, read)
-    while wire:
-        consume()
-    return written, None
-
-
-def _write_checked(
-    writer: RedisWriter,
-    conn: Any,
-    replies: _ReplyStream,
-    chunks: Iterator[EncodedRows],
-    expire: bytes | None,
-    progress: Callable[[int], None] | None,
-) -> tuple[int, int]:
-    """One chunk of writes in flight, each key's stored ``_ts`` read first (HGETs; a chunk
-    after one whose keys were all new is probed with one EXISTS instead); returns
-    (written, skipped). The staleness read of chunk i+1 travels in the same send as the
-    HSETs of chunk i, and chunk i+1's values are encoded while Redis works on that send.
-    """
-    enc = next(chunks, None)
-    if enc is None:
-        return 0, 0
-    written = skipped = 0
-    unacked = (0, 0)  # (keys, replies) of the HSETs in flight
-    exists = False  # the staleness read in flight is an EXISTS (else HGETs)
-    writer._send(conn, _read_payload(enc, exists))
-    while enc is not None:
-        commands = enc.commands()
-        following = next(chunks, None)
-        _acknowledge(replies, unacked, progress)
-        stored = _stored_ts(writer, conn, replies, enc, exists)
-        exists = stored is None  # new keys come in runs: probe the next chunk alike
-        stale = None if stored is None else _stale(enc, stored)
-        keep = None if stale is None or not stale.any() else ~stale
+            kind, found = answer(enc)
+            if kind == "exists" and found:  # some key exists: read every key's _ts
+                probe(enc, True)
+                kind, found = answer(enc)
+            stored = found if kind == "hget" else None  # None: no key holds the view
+            hget_next = stored is not None
+            stale = None if stored is None else _stale(enc, stored)
+            keep = None if stale is None or not stale.any() else ~stale
         payload, n_replies = _hset_payload(enc, commands, keep, expire)
-        if following is not None:
-            payload = b"".join([payload, _read_payload(following, exists)])
-        if len(payload):
+        if n_replies:
             writer._send(conn, payload)
-        unacked = (len(enc), n_replies)
+        wire.append(("ack", (len(enc), n_replies)))
         kept = len(enc) if keep is None else int(keep.sum())
         written += kept
         skipped += len(enc) - kept
-        enc = following
-    _acknowledge(replies, unacked, progress)
+        following = next(pull, None)  # keys encoded (its part reduced) while Redis writes
+        if following is not None:
+            ahead.append(following)
+            if not skip_dedup:
+                probe(following, hget_next)
+    while wire:
+        consume()
     return written, skipped
 
 
