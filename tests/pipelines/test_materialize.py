@@ -122,8 +122,9 @@ def test_rerun_is_idempotent(feast_repo: dict[str, Any]) -> None:
 
 
 def test_existing_keys_mid_run_switch_to_checked_writes(feast_repo: dict[str, Any]) -> None:
-    """Chunks of new keys are written pipelined; the first chunk holding stored keys drains
-    the writes in flight and the rest is written key by key under Feast's staleness rule."""
+    """Chunks of new keys are probed with one EXISTS each; from the first chunk holding
+    stored keys on, every key's _ts is read (still two chunks ahead of the writes) and only
+    rows newer than what Redis holds are written, under Feast's staleness rule."""
     client, project = feast_repo["client"], feast_repo["project"]
     start, end = window()
     plan = load_repo(feast_repo["repo"]).plans[0]
