@@ -305,10 +305,7 @@ def _group_ids(columns: Sequence[pa.ChunkedArray | pa.Array]) -> tuple[np.ndarra
 def _time_ints(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     """A timestamp column as (int64 values with nulls as 0, validity or None if no null);
     one copy (the cast to int64 is a view, chunks are joined by ``to_numpy``)."""
-    valid = None
-    if col.null_count:
-        valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    return _numpy(col.cast(pa.int64()), 0), valid
+    return _numpy(col.cast(pa.int64()), 0), (_valid(col) if col.null_count else None)
 
 
 def _keep_max(
@@ -485,7 +482,7 @@ def scan_window(plan: ViewPlan, start: datetime, end: datetime) -> tuple[_Candid
         scanned += int(mask.sum())
         if pending_rows > _REDUCE_ROWS and len(pending) > 1:
             table = pa.concat_tables(pending)
-            pending = [table.take(_Candidates(table, np.concatenate(masks), plan).latest())]
+            pending = list(_Candidates(table, np.concatenate(masks), plan).winners())
             masks = [np.ones(pending[0].num_rows, dtype=bool)]
             pending_rows = pending[0].num_rows
     if not pending:
@@ -710,18 +707,10 @@ def encode_keys(table: pa.Table, plan: ViewPlan, project: str) -> pa.Array:
 
 
 def _bulk_strings(arr: pa.Array) -> pa.Array:
-    """RESP bulk string of every cell: ``$<len>\\r\\n<bytes>\\r\\n``. When all cells have one
-    length (e.g. int64 entity keys) the header is a constant, skipping the number-to-text
-    cast that costs half the time."""
-    lengths = pc.binary_length(arr)
-    shortest, longest = pc.min_max(lengths).values()
-    if shortest.is_valid and shortest == longest:
-        header = _lb(b"$%d\r\n" % shortest.as_py())
-        return pc.binary_join_element_wise(header, arr, _lb(b"\r\n"), _lb(b""))
-    lengths = pc.cast(pc.cast(lengths, pa.string()), _LB)
-    return pc.binary_join_element_wise(
-        _lb(b"$"), lengths, _lb(b"\r\n"), arr, _lb(b"\r\n"), _lb(b"")
-    )
+    """RESP bulk string of every cell: ``$<len>\r\n<bytes>\r\n`` (``_bulk_header``)."""
+    lengths = pc.binary_length(arr).to_numpy(zero_copy_only=False)
+    head = _ragged([_bulk_header(lengths)])
+    return pc.binary_join_element_wise(head, arr, _lb(b"\r\n"), _lb(b""))
 
 
 def _bulk(b: bytes) -> bytes:
