@@ -33,6 +33,23 @@ def _bulk(b: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(b), b)
 
 
+def _plan(key_type: str, features: dict[str, str]) -> mat.ViewPlan:
+    """A view ``v`` keyed by ``id`` with event time ``ts`` and ``features`` (name: codec)."""
+    return mat.ViewPlan(
+        name="v",
+        online_name="v",
+        join_keys=["id"],
+        join_types=[key_type],
+        features=list(features),
+        feature_types=list(features.values()),
+        source_path="-",
+        timestamp_field="ts",
+        created_field=None,
+        field_mapping={},
+        ttl=None,
+    )
+
+
 def _rows(n: int, seed: int) -> dict[str, list]:
     rng = np.random.default_rng(seed)
     lengths = [0, 1, 9, 10, 99, 100, 1_000, 123_456]
@@ -66,19 +83,7 @@ def test_commands_equal_row_by_row_encoding(key_type: str) -> None:
             **{name: pa.array(cols[name], CODECS[name][1]) for name in CODECS},
         }
     )
-    plan = mat.ViewPlan(
-        name="v",
-        online_name="v",
-        join_keys=["id"],
-        join_types=[key_type],
-        features=list(CODECS),
-        feature_types=[c for c, _ in CODECS.values()],
-        source_path="-",
-        timestamp_field="ts",
-        created_field=None,
-        field_mapping={},
-        ttl=None,
-    )
+    plan = _plan(key_type, {name: codec for name, (codec, _) in CODECS.items()})
     (enc,) = list(mat.encode_chunks(table, plan, "proj", chunk=n))
     got = enc.commands().to_pylist()
 
@@ -142,11 +147,7 @@ def test_stale_follows_feasts_rule() -> None:
     n = 400
     micros = rng.integers(-(10**15), 2 * 10**15, n)
     micros[:4] = [0, -5, 10**15, 10**15]
-    plan = mat.ViewPlan(
-        name="v", online_name="v", join_keys=["id"], join_types=["int64"], features=[],
-        feature_types=[], source_path="-", timestamp_field="ts", created_field=None,
-        field_mapping={}, ttl=None,
-    )  # fmt: skip
+    plan = _plan("int64", {})
     table = pa.table(
         {
             "id": pa.array(np.arange(n)),
