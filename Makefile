@@ -11,10 +11,11 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
 .PHONY: venv demo test lint parity bench clean
 
-$(STAMP): pyproject.toml uv.lock
+# skewless itself is rebuilt too: its build hook compiles pipelines/_dump.c (hatch_build.py)
+$(STAMP): pyproject.toml uv.lock hatch_build.py pipelines/_dump.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install -q "uv==0.13.9"
-	$(BIN)/uv sync --frozen --quiet
+	$(BIN)/uv sync --frozen --quiet --reinstall-package skewless
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -25,7 +25,7 @@ row-by-row protobuf path with columnar work:
    time for the view or an older one, which also makes reruns idempotent
    (``skip_dedup: true`` in the config skips the check, as Feast does). While keys turn
    out new, each is created with RESTORE of the very hash HSET would build
-   (``redis_dump``, compiled): no read first, since RESTORE never touches an existing key
+   (``redis_dump``, written in C): no read first, since RESTORE never touches an existing key
    (BUSYKEY), and about a third less Redis time than HSET. Keys that exist are checked:
    the stored ``_ts:<view>`` of each is read (one EXISTS per chunk while keys turn out
    new, else HGET per key), then HSET (+ EXPIRE when ``key_ttl_seconds`` is set; RESTORE
@@ -57,6 +57,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from pipelines import redis_dump
 from pipelines.feast_objects import VALUE_TYPES
 from serving import redis_layout as rl
 from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
@@ -766,8 +767,6 @@ class EncodedRows:
     def restores(self, ttl_ms: int, max_entries: int, max_value: int) -> memoryview:
         """The RESTORE command of every row, creating the very hash its HSET would
         (``redis_dump``), as one buffer in row order."""
-        from pipelines import redis_dump
-
         commands, _ = redis_dump.restore_commands(
             self.keys,
             [self.ts_field, *self.fields],
@@ -902,6 +901,8 @@ class RedisWriter:
     def _listpack_limits(self) -> tuple[int, int] | None:
         import redis as redis_mod
 
+        if not redis_dump.available():
+            return None
         try:
             version = str(self.client.info("server").get("redis_version", "0"))
             if int(version.split(".")[0]) < 7:  # listpack hashes in DUMP payloads: 7.0

@@ -69,6 +69,11 @@ def _restore(
     return _send(client, bytes(payload), len(keys)), listpack.tolist()
 
 
+def test_payload_writer_is_built() -> None:
+    """``make venv`` compiles it (hatch_build.py); without it every key goes by HSET."""
+    assert rd.available(), f"{rd.LIBRARY} missing: run make venv (needs a C compiler)"
+
+
 def test_crc64_is_redis_crc() -> None:
     assert rd.crc64(b"123456789") == 0xE9C6D914C4B8D9CA  # CRC-64/Jones check value
     assert rd.crc64(b"") == 0
@@ -124,6 +129,21 @@ def test_restore_sets_expiry_and_never_overwrites(server: redis.Redis) -> None:
     assert 0 < server.pttl(b"dump:new") <= 60_000
     assert server.hgetall(b"dump:old") == {b"kept": b"1"} and server.ttl(b"dump:old") == -1
     server.delete(b"dump:new", b"dump:old")
+
+
+def test_materialize_without_the_payload_writer_uses_hset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with private_redis() as url:
+        client = redis.Redis.from_url(url)
+        conn = url.removeprefix("redis://").replace("/0", ",db=0")
+        build_repo(tmp_path / "r", generate(3_000, 1_000, seed=4), conn, project="nolib")
+        start, end = window()
+        monkeypatch.setattr(rd, "_LIB", None)
+        report = materialize(tmp_path / "r", start, end, show_progress=False, verify=True)
+        assert report.ok and report.views[0].written == report.views[0].expected
+        stats = client.info("commandstats")
+        assert "cmdstat_restore" not in stats and stats["cmdstat_hset"]["calls"] > 0
 
 
 def test_materialize_falls_back_to_hset_where_restore_is_refused(tmp_path: Path) -> None:
