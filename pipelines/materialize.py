@@ -77,7 +77,7 @@ class ViewReport:
     view: str
     rows_scanned: int = 0
     expected: int = 0  # distinct entities with a row in the window
-    written: int = 0  # HSETs sent by this run
+    written: int = 0  # keys written by this run (RESTORE of new keys, HSET of newer rows)
     skipped_not_newer: int = 0  # Redis already held an equal or newer event time
     present: int | None = None  # verify: expected keys whose stored event time >= ours
     sampled: int = 0
@@ -101,6 +101,7 @@ class MaterializeReport:
     end: datetime
     views: list[ViewReport] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # e.g. why RESTORE was not used
 
     @property
     def rows_scanned(self) -> int:
@@ -1584,6 +1585,10 @@ def materialize(
                     )
                 vr.seconds = time.perf_counter() - v0
                 report.views.append(vr)
+        if writer.restore_refused:
+            report.notes.append(
+                f"Redis refused RESTORE ({writer.restore_refused}); keys were written by HSET"
+            )
     finally:
         writer.close()
     report.seconds = time.perf_counter() - t0
@@ -1799,3 +1804,4 @@ def iter_report_lines(report: MaterializeReport) -> Iterator[str]:
             f"verified={v.verified}/{v.sampled} superseded={v.superseded} lost={v.lost} "
             f"({v.seconds:.2f}s)"
         )
+    yield from report.notes

@@ -13,7 +13,7 @@ import redis
 
 from pipelines import redis_dump as rd
 from pipelines.local_redis import private_redis
-from pipelines.materialize import clear_project, materialize
+from pipelines.materialize import clear_project, iter_report_lines, materialize
 from pipelines.materialize_demo import build_repo, generate, snapshot, window
 
 # values around every boundary of the encodings: 6/12-bit string lengths, 1/2-byte
@@ -165,3 +165,4 @@ def test_materialize_falls_back_to_hset_where_restore_is_refused(tmp_path: Path)
         assert report.ok and report.views[0].written == len(restored)
         assert snapshot(client, "refused") == restored
         assert client.info("errorstats")["errorstat_NOPERM"]["count"] >= 1
+        assert "Redis refused RESTORE (NOPERM" in list(iter_report_lines(report))[-1]
