@@ -18,7 +18,7 @@ SOURCE = Path("pipelines") / "_dump.c"
 LIBRARY = Path("pipelines") / ("_dump.dll" if sys.platform == "win32" else "_dump.so")
 
 
-class CompileDumpWriter(BuildHookInterface):  # type: ignore[misc]
+class CompileDumpWriter(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:

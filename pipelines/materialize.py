@@ -859,7 +859,7 @@ class RedisWriter:
     which routes each key to its slot owner.
     """
 
-    def __init__(self, redis_type: str, connection_string: str, restore: bool = True) -> None:
+    def __init__(self, redis_type: str, connection_string: str) -> None:
         import redis as redis_mod
         from redis.cluster import ClusterNode, RedisCluster
 
@@ -892,7 +892,7 @@ class RedisWriter:
             self.client.ping()
             # New keys are created with RESTORE (redis_dump) where the server loads listpack
             # hashes and tells its listpack limits: (hash-max-listpack-entries, -value).
-            self.restore_limits = self._listpack_limits() if restore and not self.cluster else None
+            self.restore_limits = None if self.cluster else self._listpack_limits()
         except self._errors as exc:
             raise self.unavailable(exc) from exc
         except redis_mod.RedisClusterException as exc:

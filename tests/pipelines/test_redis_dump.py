@@ -13,7 +13,7 @@ import redis
 
 from pipelines import redis_dump as rd
 from pipelines.local_redis import private_redis
-from pipelines.materialize import clear_project, iter_report_lines, materialize
+from pipelines.materialize import RedisWriter, clear_project, iter_report_lines, materialize
 from pipelines.materialize_demo import build_repo, generate, snapshot, window
 
 # values around every boundary of the encodings: 6/12-bit string lengths, 1/2-byte
@@ -43,21 +43,6 @@ def _limits(client: redis.Redis) -> tuple[int, int]:
     return int(config["hash-max-listpack-entries"]), int(config["hash-max-listpack-value"])
 
 
-def _send(client: redis.Redis, payload: bytes, replies: int) -> list[object]:
-    conn = client.connection_pool.get_connection()
-    try:
-        conn.send_packed_command([payload])
-        out = []
-        for _ in range(replies):
-            try:
-                out.append(conn.read_response())
-            except redis.ResponseError as exc:
-                out.append(exc)
-        return out
-    finally:
-        client.connection_pool.release(conn)
-
-
 def _restore(
     client: redis.Redis, keys: list[bytes], names: list[bytes], rows: list[list[bytes]],
     ttl_ms: int = 0,
@@ -66,7 +51,12 @@ def _restore(
     payload, listpack = rd.restore_commands(
         pa.array(keys, type=pa.large_binary()), names, columns, ttl_ms, *_limits(client)
     )
-    return _send(client, bytes(payload), len(keys)), listpack.tolist()
+    kwargs = client.connection_pool.connection_kwargs
+    writer = RedisWriter("redis", f"{kwargs['host']}:{kwargs['port']},db=0")
+    try:
+        return writer._raw(bytes(payload), len(keys)), listpack.tolist()
+    finally:
+        writer.close()
 
 
 def test_payload_writer_is_built() -> None:
