@@ -119,7 +119,12 @@ def restore_commands(
     ttl = str(ttl_ms).encode()
     ttl_bulk = b"$%d\r\n%s\r\n" % (len(ttl), ttl)
     head = b"*4\r\n$7\r\nRESTORE\r\n"
-    per_row = len(head) + len(ttl_bulk) + 48 + 12 * (len(names) + 1) + int(name_off[-1])
+    # Bytes per row beyond its key and values, at most: the RESP framing (head, the key's
+    # and payload's bulk headers of up to 20 digits, CR LFs, the ttl argument), the payload's
+    # fixed part (type, RDB length, listpack header and end byte, version, CRC) and per
+    # field its name and up to 10 bytes of lengths (the plain form's two RDB lengths).
+    resp = len(head) + 2 * (1 + 20 + 2) + 2 + len(ttl_bulk) + 2
+    per_row = resp + (1 + 5 + 6 + 1 + 2 + 8) + 10 * len(names) + int(name_off[-1])
     out = np.empty(n * per_row + len(key_data) + len(val_data), dtype=np.uint8)
     listpack = np.empty(n, dtype=np.uint8)
     used = _library().skewless_restore_rows(

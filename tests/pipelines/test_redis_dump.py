@@ -64,6 +64,12 @@ def test_payload_writer_is_built() -> None:
     assert rd.available(), f"{rd.LIBRARY} missing: run make venv (needs a C compiler)"
 
 
+def test_no_rows_no_commands() -> None:
+    empty = pa.array([], type=pa.large_binary())
+    payload, listpack = rd.restore_commands(empty, [b"f"], [empty], 0, 128, 64)
+    assert bytes(payload) == b"" and len(listpack) == 0
+
+
 def test_crc64_is_redis_crc() -> None:
     assert rd.crc64(b"123456789") == 0xE9C6D914C4B8D9CA  # CRC-64/Jones check value
     assert rd.crc64(b"") == 0
