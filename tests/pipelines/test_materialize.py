@@ -112,6 +112,41 @@ def test_matches_feast_byte_for_byte(feast_repo: dict[str, Any]) -> None:
     assert _same(_online(store, feast_repo["ids"]), feast_repo["online"])
 
 
+def test_two_views_of_one_entity_share_keys_like_feast(tmp_path: Path, conn: str) -> None:
+    """Views on one entity share its Redis hash: the first view's new keys are created
+    by RESTORE, the second view's fields are added to them by HSET (its RESTOREs meet
+    BUSYKEY). The result equals Feast's, field for field."""
+    from feast import FeatureView, Field
+    from feast.types import Float64, Int64
+
+    project = f"skt_{uuid.uuid4().hex[:10]}"
+    store = build_repo(tmp_path / "r", generate(20_000, 5_000, seed=8), conn, project=project)
+    stats = store.get_feature_view("driver_stats")
+    trips = FeatureView(
+        name="driver_trips",
+        entities=[store.get_entity("driver")],
+        ttl=stats.ttl,
+        schema=[Field(name="driver_id", dtype=Int64), Field(name="trips", dtype=Int64),
+                Field(name="conv_rate", dtype=Float64)],
+        source=stats.batch_source,
+        online=True,
+    )  # fmt: skip
+    store.apply([trips])
+    client = redis_client(conn)
+    start, end = window()
+    try:
+        store.materialize(start_date=start, end_date=end)
+        feast_state = snapshot(client, project)
+        assert all(len(fields) == 5 + 3 for fields in feast_state.values())  # both views
+        assert clear_project(client, project) == len(feast_state)
+        report = materialize(tmp_path / "r", start, end, verify=True, show_progress=False)
+        assert [v.view for v in report.views] == ["driver_stats", "driver_trips"]
+        assert report.ok and all(v.written == len(feast_state) for v in report.views)
+        assert snapshot(client, project) == feast_state
+    finally:
+        clear_project(client, project)
+
+
 def test_rerun_is_idempotent(feast_repo: dict[str, Any]) -> None:
     start, end = window()
     materialize(feast_repo["repo"], start, end, show_progress=False, record_interval=False)
