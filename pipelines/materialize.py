@@ -1090,9 +1090,9 @@ class _ReplyStream:
             raise SkewlessError(f"Redis rejected a read: {line[1:].decode(errors='replace')}")
         return int(line[1:])
 
-    def hget_values(self, n: int) -> list[Any] | None:
+    def hget_values(self, n: int) -> pa.Array | None:
         """Consume ``n`` HGET replies: None when all are nil (no key had the field), else
-        the values (bytes or None)."""
+        the values (binary, null for nil)."""
         nils = _NIL * n
         while True:
             head = bytes(self._buf[: len(nils)])
@@ -1103,10 +1103,10 @@ class _ReplyStream:
                 return None
             self._fill()
 
-    def _parse(self, n: int) -> list[Any]:
+    def _parse(self, n: int) -> pa.Array:
         """The next ``n`` bulk-string replies, parsed by hiredis as one array (a ``*n``
-        header put in front of them): one C-level call instead of one Python call per
-        reply. Only their bytes are consumed; later replies stay buffered."""
+        header put in front of them) and counted by arrow: no Python call per reply. Only
+        their bytes are consumed; later replies stay buffered."""
         import hiredis
 
         reader = hiredis.Reader()
@@ -1114,30 +1114,33 @@ class _ReplyStream:
         reader.feed(bytes(self._buf))
         while (replies := reader.gets()) is False:
             reader.feed(self._fill())
-        errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
-        if errors:
-            raise SkewlessError(f"Redis rejected a read of the _ts field: {errors[0]}")
-        size = sum(5 if r is None else len(r) + len(str(len(r))) + 5 for r in replies)
-        del self._buf[:size]  # $-1\r\n, or $<len>\r\n<bytes>\r\n
-        return list(replies)
+        try:
+            values = pa.array(replies, type=pa.binary())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            error = next(r for r in replies if isinstance(r, hiredis.ReplyError))
+            raise SkewlessError(f"Redis rejected a read of the _ts field: {error}") from None
+        length = pc.binary_length(values).fill_null(-1).to_numpy(zero_copy_only=False)
+        digits = np.floor(np.log10(np.maximum(length, 1))).astype(np.int64) + 1
+        # $-1\r\n, or $<len>\r\n<bytes>\r\n
+        del self._buf[: int(np.where(length < 0, 5, length + digits + 5).sum())]
+        return values
 
 
-def _stale(enc: EncodedRows, prev: Sequence[bytes | None]) -> np.ndarray:
+def _stale(enc: EncodedRows, prev: Sequence[bytes | None] | pa.Array) -> np.ndarray:
     """Feast's staleness rule (RedisOnlineStore.online_write_batch) for the chunk's rows
     given their stored ``_ts`` values: True where the row must NOT be written, i.e. Redis
     holds a non-zero event time at least as new as the row's. Stored times are decoded
     vectorized (``_timestamp_nanos``); bytes in another layout go to the scalar decoder,
     which raises on garbage."""
-    stale = np.zeros(len(prev), dtype=bool)
-    if not any(prev):
-        return stale  # no key of this chunk has the view yet
-    stored = pa.array(prev, type=pa.binary())
+    stored = prev if isinstance(prev, pa.Array) else pa.array(prev, type=pa.binary())
     present = pc.binary_length(stored).fill_null(0).to_numpy(zero_copy_only=False) > 0
+    if not present.any():
+        return np.zeros(len(stored), dtype=bool)  # no key of this chunk has the view yet
     nanos, decoded = _timestamp_nanos(stored)
     latest = np.maximum(nanos, 0)
     stale = present & decoded & (latest != 0) & (enc.ts_nanos <= latest)
     for j in np.flatnonzero(present & ~decoded).tolist():
-        scalar = max(rl.decode_timestamp_nanos(prev[j]), 0)  # type: ignore[arg-type]
+        scalar = max(rl.decode_timestamp_nanos(stored[j].as_py()), 0)
         stale[j] = scalar != 0 and int(enc.ts_nanos[j]) <= scalar
     return stale
 
@@ -1275,10 +1278,12 @@ def _write_pipelined(
     """Chunks written with at most ``IN_FLIGHT`` chunks of writes queued in Redis; returns
     (written, skipped).
 
-    While keys of the view turn out to be new, chunks are written without any read:
-    RESTORE (``redis_dump``) creates each key that is new and answers BUSYKEY for one that
-    exists, whose row then takes the checked path below. Once more than a tenth of a
-    chunk exists, or the server refuses RESTORE, every later chunk is checked first.
+    Once a chunk's keys turn out to be all new (its EXISTS finds none), chunks are written
+    without any read: RESTORE (``redis_dump``) creates each key that is new and answers
+    BUSYKEY for one that exists, whose row then takes the checked path below. Once more
+    than a tenth of a chunk exists, or the server refuses RESTORE, later chunks are
+    checked first again. (The first chunks are always checked: a rerun, or a view whose
+    entity another view already wrote, then sends no RESTORE in vain.)
 
     A checked chunk's staleness read (its probe) goes out two chunks ahead: the wire
     carries the probes of chunks 0 and 1, then per chunk i its writes and the probe of
@@ -1295,7 +1300,7 @@ def _write_pipelined(
     ahead: deque[tuple[EncodedRows, str]] = deque()  # (chunk, how: restore|unchecked|probe)
     answers: dict[int, tuple[str, Any]] = {}  # id(chunk) -> its probe's answer
     written = skipped = unacked = 0
-    optimistic = restore is not None  # restore unprobed chunks
+    optimistic = False  # restore chunks unprobed (the last checked one was all new)
     hget_next = False  # probe the next chunk with HGETs (the last one held stored keys)
 
     def consume() -> None:
@@ -1404,6 +1409,7 @@ def _write_pipelined(
             stored = found if kind == "hget" else None  # None: no key holds the view
             hget_next = stored is not None
             if kind == "exists" and restore is not None:
+                optimistic = True
                 write_restore(enc)
             else:
                 stale = None if stored is None else _stale(enc, stored)

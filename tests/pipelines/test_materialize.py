@@ -147,6 +147,34 @@ def test_two_views_of_one_entity_share_keys_like_feast(tmp_path: Path, conn: str
         clear_project(client, project)
 
 
+def test_hget_replies_are_consumed_exactly(conn: str) -> None:
+    """The HGET replies of a chunk are parsed as one array and exactly their bytes are
+    consumed, whatever the value lengths (1- to 4-digit headers, empty, nil), so the
+    replies after them stay readable."""
+    from pipelines.materialize import RedisWriter, _ReplyStream
+
+    prefix = f"skt_{uuid.uuid4().hex[:10]}:"
+    values = [b"", b"x", b"\r\n" * 4 + b"y", b"z" * 10, b"w" * 99, b"v" * 100, b"u" * 1234]
+    keys = [f"{prefix}{i}".encode() for i in range(len(values) + 1)]  # the last one: nil
+    writer = RedisWriter("redis", conn)
+    client = writer.client
+    try:
+        for k, v in zip(keys, values, strict=False):
+            client.hset(k, b"_ts:x", v)
+        c = writer._connection()
+        hgets = b"".join(b"*3\r\n$4\r\nHGET\r\n$%d\r\n%s\r\n$5\r\n_ts:x\r\n" % (len(k), k)
+                         for k in keys)  # fmt: skip
+        writer._send(c, hgets + b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(keys[0]), keys[0]))
+        replies = _ReplyStream(c)
+        got = replies.hget_values(len(keys))
+        assert got is not None and got.to_pylist() == [*values, None]
+        assert replies.integer() == 1  # the EXISTS after them
+        client.connection_pool.release(c)
+    finally:
+        client.delete(*keys)
+        writer.close()
+
+
 def test_rerun_is_idempotent(feast_repo: dict[str, Any]) -> None:
     start, end = window()
     materialize(feast_repo["repo"], start, end, show_progress=False, record_interval=False)
