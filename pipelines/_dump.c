@@ -8,7 +8,11 @@
 #define RDB_TYPE_HASH_LISTPACK 16
 #define RDB_VERSION 10
 
+#define ABI_VERSION 1 /* bump with any change of an exported signature */
+
 static uint64_t crc_tab[8][256]; /* [t]: a byte followed by t more bytes of the word */
+
+int32_t skewless_dump_abi(void) { return ABI_VERSION; }
 
 void skewless_dump_init(void) {
     const uint64_t poly = 0x95AC9329AC4BC9B5ULL; /* CRC-64/Jones, reflected */

@@ -42,10 +42,19 @@ _INTLIKE = re.compile(rb"-?[0-9]{1,20}")  # a listpack might store these as inte
 LIBRARY = Path(__file__).with_name("_dump.dll" if sys.platform == "win32" else "_dump.so")
 
 
+_ABI_VERSION = 1  # skewless_dump_abi() of the _dump.c these bindings match
+
+
 def _load() -> ctypes.CDLL | None:
-    if not LIBRARY.exists():
+    """The compiled writer, or None if it is missing, unloadable or from another version
+    of ``_dump.c`` (a stale build: ``make venv`` rebuilds it)."""
+    try:
+        lib = ctypes.CDLL(str(LIBRARY))
+        lib.skewless_dump_abi.restype = ctypes.c_int32
+        if lib.skewless_dump_abi() != _ABI_VERSION:
+            return None
+    except (OSError, AttributeError):
         return None
-    lib = ctypes.CDLL(str(LIBRARY))
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.skewless_restore_rows.argtypes = [
         i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, ctypes.c_int32, i64, ptr, ptr
