@@ -1311,28 +1311,28 @@ def _write_pipelined(
             _acknowledge(replies, what, progress)
         elif kind == "restored":
             unacked -= 1
-            restored(*what)
+            restored(what)
         elif kind == "exists":
             answers[id(what)] = (kind, replies.integer())
         else:
             answers[id(what)] = (kind, replies.hget_values(len(what)))
 
-    def restored(enc: EncodedRows, rows: np.ndarray) -> None:
-        """RESTORE replies of ``rows`` of a chunk: rows it did not create go on as a new,
-        checked chunk."""
+    def restored(enc: EncodedRows) -> None:
+        """RESTORE replies of a chunk: rows it did not create go on as a new, checked
+        chunk."""
         nonlocal written, optimistic, restore
-        failed, texts = replies.statuses(len(rows))
-        written += len(rows) - len(failed)
-        if progress and len(rows) > len(failed):
-            progress(len(rows) - len(failed))
+        failed, texts = replies.statuses(len(enc))
+        written += len(enc) - len(failed)
+        if progress and len(enc) > len(failed):
+            progress(len(enc) - len(failed))
         if not len(failed):
             return
         refused = [t for t in texts if not t.startswith("BUSYKEY")]
         if refused:  # e.g. NOPERM, or a server that does not load this payload version
             writer.restore_refused, restore = refused[0], None
-        if (len(failed) - len(refused)) * 10 > len(rows) or refused:
+        if (len(failed) - len(refused)) * 10 > len(enc) or refused:
             optimistic = False
-        line_up(enc.take(rows[failed]), hget=len(refused) < len(failed))
+        line_up(enc.take(failed), hget=len(refused) < len(failed))
 
     def probe(enc: EncodedRows, hget: bool) -> None:
         if hget:
@@ -1384,7 +1384,7 @@ def _write_pipelined(
     def write_restore(enc: EncodedRows) -> None:
         assert restore is not None
         payload = enc.restores(restore.ttl_ms, restore.max_entries, restore.max_value)
-        send_writes(payload, ("restored", (enc, np.arange(len(enc)))))
+        send_writes(payload, ("restored", enc))
 
     for enc in itertools.islice(pull, IN_FLIGHT):
         line_up(enc)
