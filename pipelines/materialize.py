@@ -42,6 +42,7 @@ sample of entities field by field with the offline latest rows.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import time
@@ -890,19 +891,21 @@ class RedisWriter:
                 host, port = nodes[0]
                 self.client = redis_mod.Redis(host=host, port=port, **params)
             self.client.ping()
-            # New keys are created with RESTORE (redis_dump) where the server loads listpack
-            # hashes and tells its listpack limits: (hash-max-listpack-entries, -value).
-            self.restore_limits = None if self.cluster else self._listpack_limits()
         except self._errors as exc:
             raise self.unavailable(exc) from exc
         except redis_mod.RedisClusterException as exc:
             raise self.unavailable(exc) from exc
         self.restore_refused: str | None = None  # why the server refused a RESTORE, if it did
 
-    def _listpack_limits(self) -> tuple[int, int] | None:
+    @functools.cached_property
+    def restore_limits(self) -> tuple[int, int] | None:
+        """(hash-max-listpack-entries, -value) of a standalone Redis >= 7.0, which loads the
+        listpack hashes of ``redis_dump``'s RESTORE payloads; None where new keys go by HSET
+        (a cluster, no compiled writer, CONFIG disabled). Asked on first use, so a writer
+        that only reads (``verify``) costs no extra round trips."""
         import redis as redis_mod
 
-        if not redis_dump.available():
+        if self.cluster or not redis_dump.available():
             return None
         try:
             version = str(self.client.info("server").get("redis_version", "0"))
@@ -910,6 +913,8 @@ class RedisWriter:
                 return None
             config = self.client.config_get("hash-max-listpack-*")
             return int(config["hash-max-listpack-entries"]), int(config["hash-max-listpack-value"])
+        except self._errors as exc:
+            raise self.unavailable(exc) from exc
         except (redis_mod.ResponseError, KeyError, ValueError):
             return None  # e.g. CONFIG disabled: HSET only
 
