@@ -840,13 +840,8 @@ def _rechunk(tables: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
 
 
 def _buffer_bytes(arr: pa.Array) -> memoryview:
-    """The concatenated cell bytes of a large_binary array (a view of its data buffer)."""
-    n = len(arr)
-    if n == 0:
-        return memoryview(b"")
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=n + 1, offset=arr.offset * 8)
-    data = arr.buffers()[2]
-    return memoryview(data)[int(offsets[0]) : int(offsets[-1])]  # type: ignore[arg-type]
+    """The concatenated cell bytes of a binary array (a view of its data buffer)."""
+    return redis_dump.cells(arr)[1].data
 
 
 # ------------------------------------------------------------------------ Redis I/O
@@ -1162,10 +1157,7 @@ def _timestamp_nanos(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     mat = np.zeros((n, width), dtype=np.uint8)
     used = np.arange(width) < np.minimum(length, width)[:, None]
     if used.any():
-        offsets = np.frombuffer(
-            arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4
-        )
-        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+        offsets, data = redis_dump.cells(arr)
         mat[used] = data[(offsets[:-1, None] + np.arange(width))[used]]
     rows = np.arange(n)
     pos = np.zeros(n, dtype=np.int64)

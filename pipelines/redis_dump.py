@@ -80,8 +80,9 @@ def _library() -> ctypes.CDLL:
     return _LIB
 
 
-def _offsets(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 offsets rebased to 0, data bytes) of a binary or large_binary array."""
+def cells(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of a binary or large_binary array as (int64 offsets from 0, the bytes they
+    index): views of its buffers, no copy."""
     n = len(arr)
     wide = pa.types.is_large_binary(arr.type)
     offsets = np.frombuffer(
@@ -112,7 +113,7 @@ def restore_commands(
     names_fit = len(names) <= max_entries and all(
         len(b) <= max_value and not _INTLIKE.fullmatch(b) for b in names
     )
-    key_off, key_data = _offsets(keys)
+    key_off, key_data = cells(keys)
     name_off = np.zeros(len(names) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in names], out=name_off[1:])
     name_data = np.frombuffer(b"".join(names), dtype=np.uint8)
@@ -120,7 +121,7 @@ def restore_commands(
     datas = []
     base = 0
     for f, arr in enumerate(values):
-        off, data = _offsets(arr)
+        off, data = cells(arr)
         val_off[f] = off + base
         base += len(data)
         datas.append(data)
