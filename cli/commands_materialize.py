@@ -27,7 +27,7 @@ def _parse_time(text: str | None, option: str) -> datetime | None:
 
 
 def materialize_command(
-    repo: str = typer.Option("feature_repo", "--repo", help="Feast repo (feature_store.yaml)"),
+    repo: str = typer.Option(".", "--repo", "-c", help="The project / Feast repo; default: here"),
     start: str | None = typer.Option(
         None, "--start", help="ISO 8601 start (inclusive); default end minus the view's ttl"
     ),

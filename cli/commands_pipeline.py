@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, guarded
+from cli.options import DEFAULT_REPO, Repo
 
 
 def register(app: typer.Typer) -> None:
@@ -20,13 +21,17 @@ def register_batch(app: typer.Typer) -> None:
     @app.command("run")
     @guarded
     def run_command(
+        repo: Repo = DEFAULT_REPO,
         engine: Annotated[str, typer.Option("--engine", help="spark or beam.")] = "spark",
         input_dir: Annotated[
-            Path, typer.Option("--input", help="Raw data (from `skewless generate`).")
-        ] = Path("data/raw"),
+            Path | None,
+            typer.Option(
+                "--input", help="Read each source from INPUT/<source> instead of its path."
+            ),
+        ] = None,
         output_dir: Annotated[
             Path | None,
-            typer.Option("--output", help="Features + artifacts (default: SKEWLESS_DATA)."),
+            typer.Option("--output", help="Features + artifacts (default: the data directory)."),
         ] = None,
         master: Annotated[str, typer.Option("--master", help="Spark master URL.")] = "local[*]",
         beam_option: Annotated[
@@ -34,14 +39,22 @@ def register_batch(app: typer.Typer) -> None:
             typer.Option("--beam-option", help="Beam pipeline option, e.g. --runner=DirectRunner."),
         ] = None,
     ) -> None:
-        """Compute statistics artifacts and entity features from raw transactions."""
+        """Compute statistics artifacts and entity features from the project's raw sources."""
         if engine not in ("spark", "beam"):
             fail(f"--engine must be spark or beam, got {engine!r}")
         from pipelines.batch import run
-        from pipelines.feast_objects import data_dir
+        from pipelines.project import load_project
 
-        out = output_dir or data_dir()
-        report = run(engine, input_dir, out, master=master, beam_options=beam_option or [])
+        project = load_project(repo)
+        out = output_dir or project.data_dir
+        report = run(
+            engine,
+            project,
+            out,
+            input_dir=input_dir,
+            master=master,
+            beam_options=beam_option or [],
+        )
         typer.echo(
             f"{engine}: {report.rows_in:,} rows in, {report.rows_quarantined:,} quarantined, "
             + ", ".join(f"{v} {n:,} rows" for v, n in sorted(report.rows_out.items()))
@@ -53,9 +66,7 @@ def register_batch(app: typer.Typer) -> None:
     @app.command("apply")
     @guarded
     def apply_command(
-        repo: Annotated[Path, typer.Option("--repo", help="The Feast repo.")] = Path(
-            "feature_repo"
-        ),
+        repo: Repo = DEFAULT_REPO,
         redis_url: Annotated[
             str | None, typer.Option("--redis-url", help="Online store (default: REDIS_URL).")
         ] = None,
@@ -79,17 +90,20 @@ def register_training(app: typer.Typer) -> None:
             Path, typer.Option("--entities", help="Parquet: keys, event_timestamp, request data.")
         ],
         out: Annotated[Path, typer.Option("--out", help="Training set Parquet to write.")],
-        repo: Annotated[Path, typer.Option("--repo", help="The Feast repo.")] = Path(
-            "feature_repo"
-        ),
-        service: Annotated[str, typer.Option("--service", help="Feature service.")] = (
-            "fraud_model_v1"
-        ),
+        repo: Repo = DEFAULT_REPO,
+        service: Annotated[
+            str | None,
+            typer.Option("--service", help="Feature service (default: the only one)."),
+        ] = None,
+        timestamp_column: Annotated[
+            str, typer.Option("--timestamp-column", help="The entity file's request-time column.")
+        ] = "event_timestamp",
     ) -> None:
         """Point-in-time correct training set (every entity row kept) + request-time features."""
         import pyarrow.parquet as pq
 
         from pipelines.training_data import build_training_set
+        from serving.manifest import Manifest
         from transforms.errors import SchemaError
 
         if not entities.exists():
@@ -98,5 +112,10 @@ def register_training(app: typer.Typer) -> None:
             table = pq.read_table(entities)
         except Exception as exc:  # pyarrow raises several types for a non-Parquet file
             raise SchemaError(f"--entities {entities} is not readable Parquet: {exc}") from None
-        result = build_training_set(repo, table, out, service)
+        if service is None:
+            services = sorted(Manifest.load(repo).services)
+            if len(services) != 1:
+                fail(f"--service is needed: the project serves {', '.join(services) or 'none'}")
+            service = services[0]
+        result = build_training_set(repo, table, out, service, timestamp_column=timestamp_column)
         typer.echo(f"{table.num_rows:,} entity rows in, {result.num_rows:,} rows out -> {out}")

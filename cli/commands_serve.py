@@ -13,7 +13,7 @@ from cli.errors import fail, guarded
 
 def serve_command(
     repo: str = typer.Option(
-        "feature_repo", "--repo", help="Feast repo with skewless_manifest.json"
+        ".", "--repo", "-c", help="The project (skewless_manifest.json); default: here"
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="bind address"),
     port: int = typer.Option(6566, "--port", help="TCP port"),

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, guarded
+from cli.options import DEFAULT_REPO, Repo
 
 
 def register(app: typer.Typer) -> None:
@@ -28,9 +29,7 @@ def register(app: typer.Typer) -> None:
                 help="Training set Parquet; its .stats.json is computed when missing.",
             ),
         ] = None,
-        repo: Annotated[Path, typer.Option("--repo", help="The Feast repo.")] = Path(
-            "feature_repo"
-        ),
+        repo: Repo = DEFAULT_REPO,
         service: Annotated[
             str | None, typer.Option("--service", help="Service, if the logs hold several.")
         ] = None,

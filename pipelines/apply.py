@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,14 @@ from pipelines.feast_objects import (
     SERVICE_ARTIFACT_TAG,
     SERVICE_FINGERPRINTS_TAG,
     VALUE_TYPES,
-    data_dir,
     repo_objects,
 )
+from pipelines.project import Project, load_project
 from serving.config import feast_connection_string
 from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
+from transforms.modules import resolve_feature_set
 
 
 def configure_repo(repo: Path, redis_url: str | None, project: str | None = None) -> None:
@@ -78,8 +78,7 @@ def manifest_from_registry(store: Any) -> Manifest:
             untagged[odfv.name] = missing
             continue
         ref = tags["skewless.feature_set"]
-        module, _, attr = ref.partition(":")
-        inputs = getattr(importlib.import_module(module), attr).inputs
+        inputs = resolve_feature_set(ref, store.repo_path).inputs
         request_schema = {
             f.name: _feast_type(f, odfv.name, request=True)
             for src in odfv.source_request_sources.values()
@@ -135,19 +134,24 @@ def apply(
     base: Path | None = None,
     project: str | None = None,
 ) -> Manifest:
-    """Register every object in Feast (like ``feast apply``) and write the manifest."""
+    """Register the project's objects in Feast (like ``feast apply``) and write the
+    manifest. A directory without ``skewless.yaml`` is a hand-written Feast repo: its
+    registry (after ``feast apply``) is read back as it is, views carrying our tags."""
     repo = Path(repo).resolve()
-    base = base or data_dir()
-    for fs_path in (base / "features",):
-        if not fs_path.exists():
-            raise SchemaError(f"{fs_path} does not exist; run `skewless run` first")
+    if not (repo / "feature_store.yaml").is_file():
+        raise SchemaError(f"{repo} has no feature_store.yaml (not a Feast repo)")
     if redis_url or project:
         configure_repo(repo, redis_url, project)
     from feast import FeatureStore
 
     store = FeatureStore(repo_path=str(repo))
-    objects: dict[str, Any] = repo_objects(base)
-    store.apply(list(objects.values()))
+    if (repo / "skewless.yaml").is_file():
+        skewless_project: Project = load_project(repo)
+        base = base or skewless_project.data_dir
+        if not (base / "features").exists():
+            raise SchemaError(f"{base / 'features'} does not exist; run `skewless run` first")
+        objects: dict[str, Any] = repo_objects(skewless_project, base)
+        store.apply(list(objects.values()))
     manifest = manifest_from_registry(store)
     manifest.save(repo)
-    return manifest
+    return Manifest.load(repo)

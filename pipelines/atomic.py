@@ -39,3 +39,31 @@ def staged_dir(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     replace_dir(tmp, out_dir)
+
+
+OWNED_BY_RUN = ("features", "artifacts", "quarantine", "_run.json")
+
+
+@contextmanager
+def staged_entries(out_dir: Path, entries: tuple[str, ...]) -> Iterator[Path]:
+    """Like ``staged_dir``, but ``out_dir`` is shared (a project's data directory holds
+    the registry, raw sources, logs...): on success only ``entries`` are swapped in, each
+    atomically, and an entry the new output lacks is removed; nothing else is touched."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".staged-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for name in entries:
+            new, old = tmp / name, out_dir / name
+            if new.is_dir():
+                replace_dir(new, old)
+            elif new.exists():
+                os.replace(new, old)
+            elif old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

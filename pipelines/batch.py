@@ -19,14 +19,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines.atomic import staged_dir
+from pipelines.atomic import OWNED_BY_RUN, staged_entries
+from pipelines.project import KEY_TYPES, Project, SourceConfig
 from transforms.artifact import StatisticsArtifact
 from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
 from transforms.runtime import FeatureSetRunner
 
-CREATED = "created_timestamp"
-QUARANTINE = "quarantine/transactions"
+QUARANTINE = "quarantine"
 
 
 @dataclass
@@ -40,88 +40,122 @@ class RunReport:
     output: str = ""
 
 
-def feature_sets() -> tuple[tuple[FeatureSet, ...], tuple[FeatureSet, ...]]:
-    from feature_repo.feature_sets import ENTITY_FEATURE_SETS, REQUEST_FEATURE_SETS
+@dataclass(frozen=True)
+class SourcePlan:
+    """One raw source and the feature sets that read it."""
 
-    return ENTITY_FEATURE_SETS, REQUEST_FEATURE_SETS
+    name: str
+    path: str
+    config: SourceConfig
+    entity_sets: tuple[FeatureSet, ...]
+    request_sets: tuple[FeatureSet, ...]
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """Columns a raw row must have to be placed: every entity key and ordering column
+        of its entity feature sets (a row missing one is quarantined, never dropped)."""
+        sets = self.entity_sets
+        return tuple(dict.fromkeys(c for fs in sets for c in (*fs.entities, *fs.order_by)))
+
+    def passthrough(self, fs: FeatureSet) -> list[str]:
+        """Columns every feature row keeps: keys, event and created time, the row id."""
+        extra = (self.config.created_timestamp, self.config.row_id)
+        return list(dict.fromkeys([*fs.entities, fs.event_timestamp, *(c for c in extra if c)]))
 
 
-def key_columns() -> tuple[str, ...]:
-    """Columns a raw row must have to be placed: every entity key and ordering column of the
-    entity feature sets (a row missing one is quarantined, never silently dropped)."""
-    entity_sets, _ = feature_sets()
-    return tuple(dict.fromkeys(c for fs in entity_sets for c in (*fs.entities, *fs.order_by)))
+def plan_sources(project: Project, input_dir: Path | None = None) -> list[SourcePlan]:
+    """The project's sources with their readers; ``input_dir`` relocates every source to
+    ``input_dir/<source name>`` (as ``skewless run --input`` does)."""
+    plans = []
+    for name, config in project.config.sources.items():
+        sets = [fs for fs in project.feature_sets if project.source_of(fs) == name]
+        path = str(Path(input_dir) / name) if input_dir else project.source_path(name)
+        plans.append(
+            SourcePlan(
+                name,
+                path,
+                config,
+                tuple(fs for fs in sets if fs.order_by),
+                tuple(fs for fs in sets if not fs.order_by),
+            )
+        )
+    return [p for p in plans if p.entity_sets or p.request_sets]
 
 
-def passthrough(fs: FeatureSet) -> list[str]:
-    """Columns every feature row keeps: keys, event and created time, the source event id."""
-    return [*fs.entities, fs.event_timestamp, CREATED, "txn_id"]
+def _dataset(path: str) -> ds.Dataset:
+    return ds.dataset(path, format="parquet")
 
 
-def check_input(transactions: Path) -> pa.Schema:
-    """Fail early, naming the column, when raw data is missing or its schema changed."""
-    if not transactions.exists():
-        raise SchemaError(f"raw transactions not found at {transactions}")
+def check_input(source: SourcePlan) -> pa.Schema:
+    """Fail early, naming the source and column, when raw data is missing or changed."""
+    where = f"source '{source.name}'"
+    if "://" not in source.path and not Path(source.path).exists():
+        raise SchemaError(f"{where}: no data at {source.path}")
     try:
-        schema = ds.dataset(transactions, format="parquet").schema
+        schema = _dataset(source.path).schema
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SchemaError(
-            f"raw transactions at {transactions} are not readable Parquet: {exc}"
-        ) from None
-    entity_sets, request_sets = feature_sets()
-    wanted: dict[str, pa.DataType] = {
-        "txn_id": pa.int64(),
-        "user_id": pa.int64(),
-        "merchant_id": pa.int64(),
-        "event_timestamp": pa.timestamp("us", tz="UTC"),
-        CREATED: pa.timestamp("us", tz="UTC"),
-    }
-    for fs in (*entity_sets, *request_sets):
+        raise SchemaError(f"{where}: {source.path} is not readable Parquet: {exc}") from None
+    cfg = source.config
+    utc = pa.timestamp("us", tz="UTC")
+    wanted: dict[str, pa.DataType] = {k: KEY_TYPES[t] for k, t in cfg.entities.items()}
+    wanted[cfg.event_timestamp] = utc
+    if cfg.created_timestamp:
+        wanted[cfg.created_timestamp] = utc
+    if cfg.row_id:
+        wanted.setdefault(cfg.row_id, pa.int64())
+    for fs in (*source.entity_sets, *source.request_sets):
         for name, f in fs.inputs.items():
-            if name in schema.names or fs in entity_sets:
+            if name in schema.names or fs.order_by:
                 wanted.setdefault(name, f.type.arrow)
     for name, dtype in wanted.items():
         if name not in schema.names:
-            raise SchemaError(f"raw transactions: column '{name}' is missing")
+            raise SchemaError(f"{where}: column '{name}' is missing")
         got = schema.field(name).type
         if pa.types.is_timestamp(dtype):
             if not pa.types.is_timestamp(got):
-                raise SchemaError(
-                    f"raw transactions: column '{name}' is {got}, expected a timestamp"
-                )
+                raise SchemaError(f"{where}: column '{name}' is {got}, expected a timestamp")
             if got.tz is None:
                 raise SchemaError(
-                    f"raw transactions: column '{name}' is a timestamp without time zone; "
-                    "write it as UTC"
+                    f"{where}: column '{name}' is a timestamp without time zone; write it as UTC"
                 )
+        elif name == cfg.row_id and (pa.types.is_integer(got) or pa.types.is_string(got)):
+            continue
+        elif pa.types.is_large_string(got) and dtype == pa.string():
+            continue
         elif got != dtype and not (pa.types.is_integer(got) and pa.types.is_integer(dtype)):
-            raise SchemaError(f"raw transactions: column '{name}' is {got}, expected {dtype}")
+            raise SchemaError(f"{where}: column '{name}' is {got}, expected {dtype}")
     return schema
 
 
 def run(
     engine: str,
-    input_dir: Path,
-    output_dir: Path,
+    project: Project,
+    output_dir: Path | None = None,
     *,
+    input_dir: Path | None = None,
     master: str = "local[*]",
     beam_options: Sequence[str] = (),
 ) -> RunReport:
-    """Compute artifacts and entity features from ``input_dir/transactions`` into ``output_dir``.
+    """Compute the project's artifacts and entity features from its raw sources into
+    ``output_dir`` (default: the project's data directory).
 
-    The output directory is replaced only when the whole run succeeded.
+    Its features, artifacts and quarantine are replaced only when the whole run
+    succeeded; nothing else in the directory is touched.
     """
-    transactions = Path(input_dir) / "transactions"
-    schema = check_input(transactions)
+    if engine not in ("spark", "beam"):
+        raise SchemaError(f"--engine must be spark or beam, got {engine!r}")
+    output_dir = Path(output_dir) if output_dir else project.data_dir
+    sources = plan_sources(project, input_dir)
+    schemas = [check_input(src) for src in sources]
     report = RunReport(engine=engine, output=str(output_dir))
     started = time.perf_counter()
-    with staged_dir(Path(output_dir)) as tmp:
-        if engine == "spark":
-            _run_spark(transactions, tmp, master, report)
-        elif engine == "beam":
-            _run_beam(transactions, schema, tmp, list(beam_options), report)
-        else:
-            raise SchemaError(f"--engine must be spark or beam, got {engine!r}")
+    with staged_entries(output_dir, OWNED_BY_RUN) as tmp:
+        (tmp / "features").mkdir()
+        for src, schema in zip(sources, schemas, strict=True):
+            if engine == "spark":
+                _run_spark(src, tmp, master, report)
+            else:
+                _run_beam(src, schema, tmp, list(beam_options), report)
         for view_dir in (tmp / "features").iterdir():
             report.rows_out[view_dir.name] = ds.dataset(view_dir, format="parquet").count_rows()
         report.seconds = time.perf_counter() - started
@@ -129,54 +163,60 @@ def run(
     return report
 
 
-def _null_key_filter() -> str:
-    return " OR ".join(f"{c} IS NULL" for c in key_columns())
+def _null_key_filter(src: SourcePlan) -> str:
+    return " OR ".join(f"`{c}` IS NULL" for c in src.key_columns) or "FALSE"
 
 
-def _run_spark(transactions: Path, out: Path, master: str, report: RunReport) -> None:
+def _run_spark(src: SourcePlan, out: Path, master: str, report: RunReport) -> None:
     from pipelines.spark_session import get_spark
     from transforms.engines import spark as spark_engine
 
     session = get_spark(master)
-    raw = session.read.parquet(str(transactions))
-    bad_filter = _null_key_filter()
+    raw = session.read.parquet(src.path)
+    bad_filter = _null_key_filter(src)
     good = raw.filter(f"NOT ({bad_filter})").cache()
-    report.rows_in = raw.count()
-    report.rows_quarantined = raw.filter(bad_filter).count()
-    if report.rows_quarantined:
-        raw.filter(bad_filter).write.parquet(str(out / QUARANTINE))
-    entity_sets, request_sets = feature_sets()
-    for fs in request_sets:
+    report.rows_in += raw.count()
+    bad = raw.filter(bad_filter).count()
+    report.rows_quarantined += bad
+    if bad:
+        raw.filter(bad_filter).write.parquet(str(out / QUARANTINE / src.name))
+    for fs in src.request_sets:
         art = spark_engine.analyze(good, fs)
         art.save(out / "artifacts" / f"{fs.name}.json")
         report.artifacts[fs.name] = art.content_hash
-    for fs in entity_sets:
-        features = spark_engine.apply_transforms(good, fs, None, passthrough=passthrough(fs))
+    for fs in src.entity_sets:
+        features = spark_engine.apply_transforms(good, fs, None, passthrough=src.passthrough(fs))
         features.write.parquet(str(out / "features" / fs.name))
     good.unpersist()
 
 
+def _parquet_glob(path: str) -> str:
+    """Beam's file pattern for a Parquet file, directory or glob."""
+    if any(ch in path for ch in "*?[") or path.endswith(".parquet"):
+        return path
+    return path.rstrip("/") + "/*.parquet"
+
+
 def _run_beam(
-    transactions: Path, schema: pa.Schema, out: Path, options: list[str], report: RunReport
+    src: SourcePlan, schema: pa.Schema, out: Path, options: list[str], report: RunReport
 ) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from transforms.engines.beam import AnalyzeDataset, ApplyTransforms
 
-    entity_sets, request_sets = feature_sets()
     if not any(o.startswith("--runner") for o in options):
         options = ["--runner=DirectRunner", "--direct_num_workers=1", *options]
-    counts = out / "_counts"
+    counts = out / f"_counts-{src.name}"
     counts.mkdir()
 
-    keys = key_columns()
+    keys = src.key_columns
 
     def has_null_key(row: dict[str, Any]) -> int:
         return int(any(row.get(c) is None for c in keys))
 
     with beam.Pipeline(options=PipelineOptions(options)) as p:
-        raw = p | "Read" >> beam.io.ReadFromParquet(str(transactions / "*.parquet"))
+        raw = p | "Read" >> beam.io.ReadFromParquet(_parquet_glob(src.path))
         split: Any = lambda row, _: has_null_key(row)  # noqa: E731 - Beam's typing wants WithTypeHints
         good, bad = raw | "SplitNullKeys" >> beam.Partition(split, 2)
         _ = (
@@ -190,17 +230,17 @@ def _run_beam(
             | "SaveBad" >> beam.Map(lambda n: (counts / "bad").write_text(str(n)))
         )
         _ = bad | "Quarantine" >> beam.io.WriteToParquet(
-            str(out / QUARANTINE / "part"), schema, file_name_suffix=".parquet"
+            str(out / QUARANTINE / src.name / "part"), schema, file_name_suffix=".parquet"
         )
-        for fs in request_sets:
+        for fs in src.request_sets:
             path = out / "artifacts" / f"{fs.name}.json"
             _ = (
                 good
                 | f"Analyze[{fs.name}]" >> AnalyzeDataset(fs)
                 | f"Save[{fs.name}]" >> beam.Map(lambda a, path=path: a.save(path))
             )
-        for fs in entity_sets:
-            keep = passthrough(fs)
+        for fs in src.entity_sets:
+            keep = src.passthrough(fs)
             out_schema = FeatureSetRunner(fs, None).output_schema(schema, keep)
             _ = (
                 good
@@ -212,20 +252,22 @@ def _run_beam(
                     file_name_suffix=".parquet",
                 )
             )
-    report.rows_in = int((counts / "in").read_text())
-    report.rows_quarantined = int((counts / "bad").read_text())
-    if not report.rows_quarantined:
-        shutil.rmtree(out / "quarantine", ignore_errors=True)
+    report.rows_in += int((counts / "in").read_text())
+    bad_rows = int((counts / "bad").read_text())
+    report.rows_quarantined += bad_rows
+    if not bad_rows:
+        shutil.rmtree(out / QUARANTINE / src.name, ignore_errors=True)
+        if (out / QUARANTINE).is_dir() and not any((out / QUARANTINE).iterdir()):
+            (out / QUARANTINE).rmdir()
     shutil.rmtree(counts)
-    for fs in request_sets:
+    for fs in src.request_sets:
         report.artifacts[fs.name] = StatisticsArtifact.load(
             out / "artifacts" / f"{fs.name}.json"
         ).content_hash
 
 
-def read_features(output_dir: Path, view: str) -> pa.Table:
+def read_features(project: Project, output_dir: Path, view: str) -> pa.Table:
     """One feature table, sorted by its keys and event order (for comparisons and tests)."""
     table = pq.read_table(Path(output_dir) / "features" / view)
-    entity_sets, _ = feature_sets()
-    fs = next(f for f in entity_sets if f.name == view)
+    fs = project.feature_set(view)
     return table.sort_by([(c, "ascending") for c in (*fs.entities, *fs.order_by)])

@@ -27,10 +27,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from pipelines.feast_objects import MODEL_SERVICE, REPO_DIR, data_dir
 from pipelines.local_redis import free_port, redis_for_run
 from transforms.errors import SkewlessError, StoreUnavailable
 
+EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "feature_repo"  # the example project
+MODEL_SERVICE = "fraud_model_v1"
 LABEL = "is_fraud"
 DEVICES = ("ios", "android", "web", "pos")
 
@@ -145,9 +146,12 @@ def demo(
     console = console or Console()
     result = DemoResult()
     steps = Steps(console, result)
-    base = data_dir()
-    raw = REPO_DIR.parent / "data" / "raw"
-    repo = REPO_DIR
+    from pipelines.project import load_project
+
+    repo = EXAMPLE_DIR
+    project = load_project(repo)
+    base = project.data_dir
+    raw = Path(project.source_path("transactions")).parent
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=days)
     state: dict[str, Any] = {}
 
@@ -164,7 +168,7 @@ def demo(
         def batch_step() -> str:
             from pipelines.batch import run
 
-            r = run(engine, raw, base)
+            r = run(engine, project, base, input_dir=raw)
             return f"{engine}: " + ", ".join(
                 f"{v} {n:,} rows" for v, n in sorted(r.rows_out.items())
             )

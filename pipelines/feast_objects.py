@@ -10,13 +10,14 @@ fingerprints it was trained with.
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipelines.project import Project
 from transforms.artifact import StatisticsArtifact
+from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
 from transforms.types import (
     BoolType,
@@ -26,10 +27,6 @@ from transforms.types import (
     StringType,
     TimestampType,
 )
-
-REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
-FEATURE_SETS_MODULE = "feature_repo.feature_sets"
-MODEL_SERVICE = "fraud_model_v1"
 
 # Tags the serving manifest is read from (pipelines.apply.manifest_from_registry).
 ODFV_TAGS = (
@@ -98,48 +95,36 @@ def write_feature_store_yaml(
         yaml.safe_dump(config, fh, sort_keys=False)
 
 
-def data_dir() -> Path:
-    """Where the batch pipeline writes (``SKEWLESS_DATA``, default ``feature_repo/data``)."""
-    return Path(os.environ.get("SKEWLESS_DATA", REPO_DIR / "data")).resolve()
-
-
-def artifact_path(fs: FeatureSet, base: Path | None = None) -> Path:
-    return (base or data_dir()) / "artifacts" / f"{fs.name}.json"
+def artifact_path(fs: FeatureSet, base: Path) -> Path:
+    return base / "artifacts" / f"{fs.name}.json"
 
 
 @lru_cache(maxsize=8)
-def _engine(feature_set_name: str, path: str) -> Any:
-    from feature_repo import feature_sets
+def _engine(ref: str, root: str, path: str) -> Any:
     from transforms.engines.online import OnlineEngine
+    from transforms.modules import resolve_feature_set
 
-    fs = next(f for f in feature_sets.REQUEST_FEATURE_SETS if f.name == feature_set_name)
+    fs = resolve_feature_set(ref, root)
     return OnlineEngine(fs, StatisticsArtifact.load(path), request_time_only=True)
 
 
-def request_udf(feature_set_name: str) -> Any:
-    """A Feast python-mode UDF (dict of lists in, dict of lists out) for one feature set."""
+def request_udf(ref: str, root: Path, artifact: Path) -> Any:
+    """A Feast python-mode UDF (dict of lists in, dict of lists out) running the
+    request-time transforms of feature set ``ref`` ("module:attribute")."""
 
     def udf(inputs: dict[str, Any]) -> dict[str, Any]:
-        fs_engine = _engine(feature_set_name, str(artifact_path(_request_set(feature_set_name))))
+        fs_engine = _engine(ref, str(root), str(artifact))
         n = len(next(iter(inputs.values()))) if inputs else 0
         columns = {name: list(inputs[name]) for name in fs_engine.inputs}
         return fs_engine.runner.run_python_columns(columns, n)
 
-    udf.__name__ = f"{feature_set_name}_udf"
+    udf.__name__ = f"{ref.partition(':')[2].lower()}_udf"
     return udf
 
 
-def _request_set(name: str) -> FeatureSet:
-    from feature_repo import feature_sets
-
-    return next(f for f in feature_sets.REQUEST_FEATURE_SETS if f.name == name)
-
-
-def view_feature_owners() -> dict[str, str]:
+def view_feature_owners(project: Project) -> dict[str, str]:
     """Feature name -> entity feature set (view) that produces it."""
-    from feature_repo import feature_sets
-
-    return {t.name: fs.name for fs in feature_sets.ENTITY_FEATURE_SETS for t in fs.order}
+    return {t.name: fs.name for fs in project.entity_sets for t in fs.order}
 
 
 def odfv_tags(ref: str, artifact: str, art: StatisticsArtifact, fs: FeatureSet) -> dict[str, str]:
@@ -163,8 +148,18 @@ def service_tags(art: StatisticsArtifact, fs: FeatureSet) -> dict[str, str]:
     }
 
 
-def repo_objects(base: Path | None = None) -> dict[str, Any]:
-    """Every Feast object of the repo by variable name (``definitions.py`` exports them)."""
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to the project when inside it (a project moves as a directory)."""
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path.resolve())
+
+
+def repo_objects(project: Project, base: Path | None = None) -> dict[str, Any]:
+    """Every Feast object of the project by variable name (``definitions.py`` exports
+    them): the entity feature sets' Entities and FeatureViews over the batch output, the
+    request-time sets' OnDemandFeatureViews, and the declared FeatureServices."""
     from feast import (
         Entity,
         FeatureService,
@@ -178,24 +173,28 @@ def repo_objects(base: Path | None = None) -> dict[str, Any]:
     from feast.data_format import ParquetFormat
     from feast.on_demand_feature_view import OnDemandFeatureView
 
-    from feature_repo import feature_sets
-
-    base = base or data_dir()
+    base = base or project.data_dir
     objects: dict[str, Any] = {}
     entities: dict[str, Any] = {}
     views: dict[str, Any] = {}
-    for fs in feature_sets.ENTITY_FEATURE_SETS:
+    for fs in project.entity_sets:
+        source_cfg = project.config.sources[project.source_of(fs)]
         for key in fs.entities:
+            if key in entities:
+                continue
             name = key.removesuffix("_id")
+            value_type = (
+                ValueType.STRING if source_cfg.entities[key] == "string" else ValueType.INT64
+            )
             entities[key] = objects[f"entity_{name}"] = Entity(
-                name=name, join_keys=[key], value_type=ValueType.INT64
+                name=name, join_keys=[key], value_type=value_type
             )
         source = FileSource(
             name=f"{fs.name}_source",
             path=str(base / "features" / fs.name),
             file_format=ParquetFormat(),
             timestamp_field=fs.event_timestamp,
-            created_timestamp_column="created_timestamp",
+            created_timestamp_column=source_cfg.created_timestamp or "",
         )
         views[fs.name] = objects[fs.name] = FeatureView(
             name=fs.name,
@@ -210,13 +209,15 @@ def repo_objects(base: Path | None = None) -> dict[str, Any]:
             description=fs.description,
             tags={"skewless.feature_set": fs.name},
         )
-    owners = view_feature_owners()
-    odfvs = []
-    tags: dict[str, str] = {}
-    for fs in feature_sets.REQUEST_FEATURE_SETS:
+    owners = view_feature_owners(project)
+    odfvs: dict[str, Any] = {}
+    tags: dict[str, dict[str, str]] = {}
+    for fs in project.request_sets:
         path = artifact_path(fs, base)
+        if not path.is_file():
+            raise SchemaError(f"{path} does not exist; run `skewless run` first")
         art = StatisticsArtifact.load(path)
-        attr = next(k for k, v in vars(feature_sets).items() if v is fs)
+        ref = project.ref(fs)
         request_fields = [
             Field(name=name, dtype=getattr(ft, FEAST_TYPES[f.type][0]))
             for name, f in fs.inputs.items()
@@ -228,7 +229,7 @@ def repo_objects(base: Path | None = None) -> dict[str, Any]:
             if name in owners:
                 by_view.setdefault(owners[name], []).append(name)
         sources += [views[v][names] for v, names in sorted(by_view.items())]
-        odfv = OnDemandFeatureView(
+        odfvs[fs.name] = objects[fs.name] = OnDemandFeatureView(
             name=fs.name,
             sources=sources,
             schema=[
@@ -236,18 +237,24 @@ def repo_objects(base: Path | None = None) -> dict[str, Any]:
                 for t in fs.select(request_time=True)
             ],
             mode="python",
-            udf=request_udf(fs.name),
+            udf=request_udf(ref, project.root, path),
             udf_string=f"skewless request-time transforms of {fs.name}",
             description=fs.description,
-            tags=odfv_tags(f"{FEATURE_SETS_MODULE}:{attr}", str(path), art, fs),
+            tags=odfv_tags(ref, _relative(path, project.root), art, fs),
         )
-        odfvs.append(odfv)
-        objects[fs.name] = odfv
-        tags.update(service_tags(art, fs))
-    objects["fraud_model_v1"] = FeatureService(
-        name=MODEL_SERVICE,
-        features=[*views.values(), *odfvs],
-        tags=tags,
-        description="Card fraud model, version 1.",
-    )
+        tags[fs.name] = service_tags(art, fs)
+    members = {**views, **odfvs}
+    for name, svc in project.services.items():
+        unknown = [f for f in svc.feature_sets if f not in members]
+        if unknown:
+            raise SchemaError(
+                f"{project.root / 'skewless.yaml'}: field 'services.{name}.feature_sets': "
+                f"unknown feature sets {unknown} (known: {sorted(members)})"
+            )
+        objects[name] = FeatureService(
+            name=name,
+            features=[members[f] for f in svc.feature_sets],
+            tags={k: v for f in svc.feature_sets for k, v in tags.get(f, {}).items()},
+            description=svc.description,
+        )
     return objects

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
@@ -19,13 +18,6 @@ from serving.manifest import Manifest
 from transforms.artifact import StatisticsArtifact
 from transforms.errors import SchemaError
 from transforms.runtime import FeatureSetRunner
-
-
-def _feature_set(spec_ref: str) -> Any:
-    import importlib
-
-    module, _, attr = spec_ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def model_inputs(
@@ -63,8 +55,8 @@ def model_inputs(
         wanted = [f.split(":")[1] for f in spec.features if f.split(":")[0] == name]
         if not wanted:
             continue
-        fs = _feature_set(rt.feature_set)
-        art = StatisticsArtifact.load(rt.artifact_path)
+        fs = manifest.feature_set(rt)
+        art = StatisticsArtifact.load(manifest.artifact_file(rt))
         runner = FeatureSetRunner(fs, art, fs.select(wanted, request_time=True))
         batch = table.combine_chunks()
         outputs = runner.run_arrow(batch.to_batches()[0], []) if batch.num_rows else None

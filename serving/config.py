@@ -11,7 +11,7 @@ ENV_VAR = "SKEWLESS_SERVE_CONFIG"
 
 @dataclass(frozen=True)
 class ServeConfig:
-    repo: str = "feature_repo"
+    repo: str = "."
     host: str = "127.0.0.1"
     port: int = 6566
     workers: int = 1

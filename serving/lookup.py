@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
 import struct
 import time
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,13 @@ from typing import Any
 from serving import redis_layout as rl
 from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 from serving.redis_client import RedisPipeline, hmget_parts
-from transforms.errors import ArtifactError, RequestError, SkewlessError, TransformError
+from transforms.errors import (
+    ArtifactError,
+    RequestError,
+    SchemaError,
+    SkewlessError,
+    TransformError,
+)
 
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = 1, 2, 3, 4
 STATUS_NAMES = ("INVALID", "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE")
@@ -82,17 +87,12 @@ def load_request_transforms(repo: Path, spec: RequestTransformSpec) -> LoadedTra
     """
     from transforms.artifact import StatisticsArtifact
     from transforms.engines.online import OnlineEngine
-    from transforms.feature_set import FeatureSet
+    from transforms.modules import resolve_feature_set
 
-    module_name, _, attr = spec.feature_set.partition(":")
     try:
-        fs = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ArtifactError(
-            f"request transforms '{spec.name}': cannot import feature set {spec.feature_set}: {exc}"
-        ) from None
-    if not isinstance(fs, FeatureSet):
-        raise ArtifactError(f"{spec.feature_set} is not a FeatureSet")
+        fs = resolve_feature_set(spec.feature_set, repo)
+    except SchemaError as exc:
+        raise ArtifactError(f"request transforms '{spec.name}': {exc}") from None
     path = repo / spec.artifact_path
     artifact = StatisticsArtifact.load(path)
     if spec.artifact_hash not in (artifact.content_hash, _file_sha256(path)):

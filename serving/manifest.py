@@ -60,9 +60,22 @@ class Manifest:
     request_transforms: dict[str, RequestTransformSpec]
     services: dict[str, ServiceSpec]
     redis_connection_string: str = "127.0.0.1:6379"
+    root: str = field(default="", compare=False)  # the project directory it was loaded from
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("root")
+        return out
+
+    def feature_set(self, spec: RequestTransformSpec) -> Any:
+        """The FeatureSet a request-time view runs, imported from the project."""
+        from transforms.modules import resolve_feature_set
+
+        return resolve_feature_set(spec.feature_set, self.root or None)
+
+    def artifact_file(self, spec: RequestTransformSpec) -> Path:
+        """Its statistics artifact (the manifest records it relative to the project)."""
+        return Path(self.root or ".") / spec.artifact_path
 
     def save(self, repo: str | Path) -> Path:
         """Write atomically into ``repo`` (temp file + rename)."""
@@ -86,6 +99,7 @@ class Manifest:
                 },
                 services={k: ServiceSpec(**v) for k, v in raw["services"].items()},
                 redis_connection_string=raw.get("redis_connection_string", "127.0.0.1:6379"),
+                root=str(Path(repo).resolve()),
             )
         except FileNotFoundError:
             raise ArtifactError(

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 from pipelines.local_redis import answers as redis_answers
 from pipelines.local_redis import free_port
 
-__all__ = ["free_port", "redis_answers", "start_redis_server"]
+__all__ = ["EXAMPLE_DIR", "example_project", "free_port", "redis_answers", "start_redis_server"]
+
+EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "feature_repo"  # the card-fraud project
+EXAMPLE_FILES = ("feature_store.yaml", "skewless.yaml", "definitions.py", ".feastignore")
+
+
+def example_project():  # -> pipelines.project.Project
+    from pipelines.project import load_project
+
+    return load_project(EXAMPLE_DIR)
 
 
 def start_redis_server(port: int, workdir: str) -> subprocess.Popen[bytes]:

@@ -23,8 +23,8 @@ def skewless(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     [
         (["run", "--engine", "flink"], "--engine must be spark or beam, got 'flink'"),
         (
-            ["run", "--input", "/nonexistent"],
-            "raw transactions not found at /nonexistent/transactions",
+            ["run", "--repo", "feature_repo", "--input", "/nonexistent"],
+            "source 'transactions': no data at /nonexistent/transactions",
         ),
         (
             ["training-set", "--entities", "/nonexistent.parquet", "--out", "/tmp/x.parquet"],

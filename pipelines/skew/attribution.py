@@ -22,7 +22,6 @@ Request-time features:
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,9 +70,8 @@ def current_state(manifest: Manifest) -> Current:
     owner: dict[str, Any] = {}
     transforms: dict[str, Any] = {}
     for rt in manifest.request_transforms.values():
-        module, _, attr = rt.feature_set.partition(":")
-        fs = getattr(importlib.import_module(module), attr)
-        art = StatisticsArtifact.load(rt.artifact_path)
+        fs = manifest.feature_set(rt)
+        art = StatisticsArtifact.load(manifest.artifact_file(rt))
         fps.update(fs.fingerprints(art))
         hashes[fs.name] = art.content_hash
         for t in fs.transforms:

@@ -9,8 +9,8 @@
   rate for columns a ``Vocabulary`` analyzer reads.
 
 Thresholds: :data:`DEFAULT_THRESHOLDS`, overridden per feature by an optional module-level
-dict ``SKEW_THRESHOLDS`` in the feature-set module (``feature_repo/feature_sets.py`` and the
-modules of the request-time sets), e.g.::
+dict ``SKEW_THRESHOLDS`` in the project's definition modules (those of its request-time
+feature sets), e.g.::
 
     SKEW_THRESHOLDS = {
         "*": {"jsd": 0.15},                  # every feature
@@ -21,7 +21,6 @@ modules of the request-time sets), e.g.::
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,13 +47,15 @@ THRESHOLD_KEYS = frozenset(DEFAULT_THRESHOLDS)
 
 def load_thresholds(manifest: Manifest, modules: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
     """``SKEW_THRESHOLDS`` of the feature-set modules, validated (feature -> overrides)."""
-    names = {"feature_repo.feature_sets", *modules}
+    from transforms.modules import import_definitions
+
+    names = {*modules}
     names |= {rt.feature_set.partition(":")[0] for rt in manifest.request_transforms.values()}
     merged: dict[str, dict[str, Any]] = {}
     for name in sorted(names):
         try:
-            module = importlib.import_module(name)
-        except ImportError:
+            module = import_definitions(name, manifest.root or None)
+        except SchemaError:
             continue
         raw = getattr(module, "SKEW_THRESHOLDS", None)
         if raw is None:
@@ -237,9 +238,8 @@ def vocabularies(manifest: Manifest) -> dict[str, set[str]]:
 
     out: dict[str, set[str]] = {}
     for rt in manifest.request_transforms.values():
-        module, _, attr = rt.feature_set.partition(":")
-        fs = getattr(importlib.import_module(module), attr)
-        art = StatisticsArtifact.load(rt.artifact_path)
+        fs = manifest.feature_set(rt)
+        art = StatisticsArtifact.load(manifest.artifact_file(rt))
         for key, a in fs.analyzers.items():
             if isinstance(a, Vocabulary) and key in art.values:
                 out.setdefault(a.column, set()).update(art.values[key]["values"])

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 
-from pipelines.feast_objects import MODEL_SERVICE, REPO_DIR
+from pipelines.demo import MODEL_SERVICE
+from tests.support import EXAMPLE_DIR, EXAMPLE_FILES, example_project
 
 LOOP = asyncio.new_event_loop()
 
@@ -47,11 +48,11 @@ def build_env(base: Path, redis_url: str) -> Env:
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     generate(1500, base / "raw", seed=3, start=now - timedelta(days=10), days=10, progress=False)
-    run("beam", base / "raw", base / "data")
+    run("beam", example_project(), base / "data", input_dir=base / "raw")
     repo = base / "repo"
     repo.mkdir()
-    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
-        shutil.copy(REPO_DIR / name, repo / name)
+    for name in EXAMPLE_FILES:
+        shutil.copy(EXAMPLE_DIR / name, repo / name)
     project = f"skew{uuid.uuid4().hex[:10]}"
     os.environ["SKEWLESS_DATA"] = str(base / "data")
     apply(repo, redis_url, base / "data", project=project)

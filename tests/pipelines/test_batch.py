@@ -20,7 +20,7 @@ import pytest
 from pipelines.batch import read_features, run
 from pipelines.generate import generate
 from pipelines.parity import compare_columns
-from tests.support import free_port
+from tests.support import EXAMPLE_DIR, example_project, free_port
 from transforms import SchemaError
 from transforms.artifact import StatisticsArtifact
 
@@ -38,7 +38,7 @@ def raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def spark_out(raw, spark, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("spark") / "features"
-    report = run("spark", raw, out)
+    report = run("spark", example_project(), out, input_dir=raw)
     assert report.rows_in == 4000 and report.rows_quarantined == 0
     return out
 
@@ -46,13 +46,16 @@ def spark_out(raw, spark, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def beam_out(raw, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("beam") / "features"
-    run("beam", raw, out)
+    run("beam", example_project(), out, input_dir=raw)
     return out
 
 
 def assert_same_output(a: Path, b: Path) -> None:
     for view in VIEWS:
-        ta, tb = read_features(a, view), read_features(b, view)
+        ta, tb = (
+            read_features(example_project(), a, view),
+            read_features(example_project(), b, view),
+        )
         assert ta.schema.names == tb.schema.names
         assert ta.num_rows == tb.num_rows == 4000
         for name in ta.schema.names:
@@ -73,7 +76,7 @@ def test_window_features_match_an_independent_pandas_computation(raw, spark_out)
     expected_count = grouped.rolling("24h").count().to_numpy()
     expected_sum = grouped.rolling("24h").sum().to_numpy()
     expected_mean_7d = grouped.rolling("7D").mean().to_numpy()
-    got = read_features(spark_out, "user_activity").to_pandas()
+    got = read_features(example_project(), spark_out, "user_activity").to_pandas()
     assert np.array_equal(got["user_txn_count_24h"].to_numpy(), expected_count.astype(np.int64))
     assert np.allclose(got["user_amount_sum_24h"].to_numpy(), expected_sum, rtol=1e-12)
     assert np.allclose(got["user_amount_mean_7d"].to_numpy(), expected_mean_7d, rtol=1e-12)
@@ -148,6 +151,8 @@ def test_standalone_spark_cluster_gives_the_same_output(raw, spark_out, tmp_path
                 "-m",
                 "cli.main",
                 "run",
+                "--repo",
+                str(EXAMPLE_DIR),
                 "--engine",
                 "spark",
                 "--input",
@@ -177,7 +182,7 @@ def test_schema_change_upstream_names_the_column(raw, tmp_path):
         t = pq.read_table(f)
         pq.write_table(t.drop_columns(["amount"]), f)
     with pytest.raises(SchemaError, match="column 'amount' is missing"):
-        run("spark", broken, tmp_path / "out")
+        run("spark", example_project(), tmp_path / "out", input_dir=broken)
     for f in (broken / "transactions").glob("*.parquet"):
         t = pq.read_table(raw / "transactions" / f.name)
         t = t.set_column(
@@ -185,7 +190,7 @@ def test_schema_change_upstream_names_the_column(raw, tmp_path):
         )
         pq.write_table(t, f)
     with pytest.raises(SchemaError, match="column 'amount' is string, expected double"):
-        run("beam", broken, tmp_path / "out")
+        run("beam", example_project(), tmp_path / "out", input_dir=broken)
 
 
 def test_naive_timestamps_are_refused(tmp_path):
@@ -194,12 +199,12 @@ def test_naive_timestamps_are_refused(tmp_path):
         300, raw, seed=1, start=START, days=2, progress=False, inject_faults=["naive_timestamps"]
     )
     with pytest.raises(SchemaError, match="timestamp without time zone"):
-        run("spark", raw, tmp_path / "out")
+        run("spark", example_project(), tmp_path / "out", input_dir=raw)
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
-    with pytest.raises(SchemaError, match="raw transactions not found"):
-        run("spark", tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(SchemaError, match="source 'transactions': no data at"):
+        run("spark", example_project(), tmp_path / "out", input_dir=tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize("engine", ["spark", "beam"])
@@ -217,7 +222,7 @@ def test_null_keys_go_to_quarantine_with_counts(engine, tmp_path, spark):
     )
     nulls = pq.read_table(raw / "transactions").column("user_id").null_count
     assert nulls > 0
-    report = run(engine, raw, tmp_path / "out")
+    report = run(engine, example_project(), tmp_path / "out", input_dir=raw)
     assert report.rows_quarantined == nulls
     assert report.rows_out["user_activity"] == 2000 - nulls
     quarantined = pq.read_table(tmp_path / "out" / "quarantine" / "transactions")
@@ -231,18 +236,18 @@ def test_a_failed_run_leaves_the_previous_output_intact(raw, spark_out, tmp_path
     import pipelines.batch as batch
 
     def crash(*args, **kwargs):
-        (args[1] / "features").mkdir()
+        (args[1] / "features").mkdir(exist_ok=True)
         (args[1] / "features" / "half-written.parquet").write_bytes(b"PAR1")
         raise RuntimeError("worker lost")
 
     monkeypatch.setattr(batch, "_run_spark", crash)
     with pytest.raises(RuntimeError, match="worker lost"):
-        run("spark", raw, out)
+        run("spark", example_project(), out, input_dir=raw)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]
 
 
 def test_engine_outputs_are_sorted_consistently(spark_out):
-    t = read_features(spark_out, "merchant_activity").to_pandas()
+    t = read_features(example_project(), spark_out, "merchant_activity").to_pandas()
     assert (t.groupby("merchant_id")["merchant_txn_count_24h"].first() == 1).all()
     assert isinstance(t["event_timestamp"].dtype, pd.DatetimeTZDtype)

@@ -20,9 +20,9 @@ import redis
 
 from pipelines.apply import apply
 from pipelines.batch import read_features, run
-from pipelines.feast_objects import REPO_DIR
 from pipelines.generate import generate
 from serving.manifest import Manifest
+from tests.support import EXAMPLE_DIR, EXAMPLE_FILES, example_project
 
 START = datetime(2026, 2, 1, tzinfo=UTC)
 FEAST = str(Path(os.sys.executable).parent / "feast")
@@ -32,11 +32,11 @@ FEAST = str(Path(os.sys.executable).parent / "feast")
 def repo(tmp_path_factory, redis_url, spark):
     base = tmp_path_factory.mktemp("feastrepo")
     generate(3000, base / "raw", seed=5, start=START, days=8, progress=False)
-    run("spark", base / "raw", base / "data")
+    run("spark", example_project(), base / "data", input_dir=base / "raw")
     repo = base / "repo"
     repo.mkdir()
-    for name in ("feature_store.yaml", "definitions.py", ".feastignore"):
-        shutil.copy(REPO_DIR / name, repo / name)
+    for name in EXAMPLE_FILES:
+        shutil.copy(EXAMPLE_DIR / name, repo / name)
     project = f"t{uuid.uuid4().hex[:10]}"
     old = os.environ.get("SKEWLESS_DATA")
     os.environ["SKEWLESS_DATA"] = str(base / "data")
@@ -61,7 +61,7 @@ def feast_cli(repo: Path, data: Path, *args: str) -> subprocess.CompletedProcess
 
 
 def latest_per_user(data: Path) -> dict[int, dict]:
-    table = read_features(data, "user_activity")
+    table = read_features(example_project(), data, "user_activity")
     # sorted by (user_id, event_timestamp, txn_id): the last row per user is its latest
     users = table.column("user_id").to_numpy()
     last = [i for i in range(len(users)) if i + 1 == len(users) or users[i + 1] != users[i]]
@@ -137,7 +137,7 @@ def test_historical_features_are_point_in_time(repo):
     import pandas as pd
     from feast import FeatureStore
 
-    table = read_features(data, "user_activity")
+    table = read_features(example_project(), data, "user_activity")
     user = table.column("user_id")[0].as_py()
     rows = table.filter(pc.equal(table.column("user_id"), user)).to_pylist()
     assert len(rows) >= 3

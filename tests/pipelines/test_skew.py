@@ -56,8 +56,9 @@ def _user_rows(env: Env, users: list[int]) -> dict[int, list[dict[str, Any]]]:
     import pyarrow.compute as pc
 
     from pipelines.batch import read_features
+    from tests.support import example_project
 
-    t = read_features(env.data, "user_activity")
+    t = read_features(example_project(), env.data, "user_activity")
     t = t.filter(pc.is_in(t.column("user_id"), pa.array(users)))
     out: dict[int, list[dict[str, Any]]] = {}
     for row in t.to_pylist():

@@ -1,0 +1,194 @@
+"""A skewless project: a directory the user owns, like a Feast repo.
+
+It holds ``feature_store.yaml`` (Feast's), the user's definition modules and
+``skewless.yaml``, the one declaration of the project's raw sources, data directory and
+feature services. That file is validated with pydantic: a bad field is one SchemaError
+naming the file, the field and the problem. The definitions are imported from the project
+directory (handed in, never imported by the framework under a name of its own).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from types import ModuleType
+from typing import Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from transforms.errors import SchemaError
+from transforms.feature_set import FeatureSet
+from transforms.modules import feature_set_ref, feature_sets_of, import_definitions
+
+PROJECT_FILE = "skewless.yaml"
+KEY_TYPES: dict[str, pa.DataType] = {"int64": pa.int64(), "string": pa.string()}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """One raw source: where its Parquet lives and which columns place a row."""
+
+    path: str = Field(description="Parquet file, directory or glob; relative to the project")
+    event_timestamp: str = "event_timestamp"
+    created_timestamp: str | None = None
+    row_id: str | None = Field(
+        None, description="unique row id: the tie-break of rows at the same event time"
+    )
+    entities: dict[str, Literal["int64", "string"]] = Field(min_length=1)
+
+
+class ServiceConfig(_Strict):
+    feature_sets: list[str] = Field(min_length=1)
+    description: str = ""
+
+
+class ProjectConfig(_Strict):
+    definitions: list[str] = Field(min_length=1, description="modules defining FeatureSets")
+    data_dir: str = "data"
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+
+    @field_validator("definitions")
+    @classmethod
+    def _modules(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"'{name}' is not a module name (e.g. features or pkg.features)")
+        return value
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{path}: field '{where}': {err['msg']}{more}"
+
+
+class Project:
+    """A loaded project: its declaration, its feature sets and where its data lives."""
+
+    def __init__(self, root: Path, config: ProjectConfig) -> None:
+        self.root = root
+        self.config = config
+
+    # ------------------------------------------------------------ where things are
+
+    @property
+    def data_dir(self) -> Path:
+        """The project's data directory (``SKEWLESS_DATA`` overrides it)."""
+        override = os.environ.get("SKEWLESS_DATA")
+        return Path(override).resolve() if override else (self.root / self.config.data_dir)
+
+    def source_path(self, name: str) -> str:
+        """A source's location: a path relative to the project, or a filesystem URI."""
+        path = self.config.sources[name].path
+        if "://" in path:
+            return path
+        return str((self.root / path).resolve())
+
+    # ------------------------------------------------------------ definitions
+
+    @cached_property
+    def modules(self) -> list[ModuleType]:
+        return [import_definitions(m, self.root) for m in self.config.definitions]
+
+    @cached_property
+    def feature_sets(self) -> list[FeatureSet]:
+        found: dict[str, FeatureSet] = {}
+        for module in self.modules:
+            for fs in feature_sets_of(module):
+                if found.setdefault(fs.name, fs) is not fs:
+                    raise SchemaError(f"feature set name '{fs.name}' is defined twice")
+        if not found:
+            raise SchemaError(
+                f"{self.root / PROJECT_FILE}: the definitions {self.config.definitions} "
+                "define no FeatureSet"
+            )
+        for fs in found.values():
+            self._check(fs)
+        return list(found.values())
+
+    @property
+    def entity_sets(self) -> tuple[FeatureSet, ...]:
+        return tuple(fs for fs in self.feature_sets if fs.order_by)
+
+    @property
+    def request_sets(self) -> tuple[FeatureSet, ...]:
+        return tuple(fs for fs in self.feature_sets if not fs.order_by)
+
+    def feature_set(self, name: str) -> FeatureSet:
+        for fs in self.feature_sets:
+            if fs.name == name:
+                return fs
+        raise SchemaError(f"no feature set '{name}' in {self.config.definitions}")
+
+    def ref(self, fs: FeatureSet) -> str:
+        """``module:attribute`` of a feature set (what Feast's tags record)."""
+        return feature_set_ref(fs, self.modules)
+
+    def source_of(self, fs: FeatureSet) -> str:
+        """The source a feature set reads: its ``source`` tag, or the only source."""
+        name = fs.tags.get("source")
+        if name is None:
+            if len(self.config.sources) != 1:
+                raise SchemaError(
+                    f"feature set '{fs.name}': the project has several sources "
+                    f"({', '.join(self.config.sources)}); name one with tags={{'source': ...}}"
+                )
+            return next(iter(self.config.sources))
+        if name not in self.config.sources:
+            raise SchemaError(
+                f"feature set '{fs.name}': source '{name}' is not declared in {PROJECT_FILE}"
+            )
+        return name
+
+    def _check(self, fs: FeatureSet) -> None:
+        src = self.config.sources[self.source_of(fs)]
+        where = f"feature set '{fs.name}'"
+        if fs.event_timestamp != src.event_timestamp:
+            raise SchemaError(
+                f"{where}: event_timestamp '{fs.event_timestamp}' is not its source's "
+                f"event-time column '{src.event_timestamp}'"
+            )
+        for key in fs.entities:
+            if fs.order_by and key not in src.entities:
+                raise SchemaError(f"{where}: entity key '{key}' is not a key of its source")
+
+    # ------------------------------------------------------------ services
+
+    @property
+    def services(self) -> dict[str, ServiceConfig]:
+        """Declared feature services; by default one named after the project directory,
+        serving every feature set."""
+        if self.config.services:
+            return dict(self.config.services)
+        return {
+            self.root.name.replace("-", "_"): ServiceConfig(
+                feature_sets=[fs.name for fs in self.feature_sets]
+            )
+        }
+
+
+def load_project(root: str | Path) -> Project:
+    """Read and validate ``root/skewless.yaml`` (SchemaError naming file and field)."""
+    root = Path(root).resolve()
+    path = root / PROJECT_FILE
+    if not path.is_file():
+        raise SchemaError(f"{path} does not exist; `skewless init DIR` creates a project")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{path}: expected a mapping of fields at the top level")
+    try:
+        config = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise SchemaError(_describe(exc, path)) from None
+    return Project(root, config)
