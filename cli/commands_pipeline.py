@@ -13,8 +13,29 @@ from cli.options import DEFAULT_REPO, Repo
 
 
 def register(app: typer.Typer) -> None:
+    register_init(app)
     register_batch(app)
     register_training(app)
+
+
+def register_init(app: typer.Typer) -> None:
+    @app.command("init")
+    @guarded
+    def init_command(
+        directory: Annotated[Path, typer.Argument(help="New project directory.")],
+    ) -> None:
+        """Create a working project: definitions, a small source, skewless.yaml, Feast config."""
+        from pipelines.scaffold import init_project
+        from serving.config import feast_connection_string
+
+        redis_url = os.environ.get("REDIS_URL")
+        connection = feast_connection_string(redis_url) if redis_url else "127.0.0.1:6379"
+        files = init_project(directory, connection)
+        typer.echo(f"created project {directory} ({len(files)} files)")
+        typer.echo(
+            f"next: cd {directory} && skewless run && skewless apply && "
+            "skewless materialize && skewless serve"
+        )
 
 
 def register_batch(app: typer.Typer) -> None:

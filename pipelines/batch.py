@@ -149,6 +149,8 @@ def run(
     schemas = [check_input(src) for src in sources]
     report = RunReport(engine=engine, output=str(output_dir))
     started = time.perf_counter()
+    if engine == "spark":
+        _ship_definitions(project)
     with staged_entries(output_dir, OWNED_BY_RUN) as tmp:
         (tmp / "features").mkdir()
         for src, schema in zip(sources, schemas, strict=True):
@@ -161,6 +163,17 @@ def run(
         report.seconds = time.perf_counter() - started
         (tmp / "_run.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report
+
+
+def _ship_definitions(project: Project) -> None:
+    """Spark workers cannot import modules of the project directory: its definition
+    modules are pickled by value (cloudpickle), so they also reach a cluster's workers."""
+    from pyspark import cloudpickle
+
+    for module in project.modules:
+        path = Path(getattr(module, "__file__", "") or "/").resolve()
+        if path.is_relative_to(project.root):
+            cloudpickle.register_pickle_by_value(module)
 
 
 def _null_key_filter(src: SourcePlan) -> str:

@@ -16,9 +16,17 @@ from transforms.feature_set import FeatureSet
 def import_definitions(module: str, root: str | Path | None = None) -> ModuleType:
     """Import ``module``, with the project directory ``root`` first on ``sys.path``."""
     if root is not None:
-        where = str(Path(root).resolve())
-        if where not in sys.path:
-            sys.path.insert(0, where)
+        where = Path(root).resolve()
+        if str(where) not in sys.path:
+            sys.path.insert(0, str(where))
+        local = where / (module.replace(".", "/") + ".py")
+        loaded = sys.modules.get(module)
+        if (
+            local.is_file()
+            and loaded is not None
+            and getattr(loaded, "__file__", None) != str(local)
+        ):
+            del sys.modules[module]  # another project's module of the same name
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -1,0 +1,147 @@
+"""``skewless init DIR``: a working project of the user's own, the way ``feast init`` makes
+one: definitions with an entity and a request-time feature set, a tiny generated source,
+``skewless.yaml`` and ``feature_store.yaml`` with a Redis online store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from transforms.errors import SchemaError
+
+FEATURES_PY = '''"""Feature definitions of this project: edit freely, then `skewless run`."""
+
+import numpy as np
+
+from transforms import (
+    FeatureSet,
+    Float64,
+    Int64,
+    Mean,
+    Nullable,
+    Std,
+    String,
+    Timestamp,
+    transform,
+)
+from transforms.windows import window_count, window_mean
+
+HOUR, DAY = 3_600, 86_400
+
+
+@transform
+def driver_trips_24h(pickup_at: Timestamp) -> Int64:
+    return window_count(pickup_at, DAY)
+
+
+@transform
+def driver_fare_mean_7d(pickup_at: Timestamp, fare: Nullable[Float64]) -> Nullable[Float64]:
+    return window_mean(pickup_at, fare, 7 * DAY)
+
+
+DRIVER_STATS = FeatureSet(
+    name="driver_stats",
+    entities={"driver_id": String},
+    event_timestamp="pickup_at",
+    order_by=("pickup_at", "trip_id"),
+    ttl_seconds=7 * DAY,
+    description="A driver's trips as of each trip.",
+    transforms=[driver_trips_24h, driver_fare_mean_7d],
+)
+
+
+@transform(request_time=True)
+def distance_z(
+    distance_km: Float64, mean=Mean("distance_km"), std=Std("distance_km")
+) -> Nullable[Float64]:
+    """The requested trip's distance as a z-score over all trips."""
+    return (distance_km - mean) / std
+
+
+@transform(request_time=True)
+def fare_per_km_vs_driver(
+    quoted_fare: Float64, distance_km: Float64, driver_fare_mean_7d: Nullable[Float64]
+) -> Nullable[Float64]:
+    return np.divide(quoted_fare, distance_km) / driver_fare_mean_7d
+
+
+TRIP_REQUEST = FeatureSet(
+    name="trip_request",
+    entities={"driver_id": String},
+    event_timestamp="pickup_at",
+    description="Features of the trip being priced, computed when it is requested.",
+    transforms=[distance_z, fare_per_km_vs_driver],
+)
+'''
+
+DEFINITIONS_PY = '''"""Feast objects of this project, for `feast apply` (skewless apply registers the same)."""
+
+from pathlib import Path
+
+from pipelines.feast_objects import repo_objects
+from pipelines.project import load_project
+
+globals().update(repo_objects(load_project(Path(__file__).resolve().parent)))
+'''
+
+SKEWLESS_YAML = """# The project's declaration: definitions, raw sources, data directory, services.
+definitions: [features]
+data_dir: data
+sources:
+  trips:
+    path: sources/trips            # Parquet file, directory, glob or filesystem URI
+    event_timestamp: pickup_at
+    row_id: trip_id                # tie-break of trips at the same instant
+    entities: {driver_id: string}
+services:
+  pricing_v1:
+    feature_sets: [driver_stats, trip_request]
+    description: Trip pricing model, version 1.
+"""
+
+
+def trips(rows: int = 2_000, drivers: int = 50, seed: int = 1) -> pa.Table:
+    """A small, seeded trips source over the last 10 days."""
+    rng = np.random.default_rng(seed)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = int((now - timedelta(days=10)).timestamp() * 1_000_000)
+    micros = np.sort(start + rng.integers(0, 10 * 86_400 * 1_000_000, rows))
+    distance = np.round(rng.gamma(2.0, 3.0, rows), 2)
+    return pa.table(
+        {
+            "trip_id": np.arange(rows, dtype=np.int64),
+            "driver_id": pa.array([f"d{int(i):03d}" for i in rng.integers(0, drivers, rows)]),
+            "pickup_at": pa.array(micros, pa.timestamp("us", tz="UTC")),
+            "distance_km": distance,
+            "fare": np.round(2.5 + distance * rng.uniform(1.0, 1.6, rows), 2),
+            "quoted_fare": np.round(2.5 + distance * 1.3, 2),
+        }
+    )
+
+
+def init_project(target: Path, redis_connection: str = "127.0.0.1:6379") -> list[Path]:
+    """Write a new project into ``target`` (absent or empty); return the files written."""
+    from pipelines.feast_objects import write_feature_store_yaml
+
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise SchemaError(f"{target} exists and is not an empty directory")
+    target.mkdir(parents=True, exist_ok=True)
+    name = "".join(c if c.isalnum() else "_" for c in target.resolve().name).strip("_")
+    files = {
+        "features.py": FEATURES_PY,
+        "definitions.py": DEFINITIONS_PY,
+        "skewless.yaml": SKEWLESS_YAML,
+        ".feastignore": "data/\nsources/\n",
+        ".gitignore": "data/\n",
+    }
+    for rel, text in files.items():
+        (target / rel).write_text(text)
+    write_feature_store_yaml(target, name or "project", redis_connection)
+    (target / "sources" / "trips").mkdir(parents=True)
+    pq.write_table(trips(), target / "sources" / "trips" / "part-0.parquet")
+    return [target / rel for rel in (*files, "feature_store.yaml", "sources/trips/part-0.parquet")]
