@@ -19,6 +19,7 @@ from transforms import (
     StatisticsArtifact,
     Std,
     String,
+    Timestamp,
     TransformError,
     Vocabulary,
     transform,
@@ -175,3 +176,16 @@ def test_exception_inside_a_transform_is_named():
     engine = OnlineEngine(FeatureSet("b", {"id": Int64}, [boom]), None)
     with pytest.raises(TransformError, match="transform 'boom' raised ValueError: nope"):
         engine.transform_row({"amount": 1.0})
+
+
+def test_the_online_engine_refuses_an_entity_feature_set():
+    from transforms.engines.online import OnlineEngine
+    from transforms.windows import window_count
+
+    @transform
+    def n_24h(event_timestamp: Timestamp) -> Int64:
+        return window_count(event_timestamp, 86_400)
+
+    fs = FeatureSet("history", {"id": Int64}, [n_24h], order_by=("event_timestamp",))
+    with pytest.raises(SchemaError, match="'history' is an entity feature set"):
+        OnlineEngine(fs, None)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transforms.artifact import StatisticsArtifact
+from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
 from transforms.runtime import FeatureSetRunner
 
@@ -21,6 +22,13 @@ class OnlineEngine:
         *,
         request_time_only: bool = False,
     ) -> None:
+        if feature_set.order_by and not request_time_only:
+            raise SchemaError(
+                f"feature set '{feature_set.name}' is an entity feature set (order_by="
+                f"{feature_set.order_by}): its transforms read an entity's whole history, "
+                "which single request rows do not carry; its values are served from the "
+                "online store (materialize) and computed by Spark or Beam"
+            )
         selected = feature_set.select(request_time=True) if request_time_only else None
         self.runner = FeatureSetRunner(feature_set, artifact, selected)
         self.inputs = tuple(self.runner.inputs)
