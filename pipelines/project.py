@@ -10,10 +10,11 @@ directory (handed in, never imported by the framework under a name of its own).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import yaml
@@ -48,11 +49,35 @@ class ServiceConfig(_Strict):
     description: str = ""
 
 
+class DemoConfig(_Strict):
+    """What ``skewless demo`` needs beyond the chain: the service a model is trained on and
+    the label column of the source (no label: the demo serves and reports, trains nothing)."""
+
+    service: str | None = None
+    label: str | None = None
+
+
 class ProjectConfig(_Strict):
     definitions: list[str] = Field(min_length=1, description="modules defining FeatureSets")
     data_dir: str = "data"
     sources: dict[str, SourceConfig] = Field(min_length=1)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    generator: str | None = Field(
+        None,
+        description="module:function writing synthetic sources, called as "
+        "fn(rows, out_dir, seed=, start=, days=) and writing out_dir/<source>/",
+    )
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+
+    @field_validator("generator")
+    @classmethod
+    def _function_ref(cls, value: str | None) -> str | None:
+        if value is not None:
+            module, _, attr = value.partition(":")
+            names = [*module.split("."), attr]
+            if not all(part.isidentifier() for part in names):
+                raise ValueError(f"'{value}' is not module:function (e.g. data_gen:generate)")
+        return value
 
     @field_validator("definitions")
     @classmethod
@@ -159,6 +184,20 @@ class Project:
         for key in fs.entities:
             if fs.order_by and key not in src.entities:
                 raise SchemaError(f"{where}: entity key '{key}' is not a key of its source")
+
+    def generator(self) -> Callable[..., Any]:
+        """The project's declared source generator (``generator: module:function``)."""
+        ref = self.config.generator
+        if ref is None:
+            raise SchemaError(
+                f"{self.root / PROJECT_FILE}: no 'generator' is declared "
+                "(module:function writing synthetic sources)"
+            )
+        module, _, attr = ref.partition(":")
+        fn = getattr(import_definitions(module, self.root), attr, None)
+        if not callable(fn):
+            raise SchemaError(f"{self.root / PROJECT_FILE}: generator '{ref}' is not a function")
+        return fn
 
     # ------------------------------------------------------------ services
 
