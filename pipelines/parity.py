@@ -59,7 +59,10 @@ def _sorted(table: pa.Table, key: str) -> pa.Table:
 def run_online(
     fs: FeatureSet, art: StatisticsArtifact | None, table: pa.Table, key: str
 ) -> pa.Table:
-    """The online engine over ``table``: the first rows one by one, the rest in small batches."""
+    """The online engine over ``table``: the first rows one by one, the rest in small
+    batches; an entity set's rows go entity by entity (``EntityHistoryEngine``)."""
+    if fs.order_by:
+        return _run_online_histories(fs, art, table, key)
     from transforms.engines.online import OnlineEngine
 
     engine = OnlineEngine(fs, art)
@@ -71,6 +74,24 @@ def run_online(
     for f in engine.runner.outputs:
         columns[f.name] = pa.array([r[f.name] for r in out], f.type.arrow, from_pandas=False)
     return pa.table(columns)
+
+
+def _run_online_histories(
+    fs: FeatureSet, art: StatisticsArtifact | None, table: pa.Table, key: str
+) -> pa.Table:
+    from transforms.engines.online import EntityHistoryEngine
+
+    engine = EntityHistoryEngine(fs, art)
+    histories: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        histories.setdefault(tuple(row[k] for k in fs.entities), []).append(row)
+    out: list[dict[str, Any]] = []
+    for rows in histories.values():
+        out.extend(engine.transform_history(rows, [key]))
+    columns = {key: pa.array([r[key] for r in out], table.schema.field(key).type)}
+    for f in engine.runner.outputs:
+        columns[f.name] = pa.array([r[f.name] for r in out], f.type.arrow, from_pandas=False)
+    return _sorted(pa.table(columns), key)
 
 
 def run_spark(

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms import _columns
 from transforms.artifact import StatisticsArtifact
@@ -34,6 +35,26 @@ def _as_input(f: Field, values: np.ndarray, valid: np.ndarray | None) -> np.ndar
     if valid is not None and not f.nullable:
         raise _columns.InputError(f"input '{f.name}' is not nullable but has nulls", f.name)
     return values
+
+
+def entity_order(schema: pa.Schema, fs: FeatureSet) -> list[tuple[str, str]]:
+    """Sort keys placing an entity's rows (rule 20): keys, ``order_by``, then every other
+    sortable column by name, so rows that tie on ``order_by`` still have one order in
+    every engine (rows equal in every column are interchangeable)."""
+    first = [*fs.entities, *fs.order_by]
+    rest = sorted(
+        f.name
+        for f in schema
+        if f.name not in first
+        and (
+            pa.types.is_primitive(f.type)
+            or pa.types.is_string(f.type)
+            or pa.types.is_large_string(f.type)
+            or pa.types.is_binary(f.type)
+            or pa.types.is_null(f.type)
+        )
+    )
+    return [(c, "ascending") for c in (*first, *rest)]
 
 
 class FeatureSetRunner:
@@ -157,7 +178,7 @@ class FeatureSetRunner:
                     f"feature set '{fs.name}': column '{name}' has {nulls} null(s); "
                     "keys and ordering columns must be present"
                 )
-        ordered = table.sort_by([(c, "ascending") for c in (*keys, *fs.order_by)])
+        ordered = table.sort_by(entity_order(table.schema, fs))
         n = ordered.num_rows
         if not n:
             return self.output_schema(table.schema, passthrough).empty_table()
@@ -177,15 +198,25 @@ class FeatureSetRunner:
     def run_grouped_rows(
         self, rows: Sequence[Mapping[str, Any]], passthrough: Iterable[str] = ()
     ) -> list[dict[str, Any]]:
-        """One entity's rows (any order) sorted by ``order_by``, then run like ``run_rows``."""
-        order = self.feature_set.order_by
-        try:
-            ordered = sorted(rows, key=lambda r: tuple(r[c] for c in order))
-        except KeyError as exc:
-            raise _columns.InputError(
-                f"feature set '{self.feature_set.name}': column {exc} is missing from the batch"
-            ) from None
-        return self.run_rows(ordered, passthrough)
+        """One entity's rows (any order) in the order ``run_grouped_arrow`` gives them
+        (``order_by``, then the other columns: rule 20), then run like ``run_rows``."""
+        fs = self.feature_set
+        for row in rows:
+            for c in fs.order_by:
+                if c not in row:
+                    raise _columns.InputError(
+                        f"feature set '{fs.name}': column '{c}' is missing from the batch"
+                    )
+                if row[c] is None:
+                    raise _columns.InputError(
+                        f"feature set '{fs.name}': column '{c}' has null(s); "
+                        "keys and ordering columns must be present"
+                    )
+        if len(rows) > 1:
+            as_table = pa.Table.from_pylist(list(rows))
+            order = pc.sort_indices(as_table, sort_keys=entity_order(as_table.schema, fs))
+            rows = [rows[i] for i in order.to_pylist()]
+        return self.run_rows(rows, passthrough)
 
     # ------------------------------------------------------------ Python rows
 

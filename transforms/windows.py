@@ -4,7 +4,10 @@ An entity feature set's transforms are called once per entity with that entity's
 sorted by ``order_by`` (event time first, then a unique tie-break), so these plain
 numpy functions compute "as of each event" aggregates. A window of ``seconds`` at row i
 covers rows whose timestamp t satisfies ``t_i - seconds < t <= t_i``: the event itself
-and every event at the same instant are inside, whatever their order.
+and every event at the same instant are inside, whatever their order. With
+``include_current=False`` it covers ``t_i - seconds < t < t_i``: only what was known
+strictly before the event (no leakage of the event, or of events at its instant, into its
+own features); such a window may be empty (count 0, sum 0, mean null).
 """
 
 from __future__ import annotations
@@ -14,42 +17,51 @@ import numpy as np
 _US = 1_000_000
 
 
-def _bounds(ts: np.ndarray, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+def _bounds(
+    ts: np.ndarray, seconds: float, include_current: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     micros = ts.astype("datetime64[us]").astype(np.int64)
-    hi = np.searchsorted(micros, micros, side="right")
+    hi = np.searchsorted(micros, micros, side="right" if include_current else "left")
     lo = np.searchsorted(micros, micros - int(seconds * _US), side="right")
     return lo, hi
 
 
-def window_count(ts: np.ndarray, seconds: float) -> np.ndarray:
+def window_count(ts: np.ndarray, seconds: float, include_current: bool = True) -> np.ndarray:
     """Number of events in the window ending at each event (int64)."""
-    lo, hi = _bounds(ts, seconds)
+    lo, hi = _bounds(ts, seconds, include_current)
     return (hi - lo).astype(np.int64)
 
 
 def _segment_sums(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    # reduceat over interleaved (lo, hi) pairs sums each x[lo:hi] (hi > lo always: the
-    # window holds its own event); a trailing 0 makes hi == len(x) a valid index.
+    # reduceat over interleaved (lo, hi) pairs sums each x[lo:hi] when hi > lo, and gives
+    # x[lo] for an empty window (hi == lo), set to 0 after; a trailing 0 makes
+    # hi == len(x) a valid index.
     padded = np.append(x, 0.0)
-    return np.add.reduceat(padded, np.ravel(np.column_stack([lo, hi])))[::2]
+    sums = np.add.reduceat(padded, np.ravel(np.column_stack([lo, hi])))[::2]
+    sums[hi == lo] = 0.0
+    return sums
 
 
-def window_sum(ts: np.ndarray, values: np.ndarray, seconds: float) -> np.ndarray:
+def window_sum(
+    ts: np.ndarray, values: np.ndarray, seconds: float, include_current: bool = True
+) -> np.ndarray:
     """Sum of the present values in each window (missing values count as 0).
 
     Summed per window (no running prefix difference), so the result does not drift with
     history length and depends only on the window's values in event order.
     """
-    lo, hi = _bounds(ts, seconds)
+    lo, hi = _bounds(ts, seconds, include_current)
     if not len(lo):
         return np.empty(0, dtype=np.float64)
     x = values.astype(np.float64)
     return _segment_sums(np.where(np.isnan(x), 0.0, x), lo, hi)
 
 
-def window_mean(ts: np.ndarray, values: np.ndarray, seconds: float) -> np.ndarray:
+def window_mean(
+    ts: np.ndarray, values: np.ndarray, seconds: float, include_current: bool = True
+) -> np.ndarray:
     """Mean of the present values in each window; NaN (null) when none."""
-    lo, hi = _bounds(ts, seconds)
+    lo, hi = _bounds(ts, seconds, include_current)
     if not len(lo):
         return np.empty(0, dtype=np.float64)
     x = values.astype(np.float64)
@@ -59,9 +71,11 @@ def window_mean(ts: np.ndarray, values: np.ndarray, seconds: float) -> np.ndarra
     return total / count  # 0/0 -> NaN -> null
 
 
-def window_distinct(ts: np.ndarray, values: np.ndarray, seconds: float) -> np.ndarray:
+def window_distinct(
+    ts: np.ndarray, values: np.ndarray, seconds: float, include_current: bool = True
+) -> np.ndarray:
     """Number of distinct values in each window (int64)."""
-    lo, hi = _bounds(ts, seconds)
+    lo, hi = _bounds(ts, seconds, include_current)
     items = values.tolist()
     out = np.empty(len(items), dtype=np.int64)
     for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):

@@ -379,3 +379,88 @@ def test_rule19_rows_are_independent_of_their_batch(tmp_path):
     whole = OnlineEngine(fs, r.artifact).transform_rows(t.to_pylist())  # one call
     for name in ("centered", "doubled", "inverse"):
         assert [row[name] for row in whole] == r.column(name)
+
+
+# ------------------------------------------------------------------ rule 20, 21
+
+
+@transform
+def running_total(ts: Timestamp, x: Nullable[Float64]) -> Float64:
+    """Depends on the position of each row in the history, ties included."""
+    return np.cumsum(np.where(np.isnan(x), 0.0, x))
+
+
+@transform
+def count_1h_before(ts: Timestamp) -> Int64:
+    from transforms.windows import window_count
+
+    return window_count(ts, 3_600, include_current=False)
+
+
+@transform
+def mean_1h_before(ts: Timestamp, x: Nullable[Float64]) -> Nullable[Float64]:
+    from transforms.windows import window_mean
+
+    return window_mean(ts, x, 3_600, include_current=False)
+
+
+@transform
+def sum_1h(ts: Timestamp, x: Nullable[Float64]) -> Float64:
+    from transforms.windows import window_sum
+
+    return window_sum(ts, x, 3_600)
+
+
+def _history() -> pa.Table:
+    t0 = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+    minutes = [0, 0, 0, 30, 30, 90, 200, 200, 0, 0, 10, 10]
+    users = ["a"] * 8 + ["b"] * 4
+    xs = [0.1, 0.7, None, 1e16, 1.0, -1e16, 2.5, 2.5, 3.0, 3.0, float("nan"), 0.2]
+    order = [7, 2, 11, 0, 5, 9, 3, 10, 1, 6, 8, 4]  # scrambled input order
+    return pa.table(
+        {
+            "id": pa.array([100 + i for i in order], pa.int64()),
+            "user": pa.array([users[i] for i in order]),
+            "ts": pa.array(
+                [t0 + dt.timedelta(minutes=minutes[i]) for i in order], pa.timestamp("us", "UTC")
+            ),
+            "x": pa.array([xs[i] for i in order], pa.float64()),
+        }
+    )
+
+
+def test_rule20_an_entity_history_has_one_order_despite_ties(tmp_path):
+    fs = FeatureSet("history", {"user": String}, [running_total, sum_1h], order_by=("ts",))
+    r = run_everywhere(fs, _history(), tmp_path)
+    # ties at one instant are ordered by the other columns (id first, by name): user a's
+    # rows 100, 101, 102 at minute 0 take x = 0.1, 0.7, null in that order
+    by_id = dict(zip(r.column("id"), r.column("running_total"), strict=True))
+    assert by_id[100] == 0.1 and by_id[101] == 0.1 + 0.7 and by_id[102] == 0.1 + 0.7
+    assert by_id[108] == 3.0 and by_id[109] == 6.0
+
+
+def test_rule20_online_history_refuses_mixed_or_null_keys():
+    from transforms import SchemaError
+    from transforms.engines.online import EntityHistoryEngine, OnlineEngine
+
+    fs = FeatureSet("history", {"user": String}, [running_total], order_by=("ts",))
+    rows = _history().to_pylist()
+    with pytest.raises(SchemaError, match="EntityHistoryEngine"):
+        OnlineEngine(fs, None)
+    with pytest.raises(SchemaError, match="more than one entity"):
+        EntityHistoryEngine(fs, None).transform_history(rows)
+    one = [r for r in rows if r["user"] == "b"]
+    assert len(EntityHistoryEngine(fs, None).transform_history(one)) == 4
+
+
+def test_rule21_windows_with_and_without_the_current_event(tmp_path):
+    fs = FeatureSet("before", {"user": String}, [count_1h_before, mean_1h_before], order_by=("ts",))
+    r = run_everywhere(fs, _history(), tmp_path)
+    count = dict(zip(r.column("id"), r.column("count_1h_before"), strict=True))
+    mean = dict(zip(r.column("id"), r.column("mean_1h_before"), strict=True))
+    # user a: minute 0 x3 (nothing before), 30 x2 (the three at 0), 90 (minute 30 is
+    # exactly an hour before: outside), 200 x2 (nothing within the hour before)
+    assert [count[i] for i in range(100, 108)] == [0, 0, 0, 3, 3, 0, 0, 0]
+    assert mean[100] is None and mean[103] == (0.1 + 0.7) / 2 and mean[105] is None
+    assert [count[i] for i in range(108, 112)] == [0, 0, 2, 2]
+    assert mean[110] == 3.0 and mean[111] == 3.0
