@@ -21,9 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.repos.driver_repo import build_repo, generate, snapshot, window
 from bench.results import ROUNDS, Measure, write_json
 from pipelines.materialize import clear_project, redis_client
-from pipelines.materialize_demo import build_repo, generate, snapshot, window
 
 
 def redis_floor(repo: Path, chunk: int = 5000) -> dict[str, float]:

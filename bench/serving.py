@@ -1,16 +1,16 @@
 """Benchmark: `feast serve` (the real Feast CLI) vs `skewless serve` on the same Redis data.
 
-One run builds a throwaway Feast repo (serving.demo_repo, wide view included), materializes
-it with Feast, starts both servers with the same number of worker processes (``--workers``,
-default 1; ``feast serve --workers`` / ``skewless serve --workers``) on free loopback ports
-and drives them with wrk (C, Lua script cycling through precomputed POST bodies; see
-bench._load) or, when wrk is not installed, a minimal keep-alive asyncio client (a note is
-printed; that client competes with the servers for CPU). Measured for each server in the
-same run: requests/s at 16 connections and p50/p99 at 1 connection for 1 entity x 8
+One run builds a throwaway Feast repo (bench.repos.serving_repo, wide view included),
+materializes it with Feast, starts both servers with the same number of worker processes
+(``--workers``, default 1; ``feast serve --workers`` / ``skewless serve --workers``) on free
+loopback ports and drives them with wrk (C, Lua script cycling through precomputed POST
+bodies; see bench._load) or, when wrk is not installed, a minimal keep-alive asyncio client
+(a note is printed; that client competes with the servers for CPU). Measured for each server
+in the same run: requests/s at 16 connections and p50/p99 at 1 connection for 1 entity x 8
 features; the same plus 2 request-time transforms (Feast: a pandas on-demand feature view,
-mode="pandas", calling the same functions); 100 entities x 50 features. Each load figure
-is the median of ``--rounds`` rounds that alternate the two servers. Then a parity pass:
-random requests to our endpoint against the Feast SDK's get_online_features plus the same
+mode="pandas", calling the same functions); 100 entities x 50 features. Each load figure is
+the median of ``--rounds`` rounds that alternate the two servers. Then a parity pass: random
+requests to our endpoint against the Feast SDK's get_online_features plus the same
 transforms through OnlineEngine.
 
     .venv/bin/python -m bench.serving [--quick] [--workers N] [--seconds S] [--rounds R]
@@ -81,7 +81,7 @@ class Row:
 
 
 def _bodies(kind: str, users: int, rng: random.Random, n: int) -> list[dict[str, Any]]:
-    from serving.demo_repo import STATS_FEATURES
+    from bench.repos.serving_repo import STATS_FEATURES
 
     out = []
     for _ in range(n):
@@ -116,8 +116,8 @@ def parity(port: int, repo: Any, n_requests: int, rng: random.Random) -> tuple[i
     """(requests, values compared, mismatches): our endpoint vs Feast SDK + OnlineEngine."""
     from feast import FeatureStore
 
-    from serving.demo_features import ARTIFACT, FEATURES
-    from serving.demo_repo import STATS_FEATURES
+    from bench.repos.serving_features import ARTIFACT, FEATURES
+    from bench.repos.serving_repo import STATS_FEATURES
     from transforms.engines.online import OnlineEngine
 
     bodies: list[dict[str, Any]] = []
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from serving.demo_repo import build, malformed_bodies
+    from bench.repos.serving_repo import build, malformed_bodies
 
     console = Console()
     users = 2000 if args.quick else 10_000

@@ -1,4 +1,6 @@
-"""Seeded synthetic raw events for the reference domain: card transactions with a fraud label.
+"""Seeded synthetic raw events for the card-fraud example: transactions with a fraud label.
+
+The project's ``generator`` (skewless.yaml), run by ``skewless generate``.
 
 The generator writes three Parquet tables (``users/``, ``merchants/``, ``transactions/``) and a
 ``_manifest.json``. Output is a pure function of ``(seed, rows, start, days, faults)``, so tests and

@@ -6,7 +6,7 @@ negative and very large ids, unicode and long strings. ``build_repo`` applies it
 Feast SDK (Entity, FileSource, FeatureView) so ``feast materialize`` and ours run on the
 same repo; ``snapshot`` reads back every hash of a project for byte-for-byte comparison.
 Lives here, not under tests/, so the benchmark does not depend on test modules (as
-``serving.demo_repo`` does for the lookup server).
+``bench.repos.serving_repo`` does for the lookup server).
 """
 
 from __future__ import annotations

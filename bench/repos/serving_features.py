@@ -1,5 +1,5 @@
-"""The request-time feature set of the demo repo (serving.demo_repo), used by the serving
-tests and bench.serving: two transforms that read Redis features (``avg_amount``,
+"""The request-time feature set of the throwaway serving repo (bench.repos.serving_repo), used
+by the serving tests and bench.serving: two transforms that read Redis features (``avg_amount``,
 ``txn_count``) and request data (``request_amount``). Lives here, not under tests/, so the
 benchmark does not depend on test modules."""
 

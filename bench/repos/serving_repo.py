@@ -40,7 +40,7 @@ STATS_FEATURES: dict[str, str] = {
 }
 WIDE_FEATURES: dict[str, str] = {f"w{i:02d}": ("double" if i % 3 else "int64") for i in range(50)}
 STATS_TTL = timedelta(days=7)
-FEATURE_SET_REF = "serving.demo_features:FEATURES"
+FEATURE_SET_REF = "bench.repos.serving_features:FEATURES"
 ARTIFACT_PATH = "artifacts/payments.json"  # relative to the repo
 ODFV = "payment_features"
 
@@ -138,7 +138,7 @@ def _repo_py(
             tags={odfv_tags!r},
         )
         def {ODFV}(inputs: pd.DataFrame) -> pd.DataFrame:
-            from serving.demo_features import feast_udf
+            from bench.repos.serving_features import feast_udf
 
             return feast_udf(inputs)
 
@@ -160,9 +160,9 @@ def build(
     from feast import FeatureStore
     from feast.repo_operations import apply_total
 
+    from bench.repos.serving_features import ARTIFACT, FEATURES
     from pipelines.apply import manifest_from_registry
     from pipelines.feast_objects import odfv_tags, service_tags, write_feature_store_yaml
-    from serving.demo_features import ARTIFACT, FEATURES
 
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"

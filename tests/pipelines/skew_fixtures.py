@@ -40,9 +40,9 @@ class Env:
 
 def build_env(base: Path, redis_url: str) -> Env:
     """Generate 10 days of data, Beam features, apply, materialize up to now, training set."""
+    from feature_repo.generate import generate
     from pipelines.apply import apply
     from pipelines.batch import run
-    from pipelines.generate import generate
     from pipelines.materialize import materialize
     from pipelines.training_data import build_training_set
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from feature_repo.generate import generate
 from pipelines.batch import read_features, run
-from pipelines.generate import generate
 from pipelines.parity import compare_columns
 from tests.support import EXAMPLE_DIR, example_project, free_port
 from transforms import SchemaError

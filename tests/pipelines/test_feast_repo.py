@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
+from feature_repo.generate import generate
 from pipelines.apply import apply
 from pipelines.batch import read_features, run
-from pipelines.generate import generate
 from serving.manifest import Manifest
 from tests.support import EXAMPLE_DIR, EXAMPLE_FILES, example_project
 

@@ -16,8 +16,9 @@ import typer
 from typer.testing import CliRunner
 
 from cli.commands_generate import register
-from pipelines import generate as gen
-from pipelines.generate import generate
+from feature_repo import generate as gen
+from feature_repo.generate import generate
+from tests.support import EXAMPLE_DIR
 from transforms.errors import SkewlessError
 
 TS = pa.timestamp("us", tz="UTC")
@@ -257,11 +258,58 @@ def _cli_app() -> typer.Typer:
 
 def test_cli_generates_and_summarises(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        _cli_app(), ["generate", "--rows", "1000", "--out", str(tmp_path / "raw"), "--seed", "5"]
+        _cli_app(),
+        [
+            "generate",
+            "--repo",
+            str(EXAMPLE_DIR),
+            "--rows",
+            "1000",
+            "--out",
+            str(tmp_path / "raw"),
+            "--seed",
+            "5",
+        ],
     )
     assert result.exit_code == 0, result.output
-    assert "1,000 transactions" in result.stdout and "fraud rate" in result.stdout
+    assert f"generated 1,000 rows -> {tmp_path / 'raw'}" in result.stdout
     assert json.loads((tmp_path / "raw" / "_manifest.json").read_text())["seed"] == 5
+
+
+def test_cli_default_out_is_the_first_sources_directory(tmp_path: Path) -> None:
+    """Without --out the project's generator writes beside its first source."""
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    (repo / "skewless.yaml").write_text(
+        "definitions: [defs]\n"
+        "generator: gen_default_out:make\n"
+        "sources:\n"
+        "  events: {path: data/raw/events, entities: {k: int64}}\n"
+    )
+    (repo / "gen_default_out.py").write_text(
+        "from pathlib import Path\n\n"
+        "def make(rows, out_dir, seed=0, start=None, days=1):\n"
+        "    (Path(out_dir) / 'events').mkdir(parents=True)\n"
+        "    (Path(out_dir) / 'events' / 'args').write_text(f'{rows} {seed} {days}')\n"
+    )
+    result = CliRunner().invoke(
+        _cli_app(), ["generate", "--repo", str(repo), "--rows", "10", "--days", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    out = (repo / "data" / "raw").resolve()
+    assert (out / "events" / "args").read_text() == "10 7 2"
+    assert result.stdout.strip() == f"generated -> {out}"
+
+
+def test_cli_project_without_generator(tmp_path: Path) -> None:
+    (tmp_path / "skewless.yaml").write_text(
+        "definitions: [defs]\nsources:\n  events: {path: data/events, entities: {k: int64}}\n"
+    )
+    result = CliRunner().invoke(_cli_app(), ["generate", "--repo", str(tmp_path), "--rows", "10"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("skewless: error: ")
+    assert "no 'generator' is declared" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("case", ["zero_rows", "negative_rows", "file_out", "zero_days"])
@@ -277,7 +325,9 @@ def test_cli_bad_arguments(tmp_path: Path, case: str) -> None:
     else:
         target.write_text("not a directory")
     result = CliRunner().invoke(
-        _cli_app(), ["generate", "--rows", rows, "--out", str(target), "--days", days]
+        _cli_app(),
+        ["generate", "--repo", str(EXAMPLE_DIR), "--rows", rows, "--out", str(target)]
+        + ["--days", days],
     )
     assert result.exit_code == 2
     assert result.stderr.startswith("skewless: error: ")

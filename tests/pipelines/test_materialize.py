@@ -20,6 +20,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from bench.repos.driver_repo import build_repo, generate, snapshot, window
 from cli.commands_materialize import register
 from pipelines.materialize import (
     IN_FLIGHT,
@@ -32,7 +33,6 @@ from pipelines.materialize import (
     redis_client,
     verify,
 )
-from pipelines.materialize_demo import build_repo, generate, snapshot, window
 from serving import redis_layout as rl
 from serving.config import feast_connection_string
 from tests.support import free_port, redis_answers

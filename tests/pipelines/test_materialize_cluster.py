@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from bench.repos.driver_repo import build_repo, generate, window
 from pipelines.materialize import materialize, verify
-from pipelines.materialize_demo import build_repo, generate, window
 from tests.pipelines.test_materialize import REFS, _same
 from tests.support import free_port
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.repos.driver_repo import generate, window
 from pipelines import materialize as mat
-from pipelines.materialize_demo import generate, window
 
 FEATURES = ["conv_rate", "trips", "city", "active"]
 CODECS = ["double", "int64", "string", "bool"]

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 import redis
 
+from bench.repos.driver_repo import build_repo, generate, snapshot, window
 from pipelines import redis_dump as rd
 from pipelines.local_redis import private_redis
 from pipelines.materialize import RedisWriter, clear_project, iter_report_lines, materialize
-from pipelines.materialize_demo import build_repo, generate, snapshot, window
 
 # values around every boundary of the encodings: 6/12-bit string lengths, 1/2-byte
 # backlens, the listpack value limit, and strings a listpack would store as integers

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from serving.demo_repo import DemoRepo, build
+from bench.repos.serving_repo import DemoRepo, build
 
 
 @pytest.fixture(scope="session")

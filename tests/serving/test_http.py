@@ -24,9 +24,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from bench.repos.serving_repo import STATS_FEATURES, DemoRepo, malformed_bodies
 from serving.app import LookupApp
 from serving.config import ServeConfig
-from serving.demo_repo import STATS_FEATURES, DemoRepo, malformed_bodies
 from tests.support import free_port, start_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,9 +22,9 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from bench.repos.serving_repo import STATS_FEATURES, DemoRepo
 from serving.app import LookupApp
 from serving.config import ServeConfig
-from serving.demo_repo import STATS_FEATURES, DemoRepo
 from serving.manifest import Manifest
 from tests.support import free_port, start_redis_server
 from transforms.errors import TransformError
@@ -81,7 +81,7 @@ def _same(a: Any, b: Any) -> bool:
 def test_values_match_feast_plus_transforms(
     demo: DemoRepo, feast_store: Any, redis_url: str
 ) -> None:
-    from serving.demo_features import ARTIFACT, FEATURES
+    from bench.repos.serving_features import ARTIFACT, FEATURES
     from transforms.engines.online import OnlineEngine
 
     rng = random.Random(5)
@@ -343,14 +343,14 @@ def test_single_entity_decode_equals_columnar_decode(demo: DemoRepo, redis_url: 
 def test_manifest_is_read_back_from_the_feast_registry(demo: DemoRepo) -> None:
     """The demo repo is a hand-written Feast repo (a pandas ODFV, tagged services); its
     serving manifest comes from Feast's registry (pipelines.apply.manifest_from_registry)."""
-    from serving.demo_features import ARTIFACT, FEATURES
+    from bench.repos.serving_features import ARTIFACT, FEATURES
 
     m = Manifest.load(demo.path)
     view = m.views["user_stats"]
     assert view.entities == {"user_id": "int64"} and view.features == STATS_FEATURES
     assert view.ttl_seconds == 7 * 86_400
     rt = m.request_transforms["payment_features"]
-    assert rt.feature_set == "serving.demo_features:FEATURES"
+    assert rt.feature_set == "bench.repos.serving_features:FEATURES"
     assert rt.request_schema == {"request_amount": "float64"}
     assert rt.view_inputs == {  # only what the transforms read, not the whole view
         "avg_amount": "user_stats:avg_amount",
