@@ -150,7 +150,7 @@ def run(
     report = RunReport(engine=engine, output=str(output_dir))
     started = time.perf_counter()
     if engine == "spark":
-        _ship_definitions(project)
+        ship_definitions(project)
     with staged_entries(output_dir, OWNED_BY_RUN) as tmp:
         (tmp / "features").mkdir()
         for src, schema in zip(sources, schemas, strict=True):
@@ -165,7 +165,7 @@ def run(
     return report
 
 
-def _ship_definitions(project: Project) -> None:
+def ship_definitions(project: Project) -> None:
     """Spark workers cannot import modules of the project directory: its definition
     modules are pickled by value (cloudpickle), so they also reach a cluster's workers."""
     from pyspark import cloudpickle

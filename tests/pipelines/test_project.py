@@ -73,6 +73,10 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
             assert compare_columns(a.column(column), b.column(column)).size == 0, column
         assert (repo / "sources" / "trips" / "part-0.parquet").is_file()  # run kept the source
 
+        done = skewless("parity", "--source-sample", "1500", cwd=repo, env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "0 mismatches across online/spark/beam" in done.stdout
+
         done = skewless("apply", cwd=repo, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         manifest = (repo / "skewless_manifest.json").read_text()
@@ -107,3 +111,36 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
         keys = list(client.scan_iter(match=f"*{name}".encode(), count=1000))
         if keys:
             client.delete(*keys)
+
+
+NOISY = """
+
+@transform
+def driver_noise(pickup_at: Timestamp) -> Float64:
+    \"\"\"Differs on every call: what parity must catch.\"\"\"
+    return np.random.default_rng().random(len(pickup_at))
+
+
+DRIVER_STATS = FeatureSet(
+    name="driver_stats",
+    entities={"driver_id": String},
+    event_timestamp="pickup_at",
+    order_by=("pickup_at", "trip_id"),
+    transforms=[driver_trips_24h, driver_fare_mean_7d, driver_noise],
+)
+"""
+
+
+def test_parity_counts_the_mismatches_of_a_nondeterministic_transform(tmp_path):
+    repo = tmp_path / "noisy"
+    done = skewless("init", str(repo), cwd=tmp_path, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    features = repo / "features.py"
+    features.write_text(features.read_text() + NOISY)
+    done = skewless("parity", "--source-sample", "500", cwd=repo, env=dict(os.environ))
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {line.split("│")[2].strip(): line for line in done.stdout.splitlines() if "│" in line}
+    assert rows["driver_noise"].split("│")[3].strip() == "500"  # every row, against spark
+    assert rows["driver_noise"].split("│")[4].strip() == "500"  # and against beam
+    assert rows["driver_trips_24h"].split("│")[3].strip() == "0"
+    assert "1000 mismatches across online/spark/beam" in done.stdout
