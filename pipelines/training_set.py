@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines.materialize import ViewPlan, _open_source, load_repo
+from pipelines.materialize import ViewPlan, _arrow_ok, _open_source, load_repo
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError, SkewlessError
 
@@ -179,16 +179,38 @@ def _int64(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(col.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _check_keys(table: pa.Table, keys: Sequence[str], view: str) -> None:
-    for k in keys:
+def _check_keys(table: pa.Table, req: ViewRequest) -> None:
+    view = req.plan.name
+    for k, key_type in zip(req.entity_keys, req.plan.join_types, strict=True):
         if k not in table.column_names:
             raise SchemaError(
                 f"entity_df has no join key column {k!r} needed by view {view} "
                 f"(has {table.column_names})"
             )
-        nulls = table.column(k).null_count
-        if nulls:
-            raise SchemaError(f"entity_df join key column {k!r} has {nulls} null values")
+        col = table.column(k)
+        if col.null_count:
+            raise SchemaError(f"entity_df join key column {k!r} has {col.null_count} null values")
+        t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+        if not _same_key_kind(key_type, t):
+            raise SchemaError(
+                f"entity_df: key {k!r} is {t}, the view {view!r} keys it as {key_type}"
+            )
+
+
+def _same_key_kind(key_type: str, t: pa.DataType) -> bool:
+    """Can entity values of Arrow type ``t`` equal keys a view declares as ``key_type``?
+
+    Integers of any width meet an integer key (cast exactly), string and large_string a
+    string key; nothing converts between kinds: ``"7"`` and ``7`` are different entities,
+    and a cast would only turn a wrong file into all-null features.
+    """
+    if key_type in ("int64", "int32"):
+        return pa.types.is_integer(t)
+    if key_type == "string":
+        return pa.types.is_string(t) or pa.types.is_large_string(t)
+    if key_type == "bytes":
+        return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+    return _arrow_ok(key_type, t)
 
 
 # --------------------------------------------------------------------- key coding
@@ -207,8 +229,13 @@ class KeyCoder:
         codes: np.ndarray | None = None
         for col, ftype in zip(columns, file_types, strict=True):
             ftype = ftype.value_type if pa.types.is_dictionary(ftype) else ftype
+            etype = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+            # integer keys meet as int64, so an entity key out of a narrower file's range
+            # matches nothing instead of failing the cast
+            both_int = pa.types.is_integer(ftype) and pa.types.is_integer(etype)
+            target = pa.int64() if both_int else ftype
             try:
-                col = pc.cast(col, ftype)
+                col = pc.cast(col, target)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise SchemaError(
                     f"join key column of type {col.type} cannot match file type {ftype}: {exc}"
@@ -479,7 +506,7 @@ def get_training_set(
     requests = resolve_features(repo_path, features, full_feature_names)
     e_ts = _entity_timestamps(table, timestamp_column)
     for req in requests:
-        _check_keys(table, req.entity_keys, req.plan.name)
+        _check_keys(table, req)
     clash = [n for r in requests for n in r.out_names if n in table.column_names]
     if clash:
         raise SchemaError(f"feature column(s) {clash} already exist in entity_df")

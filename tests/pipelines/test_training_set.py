@@ -10,6 +10,8 @@ hits on feature event times, unknown keys, rows before any data and beyond the t
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -438,3 +440,85 @@ def test_multi_key_as_of_against_brute_force(
             if best is not None and f_ts[best] < e_ts[i] - 20 * 10**9:
                 best = None
             assert (None if got[i] < 0 else rows[got[i]]) == best, (i, strict)
+
+
+# ------------------------------------------------------------------ entity key types
+
+
+def test_a_key_of_another_kind_than_the_view_names_the_key(repo: dict[str, Any]) -> None:
+    """A string key for an int64 view (or the reverse) is an error, not all-null features."""
+    path = repo["path"]
+    as_string = _good_entities().set_column(0, "user_id", pa.array([str(USERS[0]), "7"]))
+    with pytest.raises(SchemaError) as err:
+        get_training_set(path, as_string, ["user_stats:spend"])
+    assert str(err.value) == (
+        "entity_df: key 'user_id' is string, the view 'user_stats' keys it as int64"
+    )
+    as_int = _good_entities().append_column("merchant", pa.array([1, 2], pa.int64()))
+    with pytest.raises(SchemaError) as err:
+        get_training_set(path, as_int, ["merchant_stats:risk"])
+    assert str(err.value) == (
+        "entity_df: key 'merchant' is int64, the view 'merchant_stats' keys it as string"
+    )
+    with pytest.raises(SchemaError, match="key 'user_id' is double"):
+        get_training_set(path, as_string.set_column(0, "user_id", pa.array([1.0, 2.0])),
+                         ["user_stats:spend"])  # fmt: skip
+
+
+def test_integer_widths_and_large_strings_still_join(repo: dict[str, Any]) -> None:
+    """int32 for an int64 key and large_string / dictionary for a string key are the same
+    keys, cast exactly."""
+    entity = _entities(repo["rng"], 300, duplicates=False)
+    base = pa.Table.from_pandas(entity, preserve_index=False)
+    refs = ["user_stats:spend", "user_stats:segment", "merchant_stats:risk"]
+    want = get_training_set(repo["path"], base, refs)
+    assert want.column("spend").null_count < want.num_rows
+    variants = [
+        base.set_column(0, "user_id", base.column("user_id").cast(pa.int32())),
+        base.set_column(1, "merchant", base.column("merchant").cast(pa.large_string())),
+        base.set_column(1, "merchant", base.column("merchant").dictionary_encode()),
+    ]
+    names = ["spend", "segment", "risk"]
+    for table in variants:
+        got = get_training_set(repo["path"], table, refs)
+        assert _rows(got, names) == _rows(want, names)  # NaN-safe
+
+
+@pytest.fixture(scope="module")
+def served(repo: dict[str, Any]) -> Path:
+    """The Feast repo with a skewless manifest serving two user_stats features, so the
+    ``skewless training-set`` command runs on it (no request-time transforms)."""
+    from serving.manifest import Manifest, ServiceSpec
+
+    features = ["user_stats:spend", "user_stats:segment"]
+    Manifest(
+        project="skewless_ts",
+        entity_key_serialization_version=3,
+        views={},
+        request_transforms={},
+        services={"user_v1": ServiceSpec("user_v1", features)},
+    ).save(repo["path"])
+    return Path(repo["path"])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_key_of_another_kind_is_one_line_and_exit_2(served: Path, tmp_path: Path) -> None:
+    entities = tmp_path / "entities.parquet"
+    pq.write_table(_good_entities().set_column(0, "user_id", pa.array(["a", "b"])), entities)
+    out = tmp_path / "train.parquet"
+    done = _cli("training-set", "--repo", str(served), "--entities", str(entities),
+                "--out", str(out))  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        "skewless: error: entity_df: key 'user_id' is string, "
+        "the view 'user_stats' keys it as int64"
+    ]
+    assert not out.exists()
