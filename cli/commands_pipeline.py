@@ -119,8 +119,18 @@ def register_training(app: typer.Typer) -> None:
         timestamp_column: Annotated[
             str, typer.Option("--timestamp-column", help="The entity file's request-time column.")
         ] = "event_timestamp",
+        inclusive: Annotated[
+            bool,
+            typer.Option(
+                "--inclusive",
+                help="Also join a feature row at the request instant (default: strictly "
+                "before, what the online store can hold then).",
+            ),
+        ] = False,
     ) -> None:
-        """Point-in-time correct training set (every entity row kept) + request-time features."""
+        """Point-in-time correct training set (every entity row kept) + request-time features.
+
+        View features join strictly before each request time; --inclusive also at it."""
         import pyarrow.parquet as pq
 
         from pipelines.training_data import build_training_set
@@ -138,5 +148,12 @@ def register_training(app: typer.Typer) -> None:
             if len(services) != 1:
                 fail(f"--service is needed: the project serves {', '.join(services) or 'none'}")
             service = services[0]
-        result = build_training_set(repo, table, out, service, timestamp_column=timestamp_column)
+        result = build_training_set(
+            repo,
+            table,
+            out,
+            service,
+            timestamp_column=timestamp_column,
+            strict_before=not inclusive,
+        )
         typer.echo(f"{table.num_rows:,} entity rows in, {result.num_rows:,} rows out -> {out}")

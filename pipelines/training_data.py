@@ -26,9 +26,13 @@ def model_inputs(
     service: str,
     *,
     timestamp_column: str = "event_timestamp",
+    strict_before: bool = True,
 ) -> tuple[pa.Table, dict[str, str]]:
     """``entities`` (keys, request time, request data, any labels) + every feature of
-    ``service``, one output row per input row in input order; and its metadata."""
+    ``service``, one output row per input row in input order; and its metadata.
+
+    View features are joined strictly before the request time unless ``strict_before`` is
+    False (then a feature row at the request instant joins too)."""
     manifest = Manifest.load(repo)
     try:
         spec = manifest.services[service]
@@ -40,7 +44,7 @@ def model_inputs(
     request_views = set(manifest.request_transforms)
     view_refs = [f for f in spec.features if f.split(":")[0] not in request_views]
     table = get_training_set(
-        repo, entities, view_refs, timestamp_column=timestamp_column, strict_before=True
+        repo, entities, view_refs, timestamp_column=timestamp_column, strict_before=strict_before
     )
     request_fields = sorted(
         {f for rt in manifest.request_transforms.values() for f in rt.request_schema}
@@ -75,14 +79,20 @@ def build_training_set(
     service: str,
     *,
     timestamp_column: str = "event_timestamp",
+    strict_before: bool = True,
     stats_engine: str = "python",
 ) -> pa.Table:
     """Write the training set to ``out`` (Parquet, artifact hash and fingerprints in its
     schema metadata, atomically) and its per-feature statistics next to it
-    (``<out>.stats.json``, the baseline of skew reports); return the table."""
+    (``<out>.stats.json``, the baseline of skew reports); return the table.
+
+    View features are as of strictly before each request time (``strict_before=False``:
+    at most the request time), as ``model_inputs``."""
     from pipelines.skew.statistics import statistics_for_training_set
 
-    table, meta = model_inputs(repo, entities, service, timestamp_column=timestamp_column)
+    table, meta = model_inputs(
+        repo, entities, service, timestamp_column=timestamp_column, strict_before=strict_before
+    )
     write_training_set(table, out, meta)
     statistics_for_training_set(out, engine=stats_engine)
     return table

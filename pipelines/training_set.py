@@ -16,8 +16,8 @@ Here, per view:
    time scaled by its unit, or ranked when that does not fit); one argsort, then per equal
    (code, event time) the row with the greatest created time (last in file order on full
    ties) is kept;
-3. one ``searchsorted`` per entity row finds the last feature row with key <= (code, entity
-   time) - strictly before with ``strict_before`` - checked for the same code and the ttl
+3. one ``searchsorted`` per entity row finds the last feature row with key < (code, entity
+   time) - at most the entity time with ``strict_before=False`` - checked for the code and ttl
    (``feature_ts >= entity_ts - ttl``; ttl 0 means unlimited);
 4. pass 2 streams the feature columns and keeps only the winning rows, so memory follows
    the number of distinct winners, not the feature rows times the entity rows.
@@ -492,15 +492,17 @@ def get_training_set(
     *,
     full_feature_names: bool = False,
     timestamp_column: str = "event_timestamp",
-    strict_before: bool = False,
+    strict_before: bool = True,
     stats: list[ViewStats] | None = None,
 ) -> pa.Table:
     """Point-in-time join of ``features`` ("view:feature" refs or a feature service name)
     onto ``entity_df`` (join keys + a tz-aware ``timestamp_column``), like Feast's
     ``get_historical_features`` but keeping every entity row once, in input order.
 
-    ``strict_before`` takes only feature rows strictly before the entity timestamp (no
-    same-instant leakage). ``stats``, when given, receives one ``ViewStats`` per view.
+    By default only feature rows strictly before the entity timestamp join, what the online
+    store can hold at that instant (the same default as ``skewless training-set``);
+    ``strict_before=False`` also joins a row at the very instant, as Feast does. ``stats``,
+    when given, receives one ``ViewStats`` per view.
     """
     table = _entity_table(entity_df)
     requests = resolve_features(repo_path, features, full_feature_names)

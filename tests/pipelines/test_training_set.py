@@ -263,7 +263,7 @@ def test_equals_feast_get_historical_features(repo: dict[str, Any]) -> None:
       merge_asof oracle) take the greatest created time. Tied winners are skipped here.
     """
     entity = _entities(repo["rng"], 2000, duplicates=False)
-    ours = get_training_set(repo["path"], entity, REFS)
+    ours = get_training_set(repo["path"], entity, REFS, strict_before=False)  # as Feast
     assert ours.num_rows == len(entity)
     feats = [f for fs in VIEW_FEATURES.values() for f in fs]
     assert ours.column_names == list(entity.columns) + feats
@@ -341,9 +341,11 @@ def test_strict_before_excludes_same_instant(repo: dict[str, Any]) -> None:
     entity = pd.DataFrame(
         {"user_id": [row.user_id], "event_timestamp": [row.event_timestamp.to_pydatetime()]}
     )
-    got = get_training_set(repo["path"], entity, ["user_stats:spend", "user_stats:segment"])
+    got = get_training_set(
+        repo["path"], entity, ["user_stats:spend", "user_stats:segment"], strict_before=False
+    )
     assert got.column("segment")[0].as_py() == winner.segment  # latest created of the tie
-    strict = get_training_set(repo["path"], entity, ["user_stats:segment"], strict_before=True)
+    strict = get_training_set(repo["path"], entity, ["user_stats:segment"])  # the default
     before = users[
         (users.user_id == row.user_id)
         & (users.event_timestamp < row.event_timestamp)
@@ -522,3 +524,44 @@ def test_cli_key_of_another_kind_is_one_line_and_exit_2(served: Path, tmp_path: 
         "the view 'user_stats' keys it as int64"
     ]
     assert not out.exists()
+
+
+def _exact_hits(repo: dict[str, Any]) -> pa.Table:
+    """Entity rows at the very instant of user_stats rows: a strictly-before join misses
+    that row, an inclusive one takes it."""
+    users = repo["tables"]["user_stats"].to_pandas()
+    rows = users.drop_duplicates(["user_id", "event_timestamp"]).iloc[::40]
+    entity = pd.DataFrame(
+        {"user_id": rows.user_id.to_numpy(), "event_timestamp": rows.event_timestamp.to_numpy()}
+    )
+    return pa.Table.from_pandas(entity, preserve_index=False)
+
+
+def test_cli_and_python_default_to_strictly_before(
+    repo: dict[str, Any], served: Path, tmp_path: Path
+) -> None:
+    """One default everywhere: a feature row at exactly the request time does not join in
+    get_training_set, build_training_set or `skewless training-set`; the inclusive variant
+    is one argument away in each and joins it."""
+    from pipelines.training_data import build_training_set
+
+    entity = _exact_hits(repo)
+    entities = tmp_path / "entities.parquet"
+    pq.write_table(entity, entities)
+    names = ["spend", "segment"]
+    refs = [f"user_stats:{n}" for n in names]
+    strict = _rows(get_training_set(served, entity, refs), names)
+    inclusive = _rows(get_training_set(served, entity, refs, strict_before=False), names)
+    differ = sum(a != b for a, b in zip(strict, inclusive, strict=True))
+    assert differ > entity.num_rows // 2  # the rows really sit on a feature row's instant
+    assert _rows(build_training_set(served, entity, tmp_path / "py.parquet", "user_v1"),
+                 names) == strict  # fmt: skip
+    for flags, want in (([], strict), (["--inclusive"], inclusive)):
+        out = tmp_path / f"cli{len(flags)}.parquet"
+        done = _cli("training-set", "--repo", str(served), "--entities", str(entities),
+                    "--out", str(out), *flags)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        table = pq.read_table(out)
+        assert _rows(table, names) == want, flags
+        strict_meta = table.schema.metadata[b"skewless.strict_before"]
+        assert strict_meta == (b"false" if flags else b"true")
