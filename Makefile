@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml uv.lock hatch_build.py pipelines/_dump.c
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/skewless demo
+	$(BIN)/skewless demo --repo feature_repo
 
 lint: venv
 	$(BIN)/ruff check transforms pipelines serving feature_repo bench cli tests

@@ -1,15 +1,17 @@
-"""``skewless demo``: the whole promise, end to end, with the time of every step.
+"""``skewless demo --repo DIR``: the whole promise on a project, with the time of each step.
 
-generate raw events -> batch features (Spark or Beam) -> feast apply -> materialize into
-Redis -> point-in-time training set -> train a model -> start the lookup server -> score
-real requests through it -> skew report over the logged requests.
+generate sources (the project's declared generator, when it has one) -> batch features
+(Spark or Beam) -> feast apply -> materialize into Redis -> point-in-time training set ->
+train a model (when the project names a label) -> start the lookup server -> send requests
+made from the project's own rows -> skew report over the logged requests. ``fault``
+injects one kind of fault on purpose, so the report can be seen catching it.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,16 +26,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 from rich.console import Console
 
 from pipelines.local_redis import free_port, redis_for_run
-from transforms.errors import SkewlessError, StoreUnavailable
+from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
 
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "feature_repo"  # the example project
-MODEL_SERVICE = "fraud_model_v1"
-LABEL = "is_fraud"
-DEVICES = ("ios", "android", "web", "pos")
+FAULTS = ("drift", "missing-keys", "stale-artifact")
+_FAULT_SHARE = 0.2  # requests hit by missing-keys
 
 
 @dataclass
@@ -62,21 +62,32 @@ class Steps:
         self.console.print(f"[green]✓[/] {summary}  [dim]({seconds:.1f}s)[/]")
 
 
-def model_columns(features: list[str]) -> list[str]:
-    return [f.split(":")[1] for f in features]
+def model_columns(features: list[str], table: pa.Table) -> list[str]:
+    """The service's numeric features, by their training-set column names."""
+    names = [f.split(":")[1] for f in features]
+    return [
+        n
+        for n in names
+        if n in table.schema.names
+        and (
+            pa.types.is_integer(table.schema.field(n).type)
+            or pa.types.is_floating(table.schema.field(n).type)
+            or pa.types.is_boolean(table.schema.field(n).type)
+        )
+    ]
 
 
-def train(table: pa.Table, columns: list[str]) -> tuple[Any, float]:
+def train(table: pa.Table, columns: list[str], label: str, timestamp: str) -> tuple[Any, float]:
     """Gradient boosting on the service's features; AUC on the last 20% in event time."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
-    order = pc.sort_indices(table, [("event_timestamp", "ascending")])
+    order = pc.sort_indices(table, [(timestamp, "ascending")])
     table = table.take(order)
     x = np.column_stack(
-        [table.column(c).to_numpy(zero_copy_only=False).astype(float) for c in columns]
+        [table.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False) for c in columns]
     )
-    y = table.column(LABEL).to_numpy(zero_copy_only=False).astype(int)
+    y = table.column(label).to_numpy(zero_copy_only=False).astype(int)
     cut = int(len(y) * 0.8)
     model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, random_state=0)
     model.fit(x[:cut], y[:cut])
@@ -136,79 +147,157 @@ def lookup_server(repo: Path, redis_url: str, log_dir: Path) -> Iterator[str]:
             proc.kill()
 
 
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _request_bodies(
+    rows: pa.Table, keys: list[str], fields: list[str], n: int, fault: str | None
+) -> list[dict[str, Any]]:
+    """``n`` requests, each one of the project's own rows (its keys and request fields), so
+    traffic follows the training distribution; ``drift`` scales numeric fields by 3."""
+    rng = np.random.default_rng(11)
+    picks = rng.integers(0, rows.num_rows, n) if rows.num_rows else np.array([], np.int64)
+    sample = rows.select([*keys, *fields]).take(picks).to_pylist()
+    bodies = []
+    for row in sample:
+        if fault == "drift":
+            for f in fields:
+                v = row[f]
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    row[f] = type(v)(v * 3)
+        bodies.append({"entities": {c: [_json_value(v)] for c, v in row.items()}})
+    return bodies
+
+
+@dataclass
+class DemoPlan:
+    """What the demo runs on: the project, its service, the source rows it trains on and
+    sends as requests, and the columns that place them."""
+
+    repo: Path
+    service: str
+    source: str
+    timestamp: str
+    keys: list[str]
+    label: str | None
+
+
+def plan_demo(repo: Path) -> DemoPlan:
+    from pipelines.project import load_project
+
+    project = load_project(repo)
+    cfg = project.config.demo
+    services = project.services
+    service = cfg.service or (next(iter(services)) if len(services) == 1 else None)
+    if service is None or service not in services:
+        raise SchemaError(
+            f"{project.root / 'skewless.yaml'}: field 'demo.service': name one of "
+            f"{', '.join(services)}"
+        )
+    first = project.feature_set(services[service].feature_sets[0])
+    source = project.source_of(first)
+    src = project.config.sources[source]
+    return DemoPlan(
+        repo=project.root,
+        service=service,
+        source=source,
+        timestamp=src.event_timestamp,
+        keys=list(src.entities),
+        label=cfg.label,
+    )
+
+
 def demo(
+    repo: Path,
     engine: str = "spark",
     rows: int = 200_000,
     days: int = 30,
     requests: int = 500,
+    fault: str | None = None,
     console: Console | None = None,
 ) -> DemoResult:
+    """Run the whole chain on the project at ``repo``; ``fault`` is one of ``FAULTS``."""
+    from pipelines.project import load_project
+
+    if fault is not None and fault not in FAULTS:
+        raise SchemaError(f"--fault must be one of {', '.join(FAULTS)}, got {fault!r}")
     console = console or Console()
     result = DemoResult()
     steps = Steps(console, result)
-    from pipelines.project import load_project
-
-    repo = EXAMPLE_DIR
+    plan = plan_demo(Path(repo))
+    repo = plan.repo
     project = load_project(repo)
     base = project.data_dir
-    raw = Path(project.source_path("transactions")).parent
+    source_path = Path(project.source_path(plan.source))
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=days)
     state: dict[str, Any] = {}
 
     with redis_for_run() as redis_url:
         os.environ["REDIS_URL"] = redis_url
-        console.print(f"Redis: {redis_url}   data: {base}")
+        console.print(f"project: {repo}   Redis: {redis_url}   data: {base}")
 
         def generate_step() -> str:
-            from pipelines.generate import generate
-
-            r = generate(rows, raw, seed=7, start=start, days=days, progress=False)
-            return f"{r.rows:,} transactions, {r.users:,} users, {r.merchants:,} merchants ({r.fraud_rate:.2%} fraud) -> {raw}"
+            out = source_path.parent
+            report = project.generator()(rows, out, seed=7, start=start, days=days)
+            n = getattr(report, "rows", rows)
+            return f"{n:,} rows of synthetic sources -> {out}"
 
         def batch_step() -> str:
             from pipelines.batch import run
 
-            r = run(engine, project, base, input_dir=raw)
-            return f"{engine}: " + ", ".join(
-                f"{v} {n:,} rows" for v, n in sorted(r.rows_out.items())
+            r = run(engine, project, base)
+            return f"{engine}: {r.rows_in:,} rows in, {r.rows_quarantined:,} quarantined, " + (
+                ", ".join(f"{v} {n:,} rows" for v, n in sorted(r.rows_out.items()))
             )
 
         def apply_step() -> str:
             from pipelines.apply import apply
 
-            m = apply(repo, redis_url, base)
+            m = apply(repo, redis_url)
             state["manifest"] = m
-            return f"feast apply: {len(m.views)} views, {len(m.request_transforms)} on-demand view, service {MODEL_SERVICE}"
+            return (
+                f"feast apply: {len(m.views)} views, {len(m.request_transforms)} on-demand "
+                f"views, service {plan.service}"
+            )
 
         def materialize_step() -> str:
             from pipelines.materialize import materialize, reset_online_project
 
-            removed = reset_online_project(repo)  # the data was regenerated: start clean
-            r = materialize(
-                repo, start - timedelta(days=1), datetime.now(UTC), verify=True, show_progress=False
-            )
+            removed = reset_online_project(repo)  # the data may be regenerated: start clean
+            r = materialize(repo, None, datetime.now(UTC), verify=True, show_progress=False)
             if not r.ok:
                 raise SkewlessError("materialization verification found lost entities")
             written = sum(v.written for v in r.views)
+            if fault == "missing-keys":
+                state["deleted"] = _delete_some_keys(state["manifest"], redis_url)
             return (
-                f"{removed:,} keys of the previous run removed, {r.rows_scanned:,} rows scanned, "
-                f"{written:,} entity keys written, verified"
+                f"{removed:,} keys of the previous run removed, {r.rows_scanned:,} rows "
+                f"scanned, {written:,} entity keys written, verified"
+                + (f"; fault: {state['deleted']:,} keys deleted" if fault == "missing-keys" else "")
             )
 
         def training_step() -> str:
             from pipelines.training_data import build_training_set
 
-            entities = pq.read_table(raw / "transactions").select(
-                ["txn_id", "user_id", "merchant_id", "event_timestamp", "amount", "device", LABEL]
-            )
+            raw = ds.dataset(str(source_path), format="parquet").to_table()
+            placed = np.ones(raw.num_rows, dtype=bool)
+            for k in plan.keys:
+                placed &= raw.column(k).is_valid().to_numpy(zero_copy_only=False)
+            entities = raw.filter(pa.array(placed))
+            state["rows"] = entities
             out = base / "training_set.parquet"
-            table = build_training_set(repo, entities, out, MODEL_SERVICE)
+            table = build_training_set(
+                repo, entities, out, plan.service, timestamp_column=plan.timestamp
+            )
             state["training"] = table
             return f"{entities.num_rows:,} entity rows in, {table.num_rows:,} rows out -> {out}"
 
         def model_step() -> str:
-            columns = model_columns(state["manifest"].services[MODEL_SERVICE].features)
-            model, auc = train(state["training"], columns)
+            assert plan.label is not None
+            table = state["training"]
+            columns = model_columns(state["manifest"].services[plan.service].features, table)
+            model, auc = train(table, columns, plan.label, plan.timestamp)
             state["model"], state["columns"] = model, columns
             result.auc = auc
             (base / "model.pkl").write_bytes(pickle.dumps((model, columns)))
@@ -217,70 +306,102 @@ def demo(
         def serve_step() -> str:
             import httpx
 
+            manifest = state["manifest"]
+            fields = sorted(
+                {
+                    f
+                    for spec in manifest.request_transforms.values()
+                    for f in spec.request_schema
+                    if f in state["rows"].schema.names and f not in plan.keys
+                }
+            )
+            bodies = _request_bodies(state["rows"], plan.keys, fields, requests, fault)
             log_dir = base / "logs"
-            rng = random.Random(11)
-            table = state["training"]
-            users = table.column("user_id").to_pylist()
-            merchants = table.column("merchant_id").to_pylist()
+            shutil.rmtree(log_dir, ignore_errors=True)  # the demo's own logs of a past run
             latencies: list[float] = []
             scores: list[float] = []
+            model, columns = state.get("model"), state.get("columns", [])
             with lookup_server(repo, redis_url, log_dir) as url, httpx.Client(base_url=url) as http:
-                for _ in range(requests):
-                    body = {
-                        "entities": {
-                            "user_id": [rng.choice(users)],
-                            "merchant_id": [rng.choice(merchants)],
-                            "amount": [round(rng.lognormvariate(3.5, 1.0), 2)],
-                            "device": [rng.choice(DEVICES)],
-                        }
-                    }
+                for body in bodies:
                     t0 = time.perf_counter()
-                    response = http.post(f"/v1/features/{MODEL_SERVICE}", json=body)
+                    response = http.post(f"/v1/features/{plan.service}", json=body)
                     latencies.append((time.perf_counter() - t0) * 1000)
                     response.raise_for_status()
-                    features = response.json()["features"]
-                    vector = [
-                        [
+                    if model is not None:
+                        features = response.json()["features"]
+                        vector = [
                             np.nan if features[c][0] is None else float(features[c][0])
-                            for c in state["columns"]
+                            for c in columns
                         ]
-                    ]
-                    scores.append(float(state["model"].predict_proba(np.array(vector))[0, 1]))
-            result.served = len(scores)
+                        scores.append(float(model.predict_proba(np.array([vector]))[0, 1]))
+            result.served = len(bodies)
             result.latency_ms = {
                 "p50": float(np.percentile(latencies, 50)),
                 "p99": float(np.percentile(latencies, 99)),
             }
             state["log_dir"] = log_dir
+            scored = f", mean score {np.mean(scores):.3f}" if scores else ""
             return (
-                f"{len(scores)} requests scored, HTTP round trip p50 {result.latency_ms['p50']:.2f} ms, "
-                f"p99 {result.latency_ms['p99']:.2f} ms, mean fraud score {np.mean(scores):.3f}"
+                f"{len(bodies)} requests{' (drifted on purpose)' if fault == 'drift' else ''}, "
+                f"HTTP round trip p50 {result.latency_ms['p50']:.2f} ms, "
+                f"p99 {result.latency_ms['p99']:.2f} ms{scored}"
             )
 
-        steps.run("1. generate raw events", generate_step)
+        def stale_artifact_step() -> str:
+            from pipelines.apply import apply
+            from transforms.statistics import analyze_table
+
+            # statistics recomputed on other data (the older half of the rows) after the
+            # requests were served, and registered: the logs no longer match the artifact
+            rows = state["rows"].sort_by(plan.timestamp)
+            half = rows.slice(0, rows.num_rows // 2)
+            for fs in project.request_sets:
+                if fs.analyzers and {a.column for a in fs.analyzers.values()} <= set(
+                    half.schema.names
+                ):
+                    analyze_table(fs, half).save(base / "artifacts" / f"{fs.name}.json")
+            apply(repo, redis_url)
+            return "request-time statistics recomputed on the older half of the rows, applied"
+
+        if project.config.generator is not None:
+            steps.run("1. generate sources", generate_step)
         steps.run(f"2. batch features ({engine})", batch_step)
         steps.run("3. register in Feast", apply_step)
         steps.run("4. materialize into Redis", materialize_step)
         steps.run("5. point-in-time training set", training_step)
-        steps.run("6. train model", model_step)
-        steps.run("7. serve and score requests", serve_step)
+        if plan.label is not None:
+            steps.run("6. train model", model_step)
+        steps.run("7. serve requests" + (" and score them" if plan.label else ""), serve_step)
+        if fault == "stale-artifact":
+            steps.run("fault: stale artifact", stale_artifact_step)
         report_step = skew_step(repo, base, state, result)
-        if report_step is not None:
-            steps.run("8. skew report", report_step)
+        steps.run("8. skew report", report_step)
     total = sum(result.steps.values())
     console.rule("[bold]done")
     console.print(f"total {total:.1f}s")
     return result
 
 
+def _delete_some_keys(manifest: Any, redis_url: str) -> int:
+    """The missing-keys fault: delete every ``_FAULT_SHARE``-th entity key of the project."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    suffix = manifest.project.encode()
+    doomed = [
+        key
+        for i, key in enumerate(client.scan_iter(match=b"*" + suffix, count=1000))
+        if key.endswith(suffix) and i % int(1 / _FAULT_SHARE) == 0
+    ]
+    if doomed:
+        client.delete(*doomed)
+    return len(doomed)
+
+
 def skew_step(
     repo: Path, base: Path, state: dict[str, Any], result: DemoResult
-) -> Callable[[], str] | None:
-    """The skew report over the logged requests (None while the skew package is absent)."""
-    try:
-        from pipelines.skew import report as skew_report  # noqa: F401
-    except ImportError:
-        return None
+) -> Callable[[], str]:
+    """The skew report over the logged requests."""
 
     def run_report() -> str:
         from pipelines.skew.report import build_report
@@ -292,11 +413,13 @@ def skew_step(
             out=base / "skew_report.html",
         )
         result.exact_match = summary.exact_match_rate
-        causes = sum(summary.causes.values())
+        causes = ", ".join(f"{c} {n}" for c, n in summary.causes.items() if n) or "none"
+        breaches = "; ".join(f"{b['feature']} {b['check']}" for b in summary.breaches[:5])
         return (
             f"online/offline exact match {summary.exact_match_rate:.2%} over {summary.rows} "
-            f"logged rows, {causes} attributed mismatches, {len(summary.breaches)} drift/schema "
-            f"checks over threshold -> {base / 'skew_report.html'}"
+            f"logged rows; mismatch causes: {causes}; {len(summary.breaches)} drift/schema "
+            f"checks over threshold{': ' + breaches if breaches else ''} "
+            f"-> {base / 'skew_report.html'}"
         )
 
     return run_report
