@@ -9,7 +9,7 @@ Endpoints
 ``POST /get-online-features``
     Feast's feature-server API, byte-for-byte the same JSON shapes, so Feast HTTP clients
     work unchanged. Request: ``{"features": ["view:feature", ...]}`` or
-    ``{"feature_service": "name"}``, ``"entities": {"user_id": [1, 2], "request_field":
+    ``{"feature_service": "name"}``, ``"entities": {"key": [1, 2], "request_field":
     [..]}`` (request data rides in ``entities``, as in Feast) and ``"full_feature_names"``.
     Response: ``{"metadata": {"feature_names": [...]}, "results": [{"values": [...],
     "statuses": [...], "event_timestamps": [...]}, ...]}``, entity keys first, then the
@@ -24,7 +24,7 @@ Endpoints
     ``"full_feature_names"``). Response::
 
         {"feature_service": "payments_v1", "n": 2,
-         "features": {"user_id": [1, 2], "avg_amount": [3.5, null], ...},
+         "features": {"key": [1, 2], "avg_amount": [3.5, null], ...
          "statuses": {"avg_amount": ["PRESENT", "NOT_FOUND"]},   # only non-all-PRESENT
          "fingerprints": {"amount_vs_avg": "ed76..."},            # request-time transforms
          "artifact_hashes": {"payments": "6f1c..."}}
