@@ -54,8 +54,7 @@ class SourcePlan:
     def key_columns(self) -> tuple[str, ...]:
         """Columns a raw row must have to be placed: every entity key and ordering column
         of its entity feature sets (a row missing one is quarantined, never dropped)."""
-        sets = self.entity_sets
-        return tuple(dict.fromkeys(c for fs in sets for c in (*fs.entities, *fs.order_by)))
+        return tuple(dict.fromkeys(c for fs in self.entity_sets for c in fs.key_columns))
 
     def passthrough(self, fs: FeatureSet) -> list[str]:
         """Columns every feature row keeps: keys, event and created time, the row id."""

@@ -119,6 +119,15 @@ class FeatureSet:
                 found[a.key()] = a
         return found
 
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """Columns an entity feature set needs non-null to place a row in an entity's
+        history: its keys, then its ``order_by`` columns (none for a request-time set).
+        Engines leave a row with a null here out of the output and count it (rule 22)."""
+        if not self.order_by:
+            return ()
+        return tuple(dict.fromkeys((*self.entities, *self.order_by)))
+
     @cached_property
     def accumulator_slots(self) -> tuple[tuple[str, str], ...]:
         """(column, family) pairs: one accumulator serves every analyzer of a family."""

@@ -163,7 +163,7 @@ class FeatureSetRunner:
         """Entity feature sets: sort by keys and ``order_by``, run once per entity group."""
         fs = self.feature_set
         keys = list(fs.entities)
-        for name in (*keys, *fs.order_by):
+        for name in fs.key_columns:
             if name not in table.schema.names:
                 raise (
                     self._missing(name)

@@ -464,3 +464,69 @@ def test_rule21_windows_with_and_without_the_current_event(tmp_path):
     assert mean[100] is None and mean[103] == (0.1 + 0.7) / 2 and mean[105] is None
     assert [count[i] for i in range(108, 112)] == [0, 0, 2, 2]
     assert mean[110] == 3.0 and mean[111] == 3.0
+
+
+# ------------------------------------------------------------------------ rule 22
+
+
+def test_rule22_null_keys_are_left_out_and_counted_by_the_engine_apis(spark, tmp_path):
+    """Rows with a null entity key or order_by column never reach a history: Spark's
+    apply_transforms and Beam's ApplyTransforms give the other rows' values (the same as
+    the runner on those rows alone) and hand the left-out rows back, counted."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.parity import compare_columns
+    from transforms.engines import spark as spark_engine
+    from transforms.engines.beam import ApplyTransforms, SplitNullKeys
+    from transforms.runtime import FeatureSetRunner
+
+    fs = FeatureSet("history", {"user": String}, [running_total, sum_1h], order_by=("ts",))
+    good = _history()
+    t0 = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+    bad = pa.table(
+        {
+            "id": pa.array([200, 201, 202], pa.int64()),
+            "user": pa.array([None, "a", None], pa.string()),
+            "ts": pa.array([t0, None, None], pa.timestamp("us", "UTC")),
+            "x": pa.array([1.0, 5.0, None], pa.float64()),
+        }
+    )
+    rows = pa.concat_tables([bad.slice(0, 2), good, bad.slice(2)])
+    parquet = tmp_path / "rows.parquet"
+    pq.write_table(rows, parquet)
+    want = FeatureSetRunner(fs, None).run_grouped_arrow(good, ["id"]).sort_by("id")
+    bad_ids = [200, 201, 202]
+
+    df = spark.read.parquet(str(parquet))
+    spark_engine.apply_transforms(df, fs, None, passthrough=["id"]).write.parquet(
+        str(tmp_path / "spark-out")
+    )
+    spark_out = pq.read_table(tmp_path / "spark-out").sort_by("id")
+    assert sorted(r.id for r in spark_engine.null_key_rows(df, fs).collect()) == bad_ids
+
+    beam_out = tmp_path / "beam-out" / "part"
+    schema = FeatureSetRunner(fs, None).output_schema(rows.schema, ["id"])
+    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    raw = p | "Read" >> beam.io.ReadFromParquet(str(parquet))
+    _ = (
+        raw
+        | "Apply" >> ApplyTransforms(fs, None, passthrough=["id"])
+        | "Write" >> beam.io.WriteToParquet(str(beam_out), schema, file_name_suffix=".parquet")
+    )
+    split = raw | "Quarantine" >> SplitNullKeys(fs)
+    assert_that(split.quarantined | beam.Map(lambda r: r["id"]), equal_to(bad_ids), "Bad")
+    assert_that(split.good | beam.Map(lambda r: r["id"]), equal_to(good["id"].to_pylist()))
+    result = p.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_name("quarantined_rows"))["counters"]
+    by_step = {c.key.step.split("/")[0]: c.committed for c in counters}
+    assert by_step == {"Apply": 3, "Quarantine": 3}
+    beam_table = pq.read_table(beam_out.parent).sort_by("id")
+
+    for out in (spark_out, beam_table):
+        assert out["id"].to_pylist() == want["id"].to_pylist()
+        for t in fs.order:
+            assert compare_columns(want.column(t.name), out.column(t.name)).size == 0, t.name

@@ -14,6 +14,8 @@ from transforms.feature_set import FeatureSet
 from transforms.runtime import FeatureSetRunner
 from transforms.statistics import Accumulators, StatisticsCombiner
 
+GOOD, QUARANTINED = "good", "quarantined"  # the tagged outputs of SplitNullKeys
+
 
 class _RunRows(beam.DoFn):
     def __init__(self, runner: FeatureSetRunner, passthrough: Sequence[str]) -> None:
@@ -43,11 +45,40 @@ class _RunArrow(beam.DoFn):
             yield self.runner.run_arrow(b, self.passthrough)
 
 
+class _SplitNullKeys(beam.DoFn):
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self.quarantined = beam.metrics.Metrics.counter("skewless", "quarantined_rows")
+
+    def process(self, row: dict[str, Any]) -> Iterable[Any]:
+        if any(c in row and row[c] is None for c in self.columns):
+            self.quarantined.inc()
+            yield beam.pvalue.TaggedOutput(QUARANTINED, row)
+        else:
+            yield row
+
+
+class SplitNullKeys(beam.PTransform):
+    """Dict rows -> tagged outputs ``good`` and ``quarantined``: the rows an entity feature
+    set cannot place (a null entity key or ``order_by`` column, rule 22), counted in the
+    ``skewless/quarantined_rows`` metric. ``ApplyTransforms`` applies it to entity sets."""
+
+    def __init__(self, feature_set: FeatureSet) -> None:
+        super().__init__()
+        self.columns = feature_set.key_columns
+
+    def expand(self, pcoll: Any) -> Any:
+        return pcoll | "Split" >> beam.ParDo(_SplitNullKeys(self.columns)).with_outputs(
+            QUARANTINED, main=GOOD
+        )
+
+
 class ApplyTransforms(beam.PTransform):
     """PCollection of dict rows -> dict rows of ``passthrough`` keys plus feature outputs.
 
     With ``arrow=True`` the elements are Arrow record batches (or tables) instead, as
-    ``ReadFromParquetBatched`` yields them, and the output is record batches.
+    ``ReadFromParquetBatched`` yields them, and the output is record batches. An entity
+    feature set leaves out and counts the rows ``SplitNullKeys`` quarantines (rule 22).
     """
 
     def __init__(
@@ -74,8 +105,9 @@ class ApplyTransforms(beam.PTransform):
     def expand(self, pcoll: Any) -> Any:
         keys = list(self.runner.feature_set.entities)
         if self.runner.feature_set.order_by:
+            split = pcoll | "SplitNullKeys" >> SplitNullKeys(self.runner.feature_set)
             return (
-                pcoll
+                split[GOOD]
                 | "KeyByEntity" >> beam.Map(lambda row: (tuple(row[k] for k in keys), row))
                 | "GroupByEntity" >> beam.GroupByKey()
                 | "Transform" >> beam.ParDo(_RunGroup(self.runner, self.passthrough))

@@ -39,17 +39,37 @@ def apply_transforms(
     out_schema = runner.output_schema(arrow_in, keep)
 
     if feature_set.order_by:
-        # Entity feature set: Spark shuffles each entity's rows to one call.
+        # Entity feature set: Spark shuffles each entity's rows to one call; a row with a
+        # null key or ordering column has no place in a history (rule 22).
         def run_group(table: pa.Table) -> pa.Table:
             return runner.run_grouped_arrow(table, keep)
 
-        return df.groupBy(*feature_set.entities).applyInArrow(run_group, _spark_schema(out_schema))
+        placed = df.filter(~_null_key_condition(df, feature_set))
+        return placed.groupBy(*feature_set.entities).applyInArrow(
+            run_group, _spark_schema(out_schema)
+        )
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             yield runner.run_arrow(batch, keep)
 
     return df.mapInArrow(run, _spark_schema(out_schema))
+
+
+def null_key_rows(df: Any, feature_set: FeatureSet) -> Any:
+    """The rows of ``df`` that ``apply_transforms`` leaves out of an entity feature set's
+    output: a null entity key or ``order_by`` column (rule 22). Count or keep them."""
+    return df.filter(_null_key_condition(df, feature_set))
+
+
+def _null_key_condition(df: Any, feature_set: FeatureSet) -> Any:
+    from pyspark.sql import functions as F
+
+    condition = F.lit(False)
+    for name in feature_set.key_columns:
+        if name in df.columns:  # a missing column stays the runner's error (rule 17)
+            condition = condition | F.col(name).isNull()
+    return condition
 
 
 def analyze(df: Any, feature_set: FeatureSet) -> StatisticsArtifact:
