@@ -24,7 +24,7 @@ Endpoints
     ``"full_feature_names"``). Response::
 
         {"feature_service": "payments_v1", "n": 2,
-         "features": {"key": [1, 2], "avg_amount": [3.5, null], ...
+         "features": {"key": [1, 2], "avg_amount": [3.5, null], ...},
          "statuses": {"avg_amount": ["PRESENT", "NOT_FOUND"]},   # only non-all-PRESENT
          "fingerprints": {"amount_vs_avg": "ed76..."},            # request-time transforms
          "artifact_hashes": {"payments": "6f1c..."}}
