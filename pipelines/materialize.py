@@ -14,10 +14,13 @@ row-by-row protobuf path with columnar work:
    when the writer reaches it, so only the first part delays the first write;
 3. "latest" is Feast's rule (local compute engine, LocalDedupNode): rows with event time in
    [start, end] (both inclusive, as the file offline store), highest event timestamp, ties
-   broken by the highest created timestamp; full ties keep the first row in file order
-   (Feast leaves that case to an unstable pandas sort). Feast does NOT filter on the view's
+   broken by the highest created timestamp; full ties keep the last row in file order
+   (Feast leaves that case to an unstable pandas sort; the training-set join keeps the
+   last too, so served and training values agree, and under rule 20 of the contract the
+   last row of an instant is the entity's state after every event at that instant). Feast does NOT filter on the view's
    ttl when materializing (ttl only bounds point-in-time joins), neither do we; ``start=None``
-   means ``end - ttl``, like the first ``materialize_incremental``;
+   means ``end - ttl``, like the first ``materialize_incremental``, and every row for a
+   view without ttl;
 4. values are encoded per column with numpy/pyarrow (varints, protobuf tags and RESP bulk
    strings are built as arrow binary arrays, no Python work per cell), and written with
    pipelined RESP commands in chunks under the staleness rule of
@@ -373,7 +376,7 @@ class _Candidates:
     ) -> np.ndarray:
         """Row numbers (ascending) of Feast's winner per entity among ``rows`` (ascending;
         default all candidates), whose join key columns are ``keys`` when given: max
-        event time, then max created time, then the first row in table order (= file
+        event time, then max created time, then the last row in table order (= file
         order). Hash-grouped with unbuffered ufunc reductions, several times faster than
         a multi-key sort; since winners keep table order, reducing [winners so far, next
         rows] keeps the file-order rule."""
@@ -386,9 +389,9 @@ class _Candidates:
         pos = np.arange(n)
         for values, valid in self.times:
             pos = _keep_max(ids, groups, pos, values[rows], None if valid is None else valid[rows])
-        first = np.full(groups, n)
-        np.minimum.at(first, ids[pos], pos)
-        return rows[np.sort(first[first < n])]  # groups without a candidate have none
+        last = np.full(groups, -1)
+        np.maximum.at(last, ids[pos], pos)
+        return rows[np.sort(last[last >= 0])]  # groups without a candidate have none
 
     def parts(self, n: int) -> Iterator[tuple[np.ndarray, list[pa.Array] | None]]:
         """The candidate rows split into about ``n`` (a power of two, at most 256) parts by
@@ -1463,9 +1466,9 @@ def _write_cluster(
 def _window(plan: ViewPlan, start: datetime | None, end: datetime) -> tuple[datetime, datetime]:
     end = end if end.tzinfo else end.replace(tzinfo=UTC)
     if start is None:
-        if plan.ttl is None:
-            raise SkewlessError(f"view {plan.name} has no ttl: give a start time")
-        start = end - plan.ttl
+        # a view without ttl never expires: every row counts (Feast's incremental
+        # materialization starts a year back then, a TODO of theirs)
+        start = datetime(1970, 1, 1, tzinfo=UTC) if plan.ttl is None else end - plan.ttl
     start = start if start.tzinfo else start.replace(tzinfo=UTC)
     if start > end:
         raise SkewlessError(f"start {start} is after end {end}")

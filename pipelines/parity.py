@@ -52,6 +52,29 @@ def compare_columns(a: pa.ChunkedArray | pa.Array, b: pa.ChunkedArray | pa.Array
     return np.flatnonzero((na != nb) | (~na & ~nb & differ))
 
 
+def compare_engines(
+    fs: FeatureSet, results: dict[str, pa.Table], report: ParityReport, key: str
+) -> None:
+    """Count, per transform, the rows where Spark and Beam differ from the online
+    reference (tables aligned on ``key``); keep a few examples."""
+    reference = results["online"]
+    for t in fs.order:
+        report.mismatches[t.name] = {}
+        for engine in ("spark", "beam"):
+            other = results[engine]
+            if other.num_rows != reference.num_rows:
+                report.mismatches[t.name][engine] = abs(other.num_rows - reference.num_rows)
+                continue
+            bad = compare_columns(reference.column(t.name), other.column(t.name))
+            report.mismatches[t.name][engine] = int(bad.size)
+            for i in bad[:3].tolist():
+                report.examples.append(
+                    f"{fs.name}:{t.name} {key}={reference.column(key)[i].as_py()}: online="
+                    f"{reference.column(t.name)[i].as_py()!r} "
+                    f"{engine}={other.column(t.name)[i].as_py()!r}"[:300]
+                )
+
+
 def _sorted(table: pa.Table, key: str) -> pa.Table:
     return table.sort_by(key)
 
@@ -184,19 +207,5 @@ def run_parity(
         report.seconds["beam"] = time.perf_counter() - t0
         report.artifact_hashes["beam"] = art_beam.content_hash
 
-    reference = results["online"]
-    for f in fs.order:
-        report.mismatches[f.name] = {}
-        for engine in ("spark", "beam"):
-            other = results[engine]
-            if other.num_rows != reference.num_rows:
-                report.mismatches[f.name][engine] = abs(other.num_rows - reference.num_rows) or 1
-                continue
-            bad = compare_columns(reference.column(f.name), other.column(f.name))
-            report.mismatches[f.name][engine] = int(bad.size)
-            for i in bad[:3].tolist():
-                report.examples.append(
-                    f"{f.name} row {reference.column(key)[i].as_py()}: online="
-                    f"{reference.column(f.name)[i].as_py()!r} {engine}={other.column(f.name)[i].as_py()!r}"
-                )
+    compare_engines(fs, results, report, key)
     return report

@@ -22,14 +22,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines.batch import SourcePlan, check_input, plan_sources, ship_definitions
-from pipelines.parity import ParityReport, compare_columns, run_beam, run_online, run_spark
+from pipelines.parity import ParityReport, compare_engines, run_beam, run_online, run_spark
 from pipelines.project import Project
 from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
 from transforms.statistics import analyze_table
 
 ROW = "zz_parity_row"  # sorts after the source's columns, so rule 20 places rows as in a run
-_EXAMPLES = 3
 
 
 @dataclass
@@ -59,24 +58,6 @@ def source_rows(src: SourcePlan, sample: int | None, seed: int = 0) -> tuple[pa.
     return good.append_column(ROW, pa.array(np.arange(good.num_rows), pa.int64())), int(bad.sum())
 
 
-def _compare(fs: FeatureSet, results: dict[str, pa.Table], report: ParityReport) -> None:
-    reference = results["online"]
-    for t in fs.order:
-        report.mismatches[t.name] = {}
-        for engine in ("spark", "beam"):
-            other = results[engine]
-            if other.num_rows != reference.num_rows:
-                report.mismatches[t.name][engine] = abs(other.num_rows - reference.num_rows)
-                continue
-            bad = compare_columns(reference.column(t.name), other.column(t.name))
-            report.mismatches[t.name][engine] = int(bad.size)
-            for i in bad[:_EXAMPLES].tolist():
-                report.examples.append(
-                    f"{fs.name}:{t.name} row {i}: online={reference.column(t.name)[i].as_py()!r}"
-                    f" {engine}={other.column(t.name)[i].as_py()!r}"[:300]
-                )
-
-
 def _run_set(
     fs: FeatureSet, table: pa.Table, work: Path, step: Callable[[str], None]
 ) -> tuple[ParityReport, pa.Table]:
@@ -102,7 +83,7 @@ def _run_set(
     if art is not None:
         report.artifact_hashes["spark"] = art_spark.content_hash
         report.artifact_hashes["beam"] = art_beam.content_hash
-    _compare(fs, results, report)
+    compare_engines(fs, results, report, ROW)
     return report, results["online"]
 
 

@@ -9,10 +9,31 @@ from pathlib import Path
 from pipelines.local_redis import answers as redis_answers
 from pipelines.local_redis import free_port
 
-__all__ = ["EXAMPLE_DIR", "example_project", "free_port", "redis_answers", "start_redis_server"]
+__all__ = [
+    "EXAMPLE_DIR",
+    "example_project",
+    "free_port",
+    "redis_answers",
+    "skewless_cli",
+    "start_redis_server",
+]
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "feature_repo"  # the card-fraud project
 EXAMPLE_FILES = ("feature_store.yaml", "skewless.yaml", "definitions.py", ".feastignore")
+
+
+def skewless_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``skewless ARGS`` as a user runs it, in ``cwd``, output captured."""
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def example_project():  # -> pipelines.project.Project

@@ -1,7 +1,7 @@
 """The materializer's latest-row reduction against a pandas reference (no Redis, no Feast).
 
 Feast's rule: within the window, the highest event time wins, then the highest created
-time (a null created time ranks below every value), then the first row in file order.
+time (a null created time ranks below every value), then the last row in file order.
 The reduction may run in parts (by a hash of a single integer key) and during the scan
 (bounded memory); neither may change which row wins.
 """
@@ -65,7 +65,7 @@ def _reference(path: Path, keys: list[str]) -> pd.DataFrame:
     df = df[(df.event_timestamp >= start) & (df.event_timestamp <= end)]
     df = df.sort_values(
         ["event_timestamp", "created", "_row"],
-        ascending=[False, False, True],
+        ascending=[False, False, False],
         na_position="last",
         kind="stable",
     )

@@ -4,10 +4,7 @@ the whole chain from the command line on a domain that is not the card-fraud exa
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,18 +12,8 @@ import redis
 
 from pipelines.parity import compare_columns
 from pipelines.project import load_project
+from tests.support import skewless_cli as skewless
 from transforms import SchemaError
-
-
-def skewless(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_a_bad_field_names_the_file_and_the_field(tmp_path):
