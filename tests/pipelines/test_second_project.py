@@ -50,6 +50,21 @@ def training_set(repo: Path, env: dict[str, str], entities: pa.Table, out: Path)
     return pq.read_table(out)
 
 
+def _requests(placed: pa.Table) -> pa.Table:
+    """``SERVED`` rows to send: half of them customers whose latest instant holds several
+    rows (full ties: materialization and the training-set join must pick the same one),
+    the rest at random."""
+    df = placed.select(["customer_id", "occurred_at"]).to_pandas()
+    df["row"] = np.arange(len(df))
+    last = df[df.occurred_at == df.groupby("customer_id").occurred_at.transform("max")]
+    tied = last[last.duplicated("customer_id", keep=False)].drop_duplicates("customer_id")
+    rng = np.random.default_rng(3)
+    chosen = tied.row.to_numpy()[: SERVED // 2]
+    assert len(chosen) >= 5, "the generator makes ties at customers' latest instants"
+    rest = rng.choice(np.setdiff1d(np.arange(len(df)), chosen), SERVED - len(chosen), replace=False)
+    return placed.take(np.concatenate([chosen, rest]))
+
+
 def _sorted_all(table: pa.Table) -> pa.Table:
     return table.sort_by([(c, "ascending") for c in table.schema.names])
 
@@ -105,8 +120,7 @@ def test_the_whole_chain_on_a_second_project(shop, tmp_path, redis_url):
     assert training.num_rows == placed.num_rows
 
     # served values == training-set values for the same entity and time
-    rng = np.random.default_rng(3)
-    picks = placed.take(rng.choice(placed.num_rows, SERVED, replace=False))
+    picks = _requests(placed)
     rows = picks.select([*KEYS, *REQUEST_FIELDS]).to_pylist()
     log_dir = tmp_path / "logs"
     served: list[dict] = []

@@ -25,7 +25,7 @@ class Generated:
 def generate(
     rows: int, out_dir: Path, seed: int = 7, start: datetime | None = None, days: int = 30
 ) -> Generated:
-    """Write ``rows`` order lines (plus ~4% duplicates) to ``out_dir/orders``."""
+    """Write ``rows`` order lines (plus ~5% duplicates) to ``out_dir/orders``."""
     rng = np.random.default_rng(seed)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     begin = start or now - timedelta(days=days)
@@ -49,7 +49,11 @@ def generate(
         }
     )
     twins = table.take(rng.choice(rows, rows // 50, replace=False))  # exact duplicates
-    clash = table.take(rng.choice(rows, rows // 50, replace=False))  # same key and time
+    # same key and time, other values: at random, and at customers' latest instants
+    ids = table.column("customer_id").to_pylist()
+    latest = list({c: i for i, c in enumerate(ids) if c is not None}.values())
+    at_latest = rng.choice(latest, min(len(latest) // 2, rows // 100), replace=False)
+    clash = table.take(np.concatenate([rng.choice(rows, rows // 50, replace=False), at_latest]))
     clash = clash.set_column(
         clash.schema.get_field_index("quantity"),
         "quantity",
