@@ -56,6 +56,9 @@ def register_bench(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Every benchmark against Feast in one run; the full run writes bench/RESULTS.md."""
-        from bench.run_all import main
+        try:
+            from bench.run_all import main
+        except ImportError:
+            fail("skewless bench runs from a source checkout: bench/ is not installed")
 
         raise typer.Exit(code=main(quick=quick))

@@ -21,7 +21,7 @@ _NUMERIC = (Float64Type, Int64Type, BoolType)
 class FeatureSet:
     """Transforms grouped by entity.
 
-    ``entities`` maps join-key names to field types (``{"user_id": Int64Type}``);
+    ``entities`` maps join-key names to field types (``{"customer_id": Int64Type}``);
     ``event_timestamp`` names the UTC event time column carried through every engine.
     ``ttl_seconds`` is how long a computed value stays valid, offline and online.
     ``order_by`` makes it an *entity* feature set: every engine groups rows by the entity
