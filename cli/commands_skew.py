@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--service", help="Service, if the logs hold several.")
         ] = None,
         json_out: Annotated[
-            Path | None, typer.Option("--json", help="JSON summary (default: report.json).")
+            Path | None,
+            typer.Option("--json", help="JSON summary (default: the --out path with .json)."),
         ] = None,
     ) -> None:
         """Recompute logged feature vectors offline, compare, attribute and check drift."""

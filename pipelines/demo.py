@@ -53,7 +53,7 @@ class Steps:
         self.result = result
 
     def run(self, name: str, fn: Callable[[], str]) -> None:
-        self.console.rule(f"[bold]{name}")
+        self.console.rule(f"[bold]{len(self.result.steps) + 1}. {name}")
         t0 = time.perf_counter()
         with self.console.status(name):
             summary = fn()
@@ -364,18 +364,18 @@ def demo(
             return "request-time statistics recomputed on the older half of the rows, applied"
 
         if project.config.generator is not None:
-            steps.run("1. generate sources", generate_step)
-        steps.run(f"2. batch features ({engine})", batch_step)
-        steps.run("3. register in Feast", apply_step)
-        steps.run("4. materialize into Redis", materialize_step)
-        steps.run("5. point-in-time training set", training_step)
+            steps.run("generate sources", generate_step)
+        steps.run(f"batch features ({engine})", batch_step)
+        steps.run("register in Feast", apply_step)
+        steps.run("materialize into Redis", materialize_step)
+        steps.run("point-in-time training set", training_step)
         if plan.label is not None:
-            steps.run("6. train model", model_step)
-        steps.run("7. serve requests" + (" and score them" if plan.label else ""), serve_step)
+            steps.run("train model", model_step)
+        steps.run("serve requests" + (" and score them" if plan.label else ""), serve_step)
         if fault == "stale-artifact":
             steps.run("fault: stale artifact", stale_artifact_step)
         report_step = skew_step(repo, base, state, result)
-        steps.run("8. skew report", report_step)
+        steps.run("skew report", report_step)
     total = sum(result.steps.values())
     console.rule("[bold]done")
     console.print(f"total {total:.1f}s")

@@ -83,12 +83,23 @@ def current_state(manifest: Manifest) -> Current:
 class ViewHistory:
     """Offline rows of one view for the entities that mismatched: key -> (ts ns, values)."""
 
-    def __init__(self, repo: str | Path, view: str, keys: Sequence[tuple[Any, ...]]) -> None:
+    def __init__(
+        self,
+        repo: str | Path,
+        view: str,
+        keys: Sequence[tuple[Any, ...]],
+        key_names: Sequence[str] | None = None,
+    ) -> None:
+        """``keys`` are tuples of the columns ``key_names`` (default: the view's join keys,
+        in its order); ``lookup`` takes them in the same order."""
         from pipelines.materialize import _open_source, load_repo
 
         plan = load_repo(repo, [view]).plans[0]
         dataset, cols = _open_source(plan)
         self.join_keys = list(plan.join_keys)
+        names = list(key_names) if key_names is not None else self.join_keys
+        self._order = [names.index(k) for k in self.join_keys]
+        keys = [self._reorder(k) for k in keys]
         self.ttl_ns = int(plan.ttl.total_seconds() * 1e9) if plan.ttl else 0
         names = [cols[k] for k in plan.join_keys] + [cols[plan.timestamp_field]]
         names += [cols[f] for f in plan.features]
@@ -110,8 +121,11 @@ class ViewHistory:
             order = sorted(idx, key=lambda j: ts[j])
             self.rows[key] = (ts[order], {f: [v[j] for j in order] for f, v in feats.items()})
 
+    def _reorder(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(key[i] for i in self._order)
+
     def lookup(self, key: tuple[Any, ...]) -> tuple[np.ndarray, dict[str, list[Any]]]:
-        return self.rows.get(key, (np.empty(0, dtype=np.int64), {}))
+        return self.rows.get(self._reorder(key), (np.empty(0, dtype=np.int64), {}))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -158,7 +172,7 @@ def attribute(
         join_keys = list(manifest.views[view].entities)
         key_cols = [served.column(k).to_pylist() for k in join_keys]
         wanted = sorted({tuple(c[i] for c in key_cols) for i in np.flatnonzero(bad)})
-        history = ViewHistory(repo, view, wanted) if wanted else None
+        history = ViewHistory(repo, view, wanted, join_keys) if wanted else None
         for name in names:
             fc = result.features[name]
             causes: list[str | None] = [None] * n

@@ -157,7 +157,7 @@ def build_report(
         "ok": not breaches,
     }
     out = Path(out)
-    json_path = Path(json_out) if json_out is not None else out.with_name("report.json")
+    json_path = Path(json_out) if json_out is not None else out.with_suffix(".json")
     if json_path == out:
         json_path = out.with_suffix(".json")
     page = render_html(report, result, training, serving_stats, drift)

@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 
-from pipelines.demo import MODEL_SERVICE
 from tests.support import EXAMPLE_DIR, EXAMPLE_FILES, example_project
+
+MODEL_SERVICE = "fraud_model_v1"  # the example project's service
 
 LOOP = asyncio.new_event_loop()
 

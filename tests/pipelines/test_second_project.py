@@ -157,3 +157,28 @@ def test_the_whole_chain_on_a_second_project(shop, tmp_path, redis_url):
     summary = json.loads(report.with_suffix(".json").read_text())
     assert summary["rows"] == SERVED
     assert summary["exact_match_rate"] == 1.0
+
+
+def test_the_demo_on_the_second_project_catches_an_injected_fault(shop):
+    from rich.console import Console
+
+    from pipelines.demo import demo
+
+    repo, env = shop
+    os.environ["REDIS_URL"] = env["REDIS_URL"]
+    quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115 - closed with the process
+    result = demo(repo, rows=2_000, days=10, requests=60, fault="missing-keys", console=quiet)
+    assert list(result.steps) == [
+        "generate sources",
+        "batch features (spark)",
+        "register in Feast",
+        "materialize into Redis",
+        "point-in-time training set",
+        "train model",
+        "serve requests and score them",
+        "skew report",
+    ]
+    assert result.served == 60 and 0.0 < result.auc < 1.0
+    assert result.exact_match is not None and result.exact_match < 1.0
+    report = json.loads((repo / "data" / "skew_report.json").read_text())
+    assert report["causes"]["missing_online_key"] > 0
