@@ -100,20 +100,42 @@ def artifact_path(fs: FeatureSet, base: Path) -> Path:
 
 
 @lru_cache(maxsize=8)
-def _engine(ref: str, root: str, path: str) -> Any:
+def _engine(ref: str, root: str, path: str, artifact_hash: str, fingerprints: str) -> Any:
+    """The online engine of ``ref`` with the artifact at ``path``, after checking that
+    artifact and code are the registered ones (``feast serve`` loads this UDF from the
+    registry long after ``skewless apply``: it must not compute with anything else)."""
     from transforms.engines.online import OnlineEngine
+    from transforms.errors import ArtifactError
     from transforms.modules import resolve_feature_set
 
     fs = resolve_feature_set(ref, root)
-    return OnlineEngine(fs, StatisticsArtifact.load(path), request_time_only=True)
+    art = StatisticsArtifact.load(path)
+    if art.content_hash != artifact_hash:
+        raise ArtifactError(
+            f"on-demand view of {ref}: the artifact at {path} has hash {art.content_hash[:12]}, "
+            f"the registered one {artifact_hash[:12]}; run `skewless apply` (or restore it)"
+        )
+    registered = json.loads(fingerprints)
+    for name, fp in fs.fingerprints(art).items():
+        if name in registered and registered[name] != fp:
+            raise ArtifactError(
+                f"on-demand view of {ref}: transform '{name}' fingerprint {fp[:12]} differs "
+                f"from the registered {registered[name][:12]}: its code changed since "
+                "`skewless apply`"
+            )
+    return OnlineEngine(fs, art, request_time_only=True)
 
 
-def request_udf(ref: str, root: Path, artifact: Path) -> Any:
+def request_udf(
+    ref: str, root: Path, artifact: Path, artifact_hash: str, fingerprints: dict[str, str]
+) -> Any:
     """A Feast python-mode UDF (dict of lists in, dict of lists out) running the
-    request-time transforms of feature set ``ref`` ("module:attribute")."""
+    request-time transforms of feature set ``ref`` ("module:attribute") with the
+    registered artifact and code only."""
+    registered = json.dumps(fingerprints, sort_keys=True)
 
     def udf(inputs: dict[str, Any]) -> dict[str, Any]:
-        fs_engine = _engine(ref, str(root), str(artifact))
+        fs_engine = _engine(ref, str(root), str(artifact), artifact_hash, registered)
         n = len(next(iter(inputs.values()))) if inputs else 0
         columns = {name: list(inputs[name]) for name in fs_engine.inputs}
         return fs_engine.runner.run_python_columns(columns, n)
@@ -237,7 +259,7 @@ def repo_objects(project: Project, base: Path | None = None) -> dict[str, Any]:
                 for t in fs.select(request_time=True)
             ],
             mode="python",
-            udf=request_udf(ref, project.root, path),
+            udf=request_udf(ref, project.root, path, art.content_hash, fs.fingerprints(art)),
             udf_string=f"skewless request-time transforms of {fs.name}",
             description=fs.description,
             tags=odfv_tags(ref, _relative(path, project.root), art, fs),

@@ -6,9 +6,7 @@ whose default is an analyzer receive the frozen statistic. Nothing here knows an
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import textwrap
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,12 +34,12 @@ class Transform:
 
     @property
     def code_hash(self) -> str:
-        """sha256 of the function's source text (dedented): a code change changes it."""
-        try:
-            source = textwrap.dedent(inspect.getsource(self.fn))
-        except (OSError, TypeError):
-            source = self.fn.__code__.co_code.hex()
-        return hashlib.sha256(source.encode("utf-8")).hexdigest()
+        """sha256 over every line the function depends on: its source, the project and
+        skewless functions, classes and module-level values it reaches, and the versions
+        of the third-party packages it calls (:mod:`transforms.code_closure`)."""
+        from transforms.code_closure import closure_hash
+
+        return closure_hash(self.fn)
 
 
 def transform(

@@ -119,6 +119,38 @@ def test_request_time_view_runs_the_same_transforms(repo):
             assert got[name][i] == value, (i, name)
 
 
+def test_request_time_view_refuses_an_artifact_other_than_the_registered_one(repo):
+    """A new `skewless run` without `apply` rewrites the artifact on disk: Feast's
+    on-demand view (as a restarted `feast serve` loads it) refuses to compute with it."""
+    repo_dir, data, manifest = repo
+    from feast import FeatureStore
+
+    from pipelines import feast_objects
+    from transforms.artifact import StatisticsArtifact
+
+    path = data / "artifacts" / "transaction_request.json"
+    original = path.read_bytes()
+    art = StatisticsArtifact.load(path)
+    values = {**art.values, "mean(amount)": art.values["mean(amount)"] * 1.01}
+    store = FeatureStore(repo_path=str(repo_dir))
+    store.materialize(START, START + timedelta(days=9))
+    row = [{"user_id": 1, "merchant_id": 1, "amount": 12.5, "device": "ios"}]
+    try:
+        StatisticsArtifact(art.feature_set, values, art.engine).save(path)
+        feast_objects._engine.cache_clear()  # a restarted server
+        with pytest.raises(Exception, match="the registered one"):
+            store.get_online_features(
+                features=store.get_feature_service("fraud_model_v1"), entity_rows=row
+            ).to_dict()
+    finally:
+        path.write_bytes(original)
+        feast_objects._engine.cache_clear()
+    got = store.get_online_features(
+        features=store.get_feature_service("fraud_model_v1"), entity_rows=row
+    ).to_dict()
+    assert got["amount_z"][0] is not None
+
+
 def test_feature_service_is_tagged_with_artifact_hash_and_fingerprints(repo):
     repo_dir, data, manifest = repo
     from feast import FeatureStore

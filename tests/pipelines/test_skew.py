@@ -137,6 +137,33 @@ def test_changed_transform_code_is_a_fingerprint_cause(
     assert any(b["feature"] == "amount_log" and b["check"] == "exact_match" for b in s.breaches)
 
 
+def test_changed_code_a_transform_reaches_is_a_fingerprint_cause(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """device_idx calls the vocabulary's lookup (skewless code, not its own lines): a
+    change there changes its fingerprint, stops the server and is attributed."""
+    from serving.lookup import load_request_transforms
+    from serving.manifest import Manifest
+    from transforms import ArtifactError
+    from transforms.analyzers import VocabularyTable
+
+    serve(env, tmp_path / "logs", requests_for(env, env.users[CLEAN], 100, seed=4))
+    original = VocabularyTable.lookup
+
+    def lookup(self: VocabularyTable, column: Any, null_index: int = -1) -> Any:
+        return original(self, column, null_index) + 1  # a "fix" after training and serving
+
+    monkeypatch.setattr(VocabularyTable, "lookup", lookup)
+    spec = Manifest.load(env.repo).request_transforms["transaction_request"]
+    with pytest.raises(ArtifactError, match="transform 'device_idx' fingerprint"):
+        load_request_transforms(env.repo, spec)
+    s = _report(env, tmp_path / "logs", "helper")
+    f = s.report["features"]
+    assert f["device_idx"]["mismatches"] == 100
+    assert f["device_idx"]["causes"] == {cause.TRANSFORM_FINGERPRINT: 100}
+    assert all(f[n]["exact_match_rate"] == 1.0 for n in f if n != "device_idx")
+
+
 def test_stale_statistics_artifact_is_attributed_to_the_artifact(env: Env, tmp_path: Path) -> None:
     from pipelines.apply import apply
     from serving.manifest import Manifest
