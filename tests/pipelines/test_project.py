@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import uuid
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 import redis
 
+from pipelines.demo import lookup_server
 from pipelines.parity import compare_columns
 from pipelines.project import load_project
 from tests.support import skewless_cli as skewless
@@ -70,6 +72,18 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
         assert '"artifact_path": "data/artifacts/trip_request.json"' in manifest
         done = skewless("materialize", "--no-progress", cwd=repo, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
+        body = {
+            "entities": {
+                "driver_id": ["d001", "nobody"],
+                "distance_km": [3.0, 1.0],
+                "quoted_fare": [9.0, 4.0],
+            }
+        }
+        with lookup_server(repo, redis_url, tmp_path / "logs") as url:
+            answer = httpx.post(f"{url}/v1/features/pricing_v1", json=body).json()
+        assert answer["features"]["driver_trips_24h"][0] >= 1
+        assert answer["statuses"]["driver_trips_24h"] == ["PRESENT", "NOT_FOUND"]
+        assert answer["features"]["distance_z"][0] is not None
 
         trips = pq.read_table(repo / "sources" / "trips")
         entities = trips.select(["driver_id", "pickup_at", "distance_km", "quoted_fare"])
