@@ -26,6 +26,22 @@ def _parse_time(text: str | None, option: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _refuse_an_empty_window(
+    repo: str, views: list[str] | None, start: datetime, end: datetime
+) -> None:
+    """0 rows materialized although the sources hold rows is an error, not success: the
+    window missed them (or the sources are not the ones that were run)."""
+    from pipelines.materialize import source_row_counts
+
+    counts = {v: n for v, n in source_row_counts(repo, views).items() if n}
+    if counts:
+        held = ", ".join(f"{v} {n:,}" for v, n in sorted(counts.items()))
+        raise SkewlessError(
+            f"no row has an event time in [{start.isoformat()}, {end.isoformat()}], but the "
+            f"sources hold rows ({held}): give --start (and --end) around their event times"
+        )
+
+
 def materialize_command(
     repo: str = typer.Option(".", "--repo", "-c", help="The project / Feast repo; default: here"),
     start: str | None = typer.Option(
@@ -44,16 +60,19 @@ def materialize_command(
 
         end_t = _parse_time(end, "--end")
         assert end_t is not None
+        selected = [v.strip() for v in views.split(",") if v.strip()] if views else None
         report = materialize(
             repo,
             _parse_time(start, "--start"),
             end_t,
-            [v.strip() for v in views.split(",") if v.strip()] if views else None,
+            selected,
             verify=verify,
             sample=sample,
             show_progress=progress,
             chunk=chunk,
         )
+        if report.rows_scanned == 0:
+            _refuse_an_empty_window(repo, selected, report.start, report.end)
     except SkewlessError as exc:
         typer.echo(f"skewless: error: {exc}", err=True)
         raise typer.Exit(code=2) from None

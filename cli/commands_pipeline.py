@@ -83,6 +83,11 @@ def register_batch(app: typer.Typer) -> None:
         )
         for name, h in report.artifacts.items():
             typer.echo(f"artifact {name}: {h[:16]}")
+        if report.stale_staging_removed:
+            typer.echo(
+                f"removed {len(report.stale_staging_removed)} staging entries left by "
+                f"interrupted runs: {', '.join(report.stale_staging_removed)}"
+            )
 
     @app.command("apply")
     @guarded

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.atomic import replace_dir
+from pipelines.atomic import replace_dir, staging_dir
 from transforms.errors import SkewlessError
 
 GENERATOR_VERSION = 1
@@ -450,7 +449,7 @@ def generate(
     n_chunks = -(-rows // chunk_rows)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = staging_dir(out_dir)
     try:
         for sub in ("users", "merchants", "transactions"):
             (tmp / sub).mkdir(parents=True)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines.atomic import OWNED_BY_RUN, staged_entries
+from pipelines.atomic import OWNED_BY_RUN, clean_stale_staging, staged_entries
 from pipelines.project import KEY_TYPES, Project, SourceConfig
 from transforms.artifact import StatisticsArtifact
 from transforms.errors import SchemaError
@@ -38,6 +38,7 @@ class RunReport:
     artifacts: dict[str, str] = field(default_factory=dict)  # feature set -> content hash
     seconds: float = 0.0
     output: str = ""
+    stale_staging_removed: list[str] = field(default_factory=list)  # left by killed runs
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def run(
     sources = plan_sources(project, input_dir)
     schemas = [check_input(src) for src in sources]
     report = RunReport(engine=engine, output=str(output_dir))
+    report.stale_staging_removed = [p.name for p in clean_stale_staging(output_dir)]
     started = time.perf_counter()
     if engine == "spark":
         ship_definitions(project)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -316,8 +315,8 @@ def demo(
                 }
             )
             bodies = _request_bodies(state["rows"], plan.keys, fields, requests, fault)
-            log_dir = base / "logs"
-            shutil.rmtree(log_dir, ignore_errors=True)  # the demo's own logs of a past run
+            # a directory of this run's own: logs of the project's server are never touched
+            log_dir = base / "logs" / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
             latencies: list[float] = []
             scores: list[float] = []
             model, columns = state.get("model"), state.get("columns", [])

@@ -1787,6 +1787,14 @@ def clear_project(client: Any, project: str) -> int:
     return len(keys)
 
 
+def source_row_counts(repo_path: str | Path, views: Sequence[str] | None = None) -> dict[str, int]:
+    """Rows in each view's offline source, whatever their event time (to tell an empty
+    window from an empty source)."""
+    return {
+        plan.name: _open_source(plan)[0].count_rows() for plan in load_repo(repo_path, views).plans
+    }
+
+
 def reset_online_project(repo_path: str | Path) -> int:
     """Delete the online rows of this repo's project (and nothing else), e.g. before
     loading regenerated data: the newer-only write rule would otherwise keep rows of an

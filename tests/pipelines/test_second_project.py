@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,16 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pytest
-import redis
 
 from pipelines.demo import lookup_server
-from pipelines.feast_objects import write_feature_store_yaml
 from pipelines.parity import compare_columns
-from serving.config import feast_connection_string
 from tests.support import skewless_cli
 
-SHOP = Path(__file__).resolve().parent.parent / "projects" / "shop"
 KEYS = ["customer_id", "store_id", "sku"]
 REQUEST_FIELDS = ["quantity", "unit_price", "channel"]
 SERVED = 30
@@ -67,22 +60,6 @@ def _requests(placed: pa.Table) -> pa.Table:
 
 def _sorted_all(table: pa.Table) -> pa.Table:
     return table.sort_by([(c, "ascending") for c in table.schema.names])
-
-
-@pytest.fixture()
-def shop(tmp_path: Path, redis_url: str):
-    name = f"shop{uuid.uuid4().hex[:10]}"
-    repo = tmp_path / "shop"
-    shutil.copytree(SHOP, repo, ignore=shutil.ignore_patterns("__pycache__", "data", "sources"))
-    write_feature_store_yaml(repo, name, feast_connection_string(redis_url))
-    (repo / ".feastignore").write_text("data/\nsources/\n")
-    env = {**os.environ, "REDIS_URL": redis_url}
-    env.pop("SKEWLESS_DATA", None)
-    yield repo, env
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"*{name}".encode(), count=1000))
-    if keys:
-        client.delete(*keys)
 
 
 def test_the_whole_chain_on_a_second_project(shop, tmp_path, redis_url):
