@@ -35,11 +35,14 @@ Endpoints
 ``GET /health`` (process up), ``GET /ready`` (manifest loaded and Redis answers),
 ``GET /metrics`` (Prometheus), ``GET /openapi.json``.
 
-Errors are ``{"error": message, "field": name-or-null}``: 400 malformed JSON, unknown
-feature, missing entity key, wrong type; 401 bad/missing bearer token; 404 unknown feature
-service or path; 405 wrong method; 413 body over ``max_body_bytes`` or more than
-``max_entities`` entities; 422 a transform rejected its inputs; 503 Redis unreachable or
-slower than ``redis_timeout_ms`` (the next request reconnects, no restart needed).
+Errors are ``{"error": message, "field": name-or-null}``, statuses as Feast's server
+where it answers 4xx (:mod:`serving.errors`): 400 unknown feature of a known view, missing
+entity key, wrong key or request-data type; 401 bad/missing bearer token; 404 unknown
+feature view, feature service or path, missing request data; 405 wrong method; 413 body
+over ``max_body_bytes`` or more than ``max_entities`` entities; 422 a body that is not a
+JSON object of the request schema (or sent with a non-JSON Content-Type), or a transform
+rejected its inputs; 503 Redis unreachable or slower than ``redis_timeout_ms`` (the next
+request reconnects, no restart needed).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from typing import Any
 import orjson
 
 from serving.config import ServeConfig, redis_connection
+from serving.errors import HTTPError, InvalidBody, clip, describe, http_status
 from serving.lookup import (
     NOT_FOUND,
     PRESENT,
@@ -66,8 +70,6 @@ from serving.lookup import (
     PlanCache,
     RedisReader,
     Result,
-    TooManyEntities,
-    UnknownService,
     decode,
     decode_many,
     encode_keys,
@@ -75,7 +77,16 @@ from serving.lookup import (
     split_replies,
 )
 from serving.metrics import Metrics
-from transforms.errors import RequestError, StoreUnavailable, TransformError
+from transforms.errors import StoreUnavailable, TransformError
+
+__all__ = [
+    "NOT_FOUND",
+    "HTTPError",
+    "LookupApp",
+    "create_app",
+    "feast_response",
+    "native_response",
+]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -88,12 +99,11 @@ _NATIVE_PREFIX = "/v1/features/"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROUTES = frozenset({_FEAST_PATH, "/health", "/ready", "/metrics", "/openapi.json"})
 
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.field = field
+# full_feature_names as Feast's server (pydantic's lax bool) reads it
+_FLAGS: dict[Any, bool] = {
+    **{s: True for s in ("1", "on", "t", "true", "y", "yes")},
+    **{s: False for s in ("0", "off", "f", "false", "n", "no")},
+}
 
 
 # ----------------------------------------------------------------- JSON encoding
@@ -231,7 +241,7 @@ class LookupApp:
         self.metrics = Metrics()
         conn = redis_connection(self.catalog.manifest.redis_connection_string, config.redis_url)
         self.reader = RedisReader(conn, config.redis_timeout_ms / 1000.0)
-        self.token = f"Bearer {config.auth_token}".encode() if config.auth_token else None
+        self.token = config.auth_token.encode() if config.auth_token else None
         self.logger = None
         if config.log_dir:
             from serving.feature_log import FeatureLogger
@@ -265,9 +275,18 @@ class LookupApp:
     # ------------------------------------------------------------ requests
 
     def handle(
-        self, method: str, path: str, authorization: bytes | None, body: bytes
+        self,
+        method: str,
+        path: str,
+        authorization: bytes | None,
+        body: bytes,
+        content_type: bytes | None = None,
     ) -> Reply | Pending:
         """Answer one request whose body has been read (within ``max_body_bytes``).
+
+        A lookup sent with a Content-Type that is not JSON is refused (422), as Feast's
+        server refuses it; ``content_type`` None (absent, or not passed by the transport)
+        is read as JSON.
 
         Transport-neutral, used by the HTTP front (:mod:`serving.http`) and the ASGI entry
         alike. Returns the reply, or a :class:`Pending` when Redis must answer first: the
@@ -279,6 +298,12 @@ class LookupApp:
                 if method != "POST":
                     raise HTTPError(405, f"{path} takes POST", None)
                 self._check_auth(authorization)
+                if content_type is not None and not is_json_type(content_type):
+                    raise InvalidBody(
+                        f"Content-Type {clip(content_type.decode('latin-1'), 60)!r} is not "
+                        "JSON; send application/json",
+                        "content-type",
+                    )
                 if path == _FEAST_PATH:
                     return self._lookup(body, None, feast_response)
                 return self._lookup(body, path[len(_NATIVE_PREFIX) :], native_response)
@@ -296,22 +321,13 @@ class LookupApp:
             return self.error_reply(exc)
 
     def error_reply(self, exc: BaseException) -> Reply:
-        """The 4xx/503 answer of a known error; anything else is a bug and propagates."""
-        if isinstance(exc, HTTPError):
-            status = exc.status
-        elif isinstance(exc, UnknownService):
-            status = 404
-        elif isinstance(exc, TooManyEntities):
-            status = 413
-        elif isinstance(exc, RequestError):
-            status = 400
-        elif isinstance(exc, TransformError):
-            status = 422
-        elif isinstance(exc, StoreUnavailable):
-            self.metrics.redis_errors.inc()
-            status = 503
-        else:
+        """The 4xx/503 answer of a known error (:data:`serving.errors.ERROR_STATUS`);
+        anything else is a bug and propagates."""
+        status = http_status(exc)
+        if status is None:
             raise exc
+        if isinstance(exc, StoreUnavailable):
+            self.metrics.redis_errors.inc()
         return status, _JSON_TYPE, error_body(str(exc), getattr(exc, "field", None))
 
     def _ready(self, ok: bool) -> Reply:
@@ -321,9 +337,13 @@ class LookupApp:
         return 200 if ok else 503, _JSON_TYPE, payload
 
     def _check_auth(self, authorization: bytes | None) -> None:
+        """``Authorization: Bearer <token>``, the scheme in any case (RFC 9110 11.1)."""
         if self.token is None:
             return
-        if authorization is None or not hmac.compare_digest(authorization, self.token):
+        scheme, _, credentials = (authorization or b"").strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(
+            credentials.lstrip(b" "), self.token
+        ):
             raise HTTPError(401, "missing or wrong bearer token", "authorization")
 
     def _lookup(
@@ -344,20 +364,28 @@ class LookupApp:
         try:
             req = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise HTTPError(400, f"malformed JSON: {exc}", None) from None
+            raise InvalidBody(f"malformed JSON: {clip(str(exc))}", None) from None
         if not isinstance(req, dict):
-            raise HTTPError(400, "the body must be a JSON object", None)
-        full = req.get("full_feature_names", False)
-        if type(full) is not bool:
-            raise RequestError("'full_feature_names' must be true or false", "full_feature_names")
+            raise InvalidBody(f"the body must be a JSON object, got {describe(req)}", None)
+        full = feature_names_flag(req.get("full_feature_names", False))
+        refs = req.get("features")
+        if refs is not None and not (type(refs) is list and all(type(r) is str for r in refs)):
+            raise InvalidBody(
+                f"'features' must be an array of strings, got {describe(refs)}", "features"
+            )
+        if "entities" not in req:
+            raise InvalidBody("'entities' is required", "entities")
         if service is None:
             service = req.get("feature_service")
             if service is not None and type(service) is not str:
-                raise RequestError("'feature_service' must be a string", "feature_service")
+                raise InvalidBody(
+                    f"'feature_service' must be a string, got {describe(service)}",
+                    "feature_service",
+                )
         if service:
             plan = self.plans.for_service(service, full)
         else:
-            plan = self.plans.for_features(req.get("features"), full)
+            plan = self.plans.for_features(refs, full)
         n, entities = parse_entities(plan, req.get("entities"), self.config.max_entities)
         return plan, n, entities, [encode_keys(g, entities, n) for g in plan.groups]
 
@@ -446,7 +474,13 @@ class LookupApp:
         except HTTPError as exc:
             reply: Reply | Pending = self.error_reply(exc)
         else:
-            reply = self.handle(scope["method"], path, headers.get(b"authorization"), body)
+            reply = self.handle(
+                scope["method"],
+                path,
+                headers.get(b"authorization"),
+                body,
+                headers.get(b"content-type"),
+            )
         if isinstance(reply, Pending):
             try:
                 await reply.future
@@ -558,6 +592,32 @@ def endpoint_label(path: str) -> str:
     return path if path in _ROUTES else "other"
 
 
+def feature_names_flag(value: Any) -> bool:
+    """``full_feature_names`` as Feast's server reads it: a boolean, 0 or 1 (also as 0.0,
+    1.0), or one of pydantic's words for a boolean in any case; InvalidBody otherwise."""
+    if value is True or value is False:
+        return value
+    kind = type(value)
+    if kind is int or kind is float:
+        if value in (0, 1):
+            return value == 1
+    elif kind is str and len(value) <= 5:
+        flag = _FLAGS.get(value.lower())
+        if flag is not None:
+            return flag
+    raise InvalidBody(
+        f"'full_feature_names' must be a boolean, got {describe(value)}", "full_feature_names"
+    )
+
+
+def is_json_type(content_type: bytes) -> bool:
+    """Whether a Content-Type names JSON (``application/json`` or ``application/*+json``,
+    any case, parameters ignored), the media types Feast's server parses."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    main, _, sub = media.partition(b"/")
+    return main == b"application" and (sub == b"json" or sub.endswith(b"+json"))
+
+
 def check_content_length(value: bytes, limit: int) -> None:
     """HTTPError 400/413 for a malformed or too large Content-Length header."""
     try:
@@ -581,9 +641,9 @@ def openapi_spec(catalog: Catalog) -> dict[str, Any]:
         for c, d in [
             (400, "bad request"),
             (401, "unauthorized"),
-            (404, "unknown"),
+            (404, "unknown feature view, feature service or path; missing request data"),
             (413, "too large"),
-            (422, "transform rejected inputs"),
+            (422, "not a JSON object of this schema, or a transform rejected its inputs"),
             (503, "Redis unavailable"),
         ]
     }
@@ -652,6 +712,3 @@ def create_app() -> LookupApp:
     """ASGI factory (e.g. ``uvicorn --factory serving.app:create_app``): settings come from
     the SKEWLESS_SERVE_CONFIG env var (a JSON ServeConfig)."""
     return LookupApp(ServeConfig.from_env())
-
-
-__all__ = ["NOT_FOUND", "LookupApp", "create_app", "feast_response", "native_response"]

@@ -32,6 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from serving import redis_layout as rl
+from serving.errors import (
+    InvalidBody,
+    MissingRequestData,
+    TooManyEntities,
+    UnknownService,
+    UnknownView,
+    clip,
+    describe,
+)
 from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 from serving.redis_client import RedisPipeline, hmget_parts
 from transforms.errors import (
@@ -46,6 +55,12 @@ PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = 1, 2, 3, 4
 STATUS_NAMES = ("INVALID", "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE")
 EPOCH_TS = (0, 0)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_INT_KEY_RANGES = {
+    "int64": (_INT64_MIN, _INT64_MAX),
+    "unix_timestamp": (_INT64_MIN, _INT64_MAX),
+    "int32": (-(1 << 31), (1 << 31) - 1),
+}
+_EXACT_FLOAT = float(1 << 53)  # beyond, a JSON number may already have lost digits
 PLAN_CACHE_SIZE = 512
 _I64 = struct.Struct("<q")
 
@@ -219,7 +234,7 @@ class Plan:
 def _split_ref(ref: str) -> tuple[str, str]:
     view, sep, feat = ref.partition(":")
     if not sep or not view or not feat:
-        raise RequestError(f"feature reference {ref!r} is not 'view:feature'", "features")
+        raise RequestError(f"feature reference '{clip(ref)}' is not 'view:feature'", "features")
     return view, feat
 
 
@@ -247,17 +262,21 @@ def compile_plan(
         seen.add((view, feat))
         if view in m.views:
             if feat not in m.views[view].features:
-                raise RequestError(f"feature view '{view}' has no feature '{feat}'", ref)
+                raise RequestError(
+                    f"feature view '{view}' has no feature '{clip(feat)}'", clip(ref)
+                )
             need(view, feat)
             outputs_spec.append(("view", view, feat))
         elif view in catalog.transforms:
             lt = catalog.transforms[view]
             if feat not in lt.outputs:
-                raise RequestError(f"on-demand feature view '{view}' has no feature '{feat}'", ref)
+                raise RequestError(
+                    f"on-demand feature view '{view}' has no feature '{clip(feat)}'", clip(ref)
+                )
             used_sets[view] = lt
             outputs_spec.append(("transform", view, feat))
         else:
-            raise RequestError(f"unknown feature view '{view}'", ref)
+            raise UnknownView(f"unknown feature view '{clip(view)}'", clip(ref))
     # Hidden inputs of request-time transforms are read but not returned (as Feast drops them).
     for lt in used_sets.values():
         for inp, src in lt.spec.view_inputs.items():
@@ -359,7 +378,9 @@ class PlanCache:
         if plan is None:
             svc = self.catalog.manifest.services.get(service)
             if svc is None:
-                raise UnknownService(f"unknown feature service '{service}'", "feature_service")
+                raise UnknownService(
+                    f"unknown feature service '{clip(service)}'", "feature_service"
+                )
             plan = compile_plan(self.catalog, svc.features, full_feature_names, service)
             self._store(key, plan)
         return plan
@@ -385,10 +406,6 @@ class PlanCache:
         self._plans[key] = plan
 
 
-class UnknownService(RequestError):
-    """The feature service is not in the manifest (HTTP 404)."""
-
-
 # ------------------------------------------------------------------------ results
 
 
@@ -409,69 +426,99 @@ class Result:
 def parse_entities(
     plan: Plan, entities: Any, max_entities: int
 ) -> tuple[int, dict[str, list[Any]]]:
-    """Validate the ``entities`` object (join keys + request data); return n and columns."""
-    if not isinstance(entities, dict) or not entities:
-        raise RequestError("'entities' must be an object of equal-length lists", "entities")
+    """Validate the ``entities`` object (join keys + request data); return n and columns.
+
+    Join-key columns come back as the view's key type: int keys sent as a string Python's
+    ``int`` parses or as an integral float (as Feast's server accepts them) become ints,
+    exactly or not at all (RequestError naming the key and both types)."""
+    if not isinstance(entities, dict):
+        raise InvalidBody("'entities' must be an object of equal-length lists", "entities")
     n = -1
     for k, v in entities.items():
         if not isinstance(v, list):
-            raise RequestError(f"entities['{k}'] must be a list", k)
+            raise InvalidBody(f"entities['{clip(k)}'] must be a list, got {describe(v)}", clip(k))
         if n == -1:
             n = len(v)
         elif len(v) != n:
-            raise RequestError("all entity and request-data lists must have the same length", k)
-    if n == 0:
+            raise RequestError(
+                "all entity and request-data lists must have the same length", clip(k)
+            )
+    if n <= 0:
         raise RequestError("no entities given", "entities")
     if n > max_entities:
         raise TooManyEntities(f"{n} entities exceed the limit of {max_entities}", "entities")
     for k in plan.entity_names:
         if k not in entities:
             raise RequestError(f"missing entity key '{k}'", k)
+    for g in plan.groups:
+        for k, t in zip(g.join_keys, g.key_types, strict=True):
+            entities[k] = key_column(k, t, entities[k])
     for k, type_name in plan.request_fields.items():
         col = entities.get(k)
         if col is None:
-            raise RequestError(f"missing request data field '{k}'", k)
+            raise MissingRequestData(f"missing request data field '{k}'", k)
         check = _REQUEST_CHECKS.get(type_name)
         if check is not None:
             for v in col:
                 if v is not None and not check(v):
-                    raise RequestError(f"request data '{k}' expects {type_name}, got {v!r}", k)
+                    raise RequestError(
+                        f"request data '{k}' expects {type_name}, got {describe(v)}", k
+                    )
     return n, entities
 
 
-class TooManyEntities(RequestError):
-    """More entities than --max-entities (HTTP 413)."""
+def key_column(key: str, type_name: str, col: list[Any]) -> list[Any]:
+    """An entity-key column as the declared key type (``col`` itself when it already is);
+    RequestError naming the key, the type and the offending value otherwise."""
+    bounds = _INT_KEY_RANGES.get(type_name)
+    if bounds is not None:
+        lo, hi = bounds
+        # one C-level pass each: all exact ints (bool excluded), then the range
+        if all(type(v) is int for v in col) and lo <= min(col) and max(col) <= hi:
+            return col
+        return [_exact_int(key, type_name, v, lo, hi) for v in col]
+    if type_name == "string":
+        if not all(type(v) is str for v in col):
+            bad = next(v for v in col if type(v) is not str)
+            raise _wrong_key(key, type_name, bad)
+        return col
+    if not all(isinstance(v, str | bytes) for v in col):
+        raise _wrong_key(key, type_name, next(v for v in col if not isinstance(v, str | bytes)))
+    return col
 
 
-def _int_ok(v: Any) -> bool:
-    return type(v) is int and _INT64_MIN <= v <= _INT64_MAX
-
-
-def _bad_key(k: str, t: str, col: list[Any]) -> RequestError:
-    if t in ("int64", "int32", "unix_timestamp"):
-        v = next(v for v in col if not _int_ok(v))
-    elif t == "string":
-        v = next(v for v in col if type(v) is not str)
+def _exact_int(key: str, type_name: str, v: Any, lo: int, hi: int) -> int:
+    """``v`` as the integer it denotes exactly: an int, a string Python's ``int`` parses
+    (as Feast does: sign, spaces, leading zeros, ``_``), or a float with no fraction within
+    2**53 (larger floats may already have lost digits in the JSON parser)."""
+    t = type(v)
+    if t is int:
+        out = v
+    elif t is str:
+        try:
+            out = int(v)
+        except ValueError:
+            raise _wrong_key(key, type_name, v, "not an integer") from None
+    elif t is float:
+        if not (v.is_integer() and -_EXACT_FLOAT <= v <= _EXACT_FLOAT):
+            raise _wrong_key(key, type_name, v, "not an exact integer")
+        out = int(v)
     else:
-        v = next(v for v in col if not isinstance(v, str | bytes))
-    return RequestError(f"entity key '{k}' expects {t}, got {v!r}", k)
+        raise _wrong_key(key, type_name, v)
+    if not lo <= out <= hi:
+        raise _wrong_key(key, type_name, v, f"outside the {type_name} range")
+    return out
+
+
+def _wrong_key(key: str, type_name: str, v: Any, why: str = "") -> RequestError:
+    detail = f" ({why})" if why else ""
+    return RequestError(f"entity key '{key}' expects {type_name}, got {describe(v)}{detail}", key)
 
 
 def encode_keys(group: KeyGroup, entities: Mapping[str, list[Any]], n: int) -> list[bytes]:
-    """Redis keys of the group's entities; RequestError naming the join key on a bad value."""
+    """Redis keys of the group's entities, whose key columns :func:`parse_entities` has
+    checked and converted to the key types."""
     cols = [entities[k] for k in group.join_keys]
-    for k, t, col in zip(group.join_keys, group.key_types, cols, strict=True):
-        if t in ("int64", "int32", "unix_timestamp"):
-            # one C-level pass each: all exact ints (bool excluded), then the range
-            if not all(type(v) is int for v in col) or (
-                min(col) < _INT64_MIN or max(col) > _INT64_MAX
-            ):
-                raise _bad_key(k, t, col)
-        elif t == "string":
-            if not all(type(v) is str for v in col):
-                raise _bad_key(k, t, col)
-        elif not all(isinstance(v, str | bytes) for v in col):
-            raise _bad_key(k, t, col)
     if len(cols) == 1:
         fixed = group.encoder.fixed_int64()
         if fixed is not None:

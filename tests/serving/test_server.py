@@ -196,21 +196,21 @@ def test_feature_list_and_full_names_match_feast_shape(
 
 
 BAD = [
-    (b"{not json", 400),
-    (b"[1, 2]", 400),
+    (b"{not json", 422),  # 422, 404: the statuses of Feast's server (README)
+    (b"[1, 2]", 422),
     ({"feature_service": "nope", "entities": {"user_id": [1]}}, 404),
     ({"features": ["user_stats:nope"], "entities": {"user_id": [1]}}, 400),
-    ({"features": ["ghost:avg_amount"], "entities": {"user_id": [1]}}, 400),
+    ({"features": ["ghost:avg_amount"], "entities": {"user_id": [1]}}, 404),
     ({"features": ["no_colon"], "entities": {"user_id": [1]}}, 400),
     ({"features": [], "entities": {"user_id": [1]}}, 400),
     ({"features": ["user_stats:avg_amount"], "entities": {"other": [1]}}, 400),
-    ({"features": ["user_stats:avg_amount"], "entities": {"user_id": ["1"]}}, 400),
+    ({"features": ["user_stats:avg_amount"], "entities": {"user_id": ["1.5"]}}, 400),
     ({"features": ["user_stats:avg_amount"], "entities": {"user_id": [True]}}, 400),
     ({"features": ["user_stats:avg_amount"], "entities": {"user_id": [2**70]}}, 400),
-    ({"features": ["user_stats:avg_amount"], "entities": {"user_id": 1}}, 400),
+    ({"features": ["user_stats:avg_amount"], "entities": {"user_id": 1}}, 422),
     ({"features": ["user_stats:avg_amount"], "entities": {"user_id": []}}, 400),
-    ({"features": ["user_stats:avg_amount"], "entities": []}, 400),
-    ({"feature_service": "payments_v1", "entities": {"user_id": [1]}}, 400),
+    ({"features": ["user_stats:avg_amount"], "entities": []}, 422),
+    ({"feature_service": "payments_v1", "entities": {"user_id": [1]}}, 404),
     (
         {"feature_service": "payments_v1", "entities": {"user_id": [1], "request_amount": ["x"]}},
         400,
@@ -222,14 +222,14 @@ BAD = [
         },
         400,
     ),
-    ({"feature_service": 5, "entities": {"user_id": [1]}}, 400),
+    ({"feature_service": 5, "entities": {"user_id": [1]}}, 422),
     (
         {
             "features": ["user_stats:avg_amount"],
             "entities": {"user_id": [1]},
-            "full_feature_names": "y",
+            "full_feature_names": "maybe",
         },
-        400,
+        422,
     ),
     ({"features": ["user_stats:avg_amount"], "entities": {"user_id": list(range(11))}}, 413),
     (
