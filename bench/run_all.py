@@ -1,8 +1,8 @@
 """``skewless bench``: every benchmark, one after another, in one table against Feast.
 
-Runs ``bench.transforms``, ``bench.materialize``, ``bench.training_set`` and
-``bench.serving`` as separate processes (so one's memory and threads never colour
-another's figures), on the same Redis, and prints one markdown table. The full run also
+Runs ``bench.transforms``, ``bench.materialize``, ``bench.training_set``,
+``bench.serving`` and ``bench.fuzz`` as separate processes (so one's memory and threads
+never colour another's figures), on the same Redis, and prints one markdown table. The full run also
 writes it to ``bench/RESULTS.md`` with a description of the machine.
 """
 
@@ -44,6 +44,7 @@ def _scripts(quick: bool, redis_url: str) -> list[tuple[str, list[str]]]:
             "online lookup",
             ["bench.serving", "--redis-url", redis_url, *(["--quick"] if quick else [])],
         ),
+        ("fuzz", ["bench.fuzz", "--redis-url", redis_url, *(["--quick"] if quick else [])]),
     ]
 
 
