@@ -22,6 +22,8 @@ class ServeConfig:
     log_roll_seconds: float = 60.0
     max_entities: int = 1000
     max_body_bytes: int = 1 << 20
+    max_header_bytes: int = 64 << 10  # request line + headers (431 above)
+    max_headers: int = 100  # header fields per request (431 above)
     auth_token: str | None = None
     redis_timeout_ms: int = 250
     keep_alive_s: float = 30.0  # idle connections (or unfinished requests) closed after this
