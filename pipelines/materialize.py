@@ -223,7 +223,7 @@ def _codec_type(view: str, column: str, dtype: Any) -> str:
 # ------------------------------------------------------------------ reading Parquet
 
 
-def _arrow_ok(codec: str, t: pa.DataType) -> bool:
+def arrow_ok(codec: str, t: pa.DataType) -> bool:
     """Can an Arrow column of type ``t`` feed a feature of codec type ``codec``?"""
     if pa.types.is_dictionary(t):
         t = t.value_type
@@ -246,7 +246,7 @@ def _arrow_ok(codec: str, t: pa.DataType) -> bool:
     return False
 
 
-def _open_source(plan: ViewPlan) -> tuple[ds.Dataset, dict[str, str]]:
+def open_source(plan: ViewPlan) -> tuple[ds.Dataset, dict[str, str]]:
     """Open the Parquet source and check its schema; returns (dataset, out name -> file col)."""
     try:
         dataset = ds.dataset(plan.source_path, format="parquet")
@@ -276,7 +276,7 @@ def _open_source(plan: ViewPlan) -> tuple[ds.Dataset, dict[str, str]]:
         plan.join_keys + plan.features, plan.join_types + plan.feature_types, strict=True
     ):
         t = need(name)
-        if not _arrow_ok(codec, t):
+        if not arrow_ok(codec, t):
             raise SchemaError(
                 f"view {plan.name}: column {name!r} in {plan.source_path} is {t}, "
                 f"incompatible with the FeatureView type {codec}"
@@ -461,7 +461,7 @@ def scan_window(plan: ViewPlan, start: datetime, end: datetime) -> tuple[_Candid
     rows. Returns (candidates in file order, columns renamed to Feast names; rows scanned
     in the window); ``_Candidates.winners`` does the final reduction.
     """
-    dataset, cols = _open_source(plan)
+    dataset, cols = open_source(plan)
     text = [
         cols[f]
         for f, codec in zip(plan.features, plan.feature_types, strict=True)
@@ -1791,7 +1791,7 @@ def source_row_counts(repo_path: str | Path, views: Sequence[str] | None = None)
     """Rows in each view's offline source, whatever their event time (to tell an empty
     window from an empty source)."""
     return {
-        plan.name: _open_source(plan)[0].count_rows() for plan in load_repo(repo_path, views).plans
+        plan.name: open_source(plan)[0].count_rows() for plan in load_repo(repo_path, views).plans
     }
 
 

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines.materialize import ViewPlan, _arrow_ok, _open_source, load_repo
+from pipelines.materialize import ViewPlan, arrow_ok, load_repo, open_source
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError, SkewlessError
 
@@ -210,7 +210,7 @@ def _same_key_kind(key_type: str, t: pa.DataType) -> bool:
         return pa.types.is_string(t) or pa.types.is_large_string(t)
     if key_type == "bytes":
         return pa.types.is_binary(t) or pa.types.is_large_binary(t)
-    return _arrow_ok(key_type, t)
+    return arrow_ok(key_type, t)
 
 
 # --------------------------------------------------------------------- key coding
@@ -517,7 +517,7 @@ def get_training_set(
     n = table.num_rows
     for req in requests:
         plan = req.plan
-        dataset, cols = _open_source(plan)
+        dataset, cols = open_source(plan)
         ts_col = cols[plan.timestamp_field]
         fields = [cols[f] for f in req.features]
         if n == 0:

@@ -375,7 +375,7 @@ def _sum_by_key(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.nd
     return uniq, summed
 
 
-def _key_values(keys: np.ndarray) -> np.ndarray:
+def key_values(keys: np.ndarray) -> np.ndarray:
     bits = np.where(keys < 0, keys ^ _SIGN_FLIP, keys)
     return bits.view(np.float64)
 
@@ -396,7 +396,7 @@ class QuantileAccumulator:
         if coarse and not self.coarse:
             self._coarsen()
         elif self.coarse and not coarse:
-            keys = _sortable_keys(_key_values(keys), True)
+            keys = _sortable_keys(key_values(keys), True)
         all_keys = np.concatenate([self.keys, keys])
         all_counts = np.concatenate([self.counts, counts])
         self.keys, self.counts = _sum_by_key(all_keys, all_counts)
@@ -404,7 +404,7 @@ class QuantileAccumulator:
             self._coarsen()
 
     def _coarsen(self) -> None:
-        keys = _sortable_keys(_key_values(self.keys), True)
+        keys = _sortable_keys(key_values(self.keys), True)
         self.keys, self.counts = _sum_by_key(keys, self.counts)
         self.coarse = True
 
@@ -428,7 +428,7 @@ class QuantileAccumulator:
         cum = np.cumsum(self.counts)
         ranks = [(i * n + num_buckets - 1) // num_buckets for i in range(1, num_buckets)]
         idx = np.searchsorted(cum, np.asarray(ranks, dtype=np.int64), side="left")
-        values = _key_values(self.keys[idx])
+        values = key_values(self.keys[idx])
         return sorted({float(v) for v in values})
 
 

@@ -92,10 +92,10 @@ class ViewHistory:
     ) -> None:
         """``keys`` are tuples of the columns ``key_names`` (default: the view's join keys,
         in its order); ``lookup`` takes them in the same order."""
-        from pipelines.materialize import _open_source, load_repo
+        from pipelines.materialize import load_repo, open_source
 
         plan = load_repo(repo, [view]).plans[0]
-        dataset, cols = _open_source(plan)
+        dataset, cols = open_source(plan)
         self.join_keys = list(plan.join_keys)
         names = list(key_names) if key_names is not None else self.join_keys
         self._order = [names.index(k) for k in self.join_keys]

@@ -43,7 +43,7 @@ from transforms.analyzers import (
     QuantileAccumulator,
     Quantiles,
     Std,
-    _key_values,
+    key_values,
 )
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
@@ -70,7 +70,7 @@ _TYPES: dict[str, Any] = {
 
 def quantile_histogram(edges: Sequence[float], keys: np.ndarray, counts: np.ndarray) -> list[int]:
     """Counts per bin ``(-inf, e0), [e0, e1), ..., [e_last, inf)`` (``bucketize`` rule)."""
-    values = _key_values(keys) if len(keys) else np.empty(0)
+    values = key_values(keys) if len(keys) else np.empty(0)
     idx = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
     out = np.zeros(len(edges) + 1, dtype=np.int64)
     np.add.at(out, idx, counts)
@@ -92,7 +92,7 @@ class Histogram(Analyzer):
     def finish(self, acc: QuantileAccumulator) -> dict[str, Any]:
         if not len(acc.keys):
             return {"edges": [], "counts": [], "quantile_edges": [], "quantile_counts": []}
-        values = _key_values(acc.keys)
+        values = key_values(acc.keys)
         lo, hi = float(values.min()), float(values.max())
         if lo == hi:
             edges = [lo, hi]
@@ -124,7 +124,7 @@ class NumericTopValues(Analyzer):
         return {"top_k": self.top_k}
 
     def finish(self, acc: QuantileAccumulator) -> dict[str, Any]:
-        values = _key_values(acc.keys) if len(acc.keys) else np.empty(0)
+        values = key_values(acc.keys) if len(acc.keys) else np.empty(0)
         order = sorted(range(len(values)), key=lambda i: (-int(acc.counts[i]), float(values[i])))
         top = order[: self.top_k]
         return {
