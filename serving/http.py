@@ -137,6 +137,7 @@ class _Request(NamedTuple):
     body: bytes
     keep_alive: bool
     rejected: HTTPError | None  # answered with this error instead of being handled
+    content_type: bytes | None = None
 
 
 # what the parser has seen of the current message (set by its callbacks)
@@ -163,6 +164,7 @@ class HttpProtocol(asyncio.Protocol):
         "url",
         "url_len",
         "auth",
+        "content_type",
         "headers",
         "content_length",
         "body",
@@ -198,6 +200,7 @@ class HttpProtocol(asyncio.Protocol):
         self.url: list[bytes] = []
         self.url_len = 0
         self.auth: bytes | None = None
+        self.content_type: bytes | None = None
         self.headers = 0
         self.content_length: int | None = None
         self.body: list[bytes] = []
@@ -409,6 +412,7 @@ class HttpProtocol(asyncio.Protocol):
         self.url = []
         self.url_len = 0
         self.auth = None
+        self.content_type = None
         self.headers = 0
         self.content_length = None
         self.body = []
@@ -430,6 +434,8 @@ class HttpProtocol(asyncio.Protocol):
         name = name.lower()
         if name == b"authorization":
             self.auth = value[:_MAX_AUTH]
+        elif name == b"content-type":
+            self.content_type = value[:_MAX_AUTH]
         elif name == b"content-length" and self.rejected is None:
             try:
                 check_content_length(value, self.limit)
@@ -461,7 +467,9 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive()
         self.halted = not keep_alive  # nothing after a closing request is read
         method = self.parser.get_method().decode("latin-1")
-        self._enqueue(_Request(method, self._path(), self.auth, body, keep_alive, None))
+        self._enqueue(
+            _Request(method, self._path(), self.auth, body, keep_alive, None, self.content_type)
+        )
 
     def _path(self) -> str:
         url = b"".join(self.url)
@@ -480,14 +488,14 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ requests
 
     def _start(self, request: _Request) -> None:
-        method, path, auth, body, keep_alive, rejected = request
+        method, path, auth, body, keep_alive, rejected, content_type = request
         t0 = time.perf_counter()
         self.busy = True
         try:
             if rejected is not None:
                 reply: Reply | Pending = self.app.error_reply(rejected)
             else:
-                reply = self.app.handle(method, path, auth, body)
+                reply = self.app.handle(method, path, auth, body, content_type)
         except Exception:
             reply = _internal_error()
         if isinstance(reply, Pending):

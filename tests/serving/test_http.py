@@ -474,3 +474,25 @@ def test_a_128_mib_header_is_431_while_other_connections_are_served(
     assert flood.status == 431 and flood.answer_s < 2.0
     assert flood.probe_statuses and set(flood.probe_statuses) == {200}
     assert max(flood.probes) < 2.0
+
+
+def test_the_content_type_reaches_the_app_as_feast_reads_it(demo: DemoRepo, redis_url: str) -> None:
+    """A lookup sent as text/plain is refused 422 (Feast's answer); JSON with a charset is
+    served; no Content-Type at all is read as JSON."""
+    body = json.dumps({"features": ["user_stats:txn_count"], "entities": {"user_id": [3]}})
+    heads = {
+        "text/plain": "Content-Type: text/plain\r\n",
+        "json; charset": "Content-Type: application/json; charset=utf-8\r\n",
+        "none": "",
+    }
+    with running(_config(demo, redis_url)) as srv, _conn(srv.port) as (s, f):
+        got = {}
+        for name, head in heads.items():
+            s.sendall(
+                (
+                    f"POST /get-online-features HTTP/1.1\r\nHost: t\r\n{head}"
+                    f"Content-Length: {len(body)}\r\n\r\n{body}"
+                ).encode()
+            )
+            got[name] = _read_response(f)[0]
+    assert got == {"text/plain": 422, "json; charset": 200, "none": 200}
