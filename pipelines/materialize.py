@@ -1,47 +1,6 @@
-"""Fast, verified materialization of Feast FeatureViews from Parquet into Redis.
-
-Writes exactly the bytes Feast's Redis online store writes (serving.redis_layout), so the
-Feast SDK's ``get_online_features`` reads our data unchanged, but replaces Feast's
-row-by-row protobuf path with columnar work:
-
-1. the Feast registry (``FeatureStore(repo_path)``) gives views, join keys, feature types,
-   the FileSource path, ``timestamp_field`` and ``created_timestamp_column``;
-2. pyarrow.dataset streams the Parquet file (row groups pruned by the window, strings read
-   as dictionaries); batches are buffered and reduced to their latest row per entity in the
-   window (hash grouping, no sort, no row filter) whenever the buffer grows past a bound,
-   so memory follows the number of entities, not rows. The last reduction runs in
-   ``PARTS`` parts split by a hash of the entity (single integer join key), each reduced
-   when the writer reaches it, so only the first part delays the first write;
-3. "latest" is Feast's rule (local compute engine, LocalDedupNode): rows with event time in
-   [start, end] (both inclusive, as the file offline store), highest event timestamp, ties
-   broken by the highest created timestamp; full ties keep the last row in file order
-   (Feast leaves that case to an unstable pandas sort; the training-set join keeps the
-   last too, so served and training values agree, and under rule 20 of the contract the
-   last row of an instant is the entity's state after every event at that instant). Feast does NOT filter on the view's
-   ttl when materializing (ttl only bounds point-in-time joins), neither do we; ``start=None``
-   means ``end - ttl``, like the first ``materialize_incremental``, and every row for a
-   view without ttl;
-4. values are encoded per column with numpy/pyarrow (varints, protobuf tags and RESP bulk
-   strings are built as arrow binary arrays, no Python work per cell), and written with
-   pipelined RESP commands in chunks under the staleness rule of
-   RedisOnlineStore.online_write_batch: a row is written only where Redis holds no event
-   time for the view or an older one, which also makes reruns idempotent
-   (``skip_dedup: true`` in the config skips the check, as Feast does). While keys turn
-   out new, each is created with RESTORE of the very hash HSET would build
-   (``redis_dump``, written in C): no read first, since RESTORE never touches an existing key
-   (BUSYKEY), and about a third less Redis time than HSET. Keys that exist are checked:
-   the stored ``_ts:<view>`` of each is read (one EXISTS per chunk while keys turn out
-   new, else HGET per key), then HSET (+ EXPIRE when ``key_ttl_seconds`` is set; RESTORE
-   carries the same expiry) only where the stored event time is older. On a standalone
-   Redis, two chunks of writes are kept queued in Redis (a checked chunk's read goes out
-   two chunks ahead) and the next chunk is encoded meanwhile, and replies are checked in
-   bulk, so Redis hardly waits for Python; a Redis killed mid-run keeps every
-   acknowledged chunk and whole keys of at most two more. A Redis Cluster goes through
-   redis-py's ClusterPipeline (HSET only).
-
-``verify`` then checks every expected key carries the view's timestamp and compares a
-sample of entities field by field with the offline latest rows.
-"""
+"""Fast, verified materialization of Feast FeatureViews from Parquet into Redis, in the
+exact bytes Feast's Redis online store writes; the design (reduction, the latest-row rule,
+RESTORE and the write pipeline) is in docs/materialize.md."""
 
 from __future__ import annotations
 
