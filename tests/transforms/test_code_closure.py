@@ -56,7 +56,6 @@ HISTORY = FeatureSet("history", {"k": Int64}, [count_1h], order_by=("ts",))
 """
 
 
-
 def _load(root: Path, helpers: str = HELPERS, feats: str = FEATS):
     (root / "helpers.py").write_text(textwrap.dedent(helpers))
     (root / "feats.py").write_text(textwrap.dedent(feats))
