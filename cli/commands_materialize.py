@@ -56,8 +56,16 @@ def materialize_command(
 ) -> None:
     """Materialize FeatureViews from their Parquet sources into Redis, then verify."""
     try:
+        from pipelines import redis_dump
         from pipelines.materialize import iter_report_lines, materialize
 
+        typer.echo(
+            "writer: new keys by RESTORE of payloads from the compiled writer "
+            f"({redis_dump.LIBRARY.name}), existing keys by HSET"
+            if redis_dump.available()
+            else f"writer: HSET for every key (the compiled writer {redis_dump.LIBRARY} is "
+            "not built: reinstall skewless where a C compiler is present)"
+        )
         end_t = _parse_time(end, "--end")
         assert end_t is not None
         selected = [v.strip() for v in views.split(",") if v.strip()] if views else None
