@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import typer
 
-from transforms.errors import SkewlessError
+from transforms.errors import ConfigError, SkewlessError
 
 
 def _parse_time(text: str | None, option: str) -> datetime | None:
@@ -22,7 +22,7 @@ def _parse_time(text: str | None, option: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise SkewlessError(f"{option} {text!r} is not an ISO 8601 time") from None
+        raise ConfigError(f"{option} {text!r} is not an ISO 8601 time") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -36,7 +36,7 @@ def _refuse_an_empty_window(
     counts = {v: n for v, n in source_row_counts(repo, views).items() if n}
     if counts:
         held = ", ".join(f"{v} {n:,}" for v, n in sorted(counts.items()))
-        raise SkewlessError(
+        raise ConfigError(
             f"no row has an event time in [{start.isoformat()}, {end.isoformat()}], but the "
             f"sources hold rows ({held}): give --start (and --end) around their event times"
         )

@@ -29,7 +29,7 @@ import pyarrow.dataset as ds
 from rich.console import Console
 
 from pipelines.local_redis import free_port, redis_for_run
-from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
+from transforms.errors import SchemaError, StoreError, StoreUnavailable
 
 FAULTS = ("drift", "missing-keys", "stale-artifact")
 _FAULT_SHARE = 0.2  # requests hit by missing-keys
@@ -266,7 +266,7 @@ def demo(
             removed = reset_online_project(repo)  # the data may be regenerated: start clean
             r = materialize(repo, None, datetime.now(UTC), verify=True, show_progress=False)
             if not r.ok:
-                raise SkewlessError("materialization verification found lost entities")
+                raise StoreError("materialization verification found lost entities")
             written = sum(v.written for v in r.views)
             if fault == "missing-keys":
                 state["deleted"] = _delete_some_keys(state["manifest"], redis_url)

@@ -23,7 +23,12 @@ import pyarrow.dataset as ds
 from pipelines import redis_dump
 from pipelines.feast_objects import VALUE_TYPES
 from serving import redis_layout as rl
-from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
+from transforms.errors import (
+    ConfigError,
+    SchemaError,
+    StoreError,
+    StoreUnavailable,
+)
 
 CHUNK_KEYS = 5000  # keys per pipelined round trip
 IN_FLIGHT = 2  # chunks of writes queued in a standalone Redis
@@ -119,23 +124,23 @@ def load_repo(repo_path: str | Path, views: Sequence[str] | None = None) -> Repo
     try:
         store = FeatureStore(repo_path=str(repo_path))
     except Exception as exc:  # Feast raises many types for a bad repo
-        raise SkewlessError(f"cannot load Feast repo at {repo_path}: {exc}") from exc
+        raise ConfigError(f"cannot load Feast repo at {repo_path}: {exc}") from exc
     cfg = store.config
     online = cfg.online_store
     if getattr(online, "type", None) != "redis":
-        raise SkewlessError(f"online_store of {repo_path} is {online.type!r}, not redis")
+        raise ConfigError(f"online_store of {repo_path} is {online.type!r}, not redis")
     if cfg.entity_key_serialization_version != rl.ENTITY_KEY_VERSION:
-        raise SkewlessError("only entity_key_serialization_version 3 is supported")
+        raise ConfigError("only entity_key_serialization_version 3 is supported")
     redis_type = str(getattr(online.redis_type, "value", online.redis_type))
     if redis_type not in ("redis", "redis_cluster"):
-        raise SkewlessError(f"redis_type {redis_type!r} is not supported (redis, redis_cluster)")
+        raise ConfigError(f"redis_type {redis_type!r} is not supported (redis, redis_cluster)")
     versioning = bool(cfg.registry.enable_online_feature_view_versioning)
 
     all_views = {fv.name: fv for fv in store.list_feature_views()}
     wanted = list(views) if views else sorted(all_views)
     unknown = [v for v in wanted if v not in all_views]
     if unknown:
-        raise SkewlessError(f"unknown feature view(s) {unknown}; known: {sorted(all_views)}")
+        raise ConfigError(f"unknown feature view(s) {unknown}; known: {sorted(all_views)}")
     plans = []
     for name in wanted:
         fv = all_views[name]
@@ -988,7 +993,7 @@ class RedisWriter:
 def _check_writes(results: Sequence[Any]) -> None:
     errors = [r for r in results if isinstance(r, Exception)]
     if errors:
-        raise SkewlessError(f"Redis rejected {len(errors)} writes, first: {errors[0]}")
+        raise StoreError(f"Redis rejected {len(errors)} writes, first: {errors[0]}")
 
 
 _NIL = b"$-1\r\n"
@@ -1039,7 +1044,7 @@ class _ReplyStream:
         """Consume ``n`` single-line replies; raise if any is an error."""
         failed, texts = self.statuses(n)
         if len(failed):
-            raise SkewlessError(f"Redis rejected {len(failed)} writes, first: {texts[0]}")
+            raise StoreError(f"Redis rejected {len(failed)} writes, first: {texts[0]}")
 
     def integer(self) -> int:
         """Consume one integer reply (e.g. EXISTS)."""
@@ -1049,7 +1054,7 @@ class _ReplyStream:
         line = bytes(self._buf[: end - 2])
         del self._buf[:end]
         if not line.startswith(b":"):
-            raise SkewlessError(f"Redis rejected a read: {line[1:].decode(errors='replace')}")
+            raise StoreError(f"Redis rejected a read: {line[1:].decode(errors='replace')}")
         return int(line[1:])
 
     def hget_values(self, n: int) -> pa.Array | None:
@@ -1080,7 +1085,7 @@ class _ReplyStream:
             values = pa.array(replies, type=pa.binary())
         except (pa.ArrowTypeError, pa.ArrowInvalid):
             error = next(r for r in replies if isinstance(r, hiredis.ReplyError))
-            raise SkewlessError(f"Redis rejected a read of the _ts field: {error}") from None
+            raise StoreError(f"Redis rejected a read of the _ts field: {error}") from None
         length = pc.binary_length(values).fill_null(-1).to_numpy(zero_copy_only=False)
         digits = np.floor(np.log10(np.maximum(length, 1))).astype(np.int64) + 1
         # $-1\r\n, or $<len>\r\n<bytes>\r\n
@@ -1430,7 +1435,7 @@ def _window(plan: ViewPlan, start: datetime | None, end: datetime) -> tuple[date
         start = datetime(1970, 1, 1, tzinfo=UTC) if plan.ttl is None else end - plan.ttl
     start = start if start.tzinfo else start.replace(tzinfo=UTC)
     if start > end:
-        raise SkewlessError(f"start {start} is after end {end}")
+        raise ConfigError(f"start {start} is after end {end}")
     return start, end
 
 
@@ -1760,7 +1765,7 @@ def reset_online_project(repo_path: str | Path) -> int:
     earlier dataset whose event times happen to be later."""
     target = load_repo(repo_path)
     if target.redis_type != "redis":
-        raise SkewlessError("reset_online_project supports a single Redis server only")
+        raise ConfigError("reset_online_project supports a single Redis server only")
     try:
         return clear_project(redis_client(target.connection_string), target.project)
     except Exception as exc:  # redis-py raises several connection error types

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from pipelines.materialize import ViewPlan, arrow_ok, load_repo, open_source
 from transforms.atomic import atomic_file
-from transforms.errors import SchemaError, SkewlessError
+from transforms.errors import SchemaError
 
 BATCH_ROWS = 1_000_000  # rows per scanned batch
 _NS = pa.timestamp("ns", tz="UTC")
@@ -96,7 +96,7 @@ def resolve_features(
         try:
             service = FeatureStore(repo_path=str(repo_path)).get_feature_service(features)
         except Exception as exc:  # Feast raises its own not-found types
-            raise SkewlessError(f"feature service {features!r}: {exc}") from exc
+            raise SchemaError(f"feature service {features!r}: {exc}") from exc
         for proj in service.feature_view_projections:
             if proj.version_tag is not None:
                 raise SchemaError(f"feature service {features!r}: versioned views unsupported")
@@ -388,7 +388,7 @@ def _time_keys(
     k_e = np.searchsorted(uniq, e_ts, side="left" if strict else "right")
     bits = (len(uniq) + 1).bit_length()
     if bits + code_bits > _KEY_BITS:
-        raise SkewlessError("too many distinct keys x timestamps to pack into 62 bits")
+        raise SchemaError("too many distinct keys x timestamps to pack into 62 bits")
     return k_f, k_e, bits
 
 

@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from serving.config import ServeConfig
-from transforms.errors import SkewlessError
+from transforms.errors import ConfigError, SkewlessError
 
 if TYPE_CHECKING:
     from serving.lookup import Catalog
@@ -40,7 +40,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         sock.listen(2048)
     except OSError as exc:
-        raise SkewlessError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock
 

@@ -13,9 +13,11 @@ from transforms.analyzers import VocabularyTable, bucketize, fingerprint64
 from transforms.artifact import StatisticsArtifact
 from transforms.errors import (
     ArtifactError,
+    ConfigError,
     RequestError,
     SchemaError,
     SkewlessError,
+    StoreError,
     StoreUnavailable,
     TransformError,
 )
@@ -52,6 +54,7 @@ else:
 __all__ = [
     "ArtifactError",
     "Bool",
+    "ConfigError",
     "Count",
     "FeatureSet",
     "FeatureSetRunner",
@@ -69,6 +72,7 @@ __all__ = [
     "SkewlessError",
     "StatisticsArtifact",
     "Std",
+    "StoreError",
     "StoreUnavailable",
     "String",
     "Timestamp",

@@ -24,7 +24,17 @@ class ArtifactError(SkewlessError):
     """A statistics artifact is missing, corrupt, or does not match the feature set."""
 
 
-class StoreUnavailable(SkewlessError):
+class ConfigError(SkewlessError):
+    """A project, a Feast repo or an option is not usable as given (feature_store.yaml,
+    skewless.yaml, a command-line option, a time window)."""
+
+
+class StoreError(SkewlessError):
+    """A store (Redis, the Parquet offline store) answered with an error or holds data
+    that breaks a guarantee (writes rejected, entities lost)."""
+
+
+class StoreUnavailable(StoreError):
     """An online or offline store (Redis, Parquet files) cannot be reached."""
 
 
