@@ -27,6 +27,7 @@ lint: venv
 	$(BIN)/ruff check transforms pipelines serving feature_repo bench cli tests
 	$(BIN)/ruff format --check transforms pipelines serving feature_repo bench cli tests
 	$(BIN)/mypy transforms serving cli pipelines bench
+	$(BIN)/mypy --strict transforms
 
 test: lint
 	$(BIN)/python -m pytest

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -45,6 +46,12 @@ def _nfc(value: str) -> str:
 # ---------------------------------------------------------------- Arrow -> numpy
 
 
+def _to_numpy(array: pa.Array) -> npt.NDArray[Any]:
+    """``array.to_numpy(zero_copy_only=False)``, typed once here: pyarrow is untyped."""
+    values: npt.NDArray[Any] = array.to_numpy(zero_copy_only=False)
+    return values
+
+
 def _naming(field: Field, exc: InputError) -> InputError:
     """``exc`` with ``field`` set to the input it is about (raise sites only build text)."""
     if exc.field is None:
@@ -70,7 +77,7 @@ def _from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> 
     if kind is Float64Type:
         if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
             raise InputError(f"{where} expected float64, got {t}")
-        values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        values = _to_numpy(array.cast(pa.float64()))
         return _missing_as_nan(values, field, where, nulls)
     if kind is Int64Type:
         if not pa.types.is_integer(t):
@@ -78,22 +85,22 @@ def _from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> 
         if nulls and not field.nullable:
             raise InputError(f"{where} is not nullable but has {nulls} null(s)")
         if field.nullable:
-            return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        return array.cast(pa.int64()).to_numpy(zero_copy_only=False)
+            return _to_numpy(array.cast(pa.float64()))
+        return _to_numpy(array.cast(pa.int64()))
     if kind is BoolType:
         if not pa.types.is_boolean(t):
             raise InputError(f"{where} expected bool, got {t}")
         if nulls and not field.nullable:
             raise InputError(f"{where} is not nullable but has {nulls} null(s)")
         if field.nullable:
-            return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.bool_)
+            return _to_numpy(array.cast(pa.float64()))
+        return np.asarray(_to_numpy(array), dtype=np.bool_)
     if kind is StringType:
         if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             raise InputError(f"{where} expected string, got {t}")
         if nulls and not field.nullable:
             raise InputError(f"{where} is not nullable but has {nulls} null(s)")
-        values = array.to_numpy(zero_copy_only=False)
+        values = _to_numpy(array)
         if len(array) and not pc.all(pc.string_is_ascii(array)).as_py():
             values = np.array([None if v is None else _nfc(v) for v in values], dtype=object)
         return values
@@ -108,7 +115,7 @@ def _from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> 
             us = array.cast(pa.timestamp("us", tz="UTC"))
         except pa.ArrowInvalid as exc:
             raise InputError(f"{where} has sub-microsecond precision: {exc}") from None
-        return us.to_numpy(zero_copy_only=False).astype("datetime64[us]")
+        return _to_numpy(us).astype("datetime64[us]")
     raise InputError(f"{where} has unsupported field type {kind.__name__}")
 
 

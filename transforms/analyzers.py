@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -236,7 +237,7 @@ class VocabularyTable:
         """Number of distinct indices ``lookup`` can return (vocabulary + OOV buckets)."""
         return len(self.values) + self.num_oov_buckets
 
-    def lookup(self, column: np.ndarray, null_index: int = -1) -> np.ndarray:
+    def lookup(self, column: np.ndarray, null_index: int = -1) -> npt.NDArray[np.int64]:
         """Index of each string; OOV -> len(values) + hash % num_oov_buckets (or -1)."""
         if len(column) > 64:
             try:
@@ -258,13 +259,15 @@ class VocabularyTable:
             return -1
         return len(self.values) + fingerprint64(value, self.seed) % self.num_oov_buckets
 
-    def _lookup_arrow(self, column: np.ndarray, null_index: int) -> np.ndarray:
+    def _lookup_arrow(self, column: np.ndarray, null_index: int) -> npt.NDArray[np.int64]:
         # Batches: Arrow's hash lookup for known values, one hash per distinct unknown value.
         if self._value_set is None:
             self._value_set = pa.array(self.values, pa.string())
         strings = pa.array(column, type=pa.string(), from_pandas=False)
         found = pc.index_in(strings, value_set=self._value_set)
-        out = found.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False).copy()
+        out: npt.NDArray[np.int64] = (
+            found.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False).copy()
+        )
         unresolved = np.flatnonzero(found.is_null().to_numpy(zero_copy_only=False))
         if unresolved.size:
             cache: dict[str, int] = {}

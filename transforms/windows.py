@@ -12,27 +12,36 @@ own features); such a window may be empty (count 0, sum 0, mean null).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 _US = 1_000_000
+_Timestamps = npt.NDArray[np.datetime64]
+_Indices = npt.NDArray[np.intp]
 
 
 def _bounds(
-    ts: np.ndarray, seconds: float, include_current: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
+    ts: _Timestamps, seconds: float, include_current: bool = True
+) -> tuple[_Indices, _Indices]:
     micros = ts.astype("datetime64[us]").astype(np.int64)
     hi = np.searchsorted(micros, micros, side="right" if include_current else "left")
     lo = np.searchsorted(micros, micros - int(seconds * _US), side="right")
     return lo, hi
 
 
-def window_count(ts: np.ndarray, seconds: float, include_current: bool = True) -> np.ndarray:
+def window_count(
+    ts: _Timestamps, seconds: float, include_current: bool = True
+) -> npt.NDArray[np.int64]:
     """Number of events in the window ending at each event (int64)."""
     lo, hi = _bounds(ts, seconds, include_current)
     return (hi - lo).astype(np.int64)
 
 
-def _segment_sums(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _segment_sums(
+    x: npt.NDArray[np.float64], lo: _Indices, hi: _Indices
+) -> npt.NDArray[np.float64]:
     # reduceat over interleaved (lo, hi) pairs sums each x[lo:hi] when hi > lo, and gives
     # x[lo] for an empty window (hi == lo), set to 0 after; a trailing 0 makes
     # hi == len(x) a valid index.
@@ -43,8 +52,8 @@ def _segment_sums(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def window_sum(
-    ts: np.ndarray, values: np.ndarray, seconds: float, include_current: bool = True
-) -> np.ndarray:
+    ts: _Timestamps, values: npt.NDArray[Any], seconds: float, include_current: bool = True
+) -> npt.NDArray[np.float64]:
     """Sum of the present values in each window (missing values count as 0).
 
     Summed per window (no running prefix difference), so the result does not drift with
@@ -58,8 +67,8 @@ def window_sum(
 
 
 def window_mean(
-    ts: np.ndarray, values: np.ndarray, seconds: float, include_current: bool = True
-) -> np.ndarray:
+    ts: _Timestamps, values: npt.NDArray[Any], seconds: float, include_current: bool = True
+) -> npt.NDArray[np.float64]:
     """Mean of the present values in each window; NaN (null) when none."""
     lo, hi = _bounds(ts, seconds, include_current)
     if not len(lo):
@@ -72,8 +81,8 @@ def window_mean(
 
 
 def window_distinct(
-    ts: np.ndarray, values: np.ndarray, seconds: float, include_current: bool = True
-) -> np.ndarray:
+    ts: _Timestamps, values: npt.NDArray[Any], seconds: float, include_current: bool = True
+) -> npt.NDArray[np.int64]:
     """Number of distinct values in each window (int64)."""
     lo, hi = _bounds(ts, seconds, include_current)
     items = values.tolist()
@@ -83,7 +92,7 @@ def window_distinct(
     return out
 
 
-def seconds_since_previous(ts: np.ndarray) -> np.ndarray:
+def seconds_since_previous(ts: _Timestamps) -> npt.NDArray[np.float64]:
     """Seconds since the entity's previous event (float64); NaN (null) for the first."""
     micros = ts.astype("datetime64[us]").astype(np.int64)
     out = np.full(len(micros), np.nan)

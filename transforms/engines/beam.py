@@ -8,6 +8,8 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import DoOutputsTuple, PCollection
 
 from transforms.artifact import StatisticsArtifact
 from transforms.feature_set import FeatureSet
@@ -15,6 +17,10 @@ from transforms.runtime import FeatureSetRunner
 from transforms.statistics import Accumulators, StatisticsCombiner
 
 GOOD, QUARANTINED = "good", "quarantined"  # the tagged outputs of SplitNullKeys
+
+_Rows = PCollection[dict[str, Any]]
+# What _AnalyzeFn accumulates: exact accumulators plus dict rows not yet added in a batch.
+_AnalyzeState = tuple[Accumulators, list[dict[str, Any]]]
 
 
 class _RunRows(beam.DoFn):
@@ -48,7 +54,7 @@ class _RunArrow(beam.DoFn):
 class _SplitNullKeys(beam.DoFn):
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = list(columns)
-        self.quarantined = beam.metrics.Metrics.counter("skewless", "quarantined_rows")
+        self.quarantined = Metrics.counter("skewless", "quarantined_rows")
 
     def process(self, row: dict[str, Any]) -> Iterable[Any]:
         if any(c in row and row[c] is None for c in self.columns):
@@ -58,7 +64,7 @@ class _SplitNullKeys(beam.DoFn):
             yield row
 
 
-class SplitNullKeys(beam.PTransform):
+class SplitNullKeys(beam.PTransform[_Rows, DoOutputsTuple]):
     """Dict rows -> tagged outputs ``good`` and ``quarantined``: the rows an entity feature
     set cannot place (a null entity key or ``order_by`` column, rule 22), counted in the
     ``skewless/quarantined_rows`` metric. ``ApplyTransforms`` applies it to entity sets."""
@@ -73,7 +79,7 @@ class SplitNullKeys(beam.PTransform):
         )
 
 
-class ApplyTransforms(beam.PTransform):
+class ApplyTransforms(beam.PTransform[PCollection[Any], PCollection[Any]]):
     """PCollection of dict rows -> dict rows of ``passthrough`` keys plus feature outputs.
 
     With ``arrow=True`` the elements are Arrow record batches (or tables) instead, as
@@ -126,10 +132,10 @@ class _AnalyzeFn(beam.CombineFn):
         self.combiner = StatisticsCombiner(feature_set)
         self.arrow = arrow
 
-    def create_accumulator(self) -> tuple[Accumulators, list[dict[str, Any]]]:
+    def create_accumulator(self) -> _AnalyzeState:
         return self.combiner.create(), []
 
-    def add_input(self, state: Any, element: Any) -> Any:
+    def add_input(self, state: _AnalyzeState, element: Any) -> _AnalyzeState:
         acc, pending = state
         if self.arrow:
             self.combiner.add_arrow(acc, element)
@@ -140,21 +146,21 @@ class _AnalyzeFn(beam.CombineFn):
             pending.clear()
         return state
 
-    def _flush(self, state: Any) -> Accumulators:
+    def _flush(self, state: _AnalyzeState) -> Accumulators:
         acc, pending = state
         if pending:
             self.combiner.add_rows(acc, pending)
             pending.clear()
         return acc
 
-    def merge_accumulators(self, states: Iterable[Any]) -> Any:
+    def merge_accumulators(self, states: Iterable[_AnalyzeState]) -> _AnalyzeState:
         return self.combiner.merge(self._flush(s) for s in states), []
 
-    def extract_output(self, state: Any) -> StatisticsArtifact:
+    def extract_output(self, state: _AnalyzeState) -> StatisticsArtifact:
         return self.combiner.finish(self._flush(state), engine="beam")
 
 
-class AnalyzeDataset(beam.PTransform):
+class AnalyzeDataset(beam.PTransform[PCollection[Any], PCollection[StatisticsArtifact]]):
     """PCollection of dict rows (or Arrow batches with ``arrow=True``) -> one artifact."""
 
     def __init__(self, feature_set: FeatureSet, arrow: bool = False) -> None:
