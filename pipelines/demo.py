@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -269,7 +269,8 @@ def demo(
                 raise StoreError("materialization verification found lost entities")
             written = sum(v.written for v in r.views)
             if fault == "missing-keys":
-                state["deleted"] = _delete_some_keys(state["manifest"], redis_url)
+                rows = ds.dataset(str(source_path), format="parquet").to_table()
+                state["deleted"] = _delete_some_keys(state["manifest"], rows, redis_url)
             return (
                 f"{removed:,} keys of the previous run removed, {r.rows_scanned:,} rows "
                 f"scanned, {written:,} entity keys written, verified"
@@ -381,20 +382,27 @@ def demo(
     return result
 
 
-def _delete_some_keys(manifest: Any, redis_url: str) -> int:
-    """The missing-keys fault: delete every ``_FAULT_SHARE``-th entity key of the project."""
+def _delete_some_keys(manifest: Any, rows: pa.Table, redis_url: str) -> int:
+    """The missing-keys fault: delete the online hash of every ``1/_FAULT_SHARE``-th entity
+    of each view, keys built from the entities themselves (Feast's layout), so nothing of
+    another project is ever touched."""
     import redis
 
+    from serving.redis_layout import EntityKeyEncoder
+
     client = redis.Redis.from_url(redis_url)
-    suffix = manifest.project.encode()
-    doomed = [
-        key
-        for i, key in enumerate(client.scan_iter(match=b"*" + suffix, count=1000))
-        if key.endswith(suffix) and i % int(1 / _FAULT_SHARE) == 0
-    ]
-    if doomed:
-        client.delete(*doomed)
-    return len(doomed)
+    deleted = 0
+    for view in manifest.views.values():
+        keys = list(view.entities)
+        if not set(keys) <= set(rows.schema.names):
+            continue
+        columns = (rows.column(k).to_pylist() for k in keys)
+        entities = sorted({e for e in zip(*columns, strict=True) if None not in e})
+        encoder = EntityKeyEncoder(manifest.project, keys, [view.entities[k] for k in keys])
+        doomed = [encoder.encode(e) for e in entities[:: int(1 / _FAULT_SHARE)]]
+        for i in range(0, len(doomed), 10_000):
+            deleted += cast(int, client.delete(*doomed[i : i + 10_000]))  # sync client
+    return deleted
 
 
 def skew_step(
