@@ -45,6 +45,8 @@ __all__ = [
     "encode_value",
     "encode_varint",
     "feature_field",
+    "glob_escape",
+    "key_project",
     "parse_connection_string",
     "redis_key",
     "serialize_entity_key",
@@ -189,6 +191,31 @@ def redis_key(
 ) -> bytes:
     """The Redis key of one entity: serialized entity key followed by the project name."""
     return serialize_entity_key(join_keys, values, types) + project.encode("utf-8")
+
+
+def key_project(key: bytes) -> bytes | None:
+    """The project a Redis key of Feast's layout belongs to (the bytes after its entity
+    key), or None when ``key`` is not such a key. Matching keys by the project name as a
+    suffix is not enough: project ``shop`` is a suffix of project ``myshop``'s keys."""
+    try:
+        (n,) = _U32.unpack_from(key, 0)
+        pos = 4
+        for _ in range(2 * n):  # n (type, length, name) then n (type, length, value)
+            (length,) = _U32.unpack_from(key, pos + 4)
+            pos += 8 + length
+    except struct.error:
+        return None
+    return key[pos:] if 0 < n <= 64 and pos <= len(key) else None
+
+
+def glob_escape(text: str) -> bytes:
+    """``text`` as a literal inside a Redis MATCH pattern."""
+    out = bytearray()
+    for ch in text.encode("utf-8"):
+        if ch in b"*?[]\\":
+            out.append(0x5C)
+        out.append(ch)
+    return bytes(out)
 
 
 class EntityKeyEncoder:

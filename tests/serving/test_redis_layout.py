@@ -213,3 +213,13 @@ def test_connection_string_like_feast() -> None:
         f_nodes, f_params = RedisOnlineStore._parse_connection_string(cs)
         assert [(n["host"], int(n["port"])) for n in f_nodes] == nodes
         assert f_params == params
+
+
+def test_key_project_is_exact_where_a_suffix_match_is_not() -> None:
+    shop = rl.redis_key("shop", ["store_id", "sku"], ["s1", 5], ["string", "int64"])
+    myshop = rl.redis_key("myshop", ["store_id", "sku"], ["s1", 5], ["string", "int64"])
+    assert myshop.endswith(b"shop")  # why a suffix match would take another project's key
+    assert rl.key_project(shop) == b"shop" and rl.key_project(myshop) == b"myshop"
+    for junk in (b"", b"shop", b"\x01\x00\x00\x00", b"\xff" * 12):
+        assert rl.key_project(junk) is None
+    assert rl.glob_escape("a*b?[c]\\") == b"a\\*b\\?\\[c\\]\\\\"
