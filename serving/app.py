@@ -16,7 +16,7 @@ Endpoints
     features (view features grouped by view, then on-demand outputs), values encoded like
     Feast's ``convert_response_to_dict`` (NaN/inf as strings, bytes base64, unix timestamps
     as epoch seconds, event timestamps RFC 3339 with Feast's adaptive precision). Statuses
-    follow :mod:`serving.lookup` (stricter than Feast: NOT_FOUND, NULL_VALUE,
+    follow :mod:`serving.decode` (stricter than Feast: NOT_FOUND, NULL_VALUE,
     OUTSIDE_MAX_AGE).
 
 ``POST /v1/features/{feature_service}``
@@ -59,23 +59,12 @@ from typing import Any
 
 import orjson
 
+from serving.catalog import Catalog, Plan, PlanCache
 from serving.config import ServeConfig, redis_connection
+from serving.decode import NOT_FOUND, PRESENT, STATUS_NAMES
+from serving.entities import encode_keys, parse_entities
 from serving.errors import HTTPError, InvalidBody, clip, describe, http_status
-from serving.lookup import (
-    NOT_FOUND,
-    PRESENT,
-    STATUS_NAMES,
-    Catalog,
-    Plan,
-    PlanCache,
-    RedisReader,
-    Result,
-    decode,
-    decode_many,
-    encode_keys,
-    parse_entities,
-    split_replies,
-)
+from serving.lookup import RedisReader, Result, decode, decode_many, split_replies
 from serving.metrics import Metrics
 from transforms.errors import StoreUnavailable, TransformError
 

@@ -24,7 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serving.lookup import STATUS_NAMES, Plan, Result
+from serving.catalog import Plan
+from serving.decode import STATUS_NAMES
+from serving.lookup import Result
 from serving.metrics import Metrics
 
 _log = logging.getLogger("skewless.serving")

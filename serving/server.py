@@ -26,7 +26,7 @@ from serving.config import ServeConfig
 from transforms.errors import ConfigError, SkewlessError
 
 if TYPE_CHECKING:
-    from serving.lookup import Catalog
+    from serving.catalog import Catalog
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -47,7 +47,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def run(config: ServeConfig) -> None:
     """``skewless serve``: returns after a graceful shutdown (SIGTERM or Ctrl-C)."""
-    from serving.lookup import Catalog
+    from serving.catalog import Catalog
 
     config = replace(config, repo=os.path.abspath(config.repo))
     if config.log_dir:

@@ -142,7 +142,7 @@ def test_changed_code_a_transform_reaches_is_a_fingerprint_cause(
 ) -> None:
     """device_idx calls the vocabulary's lookup (skewless code, not its own lines): a
     change there changes its fingerprint, stops the server and is attributed."""
-    from serving.lookup import load_request_transforms
+    from serving.catalog import load_request_transforms
     from serving.manifest import Manifest
     from transforms import ArtifactError
     from transforms.analyzers import VocabularyTable

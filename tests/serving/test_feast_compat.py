@@ -23,8 +23,8 @@ import pytest
 from bench.repos.serving_repo import STATS_FEATURES, DemoRepo
 from serving.app import LookupApp, feature_names_flag, is_json_type
 from serving.config import ServeConfig
+from serving.entities import key_column
 from serving.errors import InvalidBody, describe
-from serving.lookup import key_column
 from tests.support import free_port
 from transforms.errors import RequestError
 

@@ -309,7 +309,8 @@ def test_replies_answered_together_match_one_by_one(
 def test_single_entity_decode_equals_columnar_decode(demo: DemoRepo, redis_url: str) -> None:
     """The one-entity fast path of decode_views gives the columnar path's values and
     statuses for present, null, missing and expired rows."""
-    from serving.lookup import _decode_views_columns, _decode_views_one, split_replies
+    from serving.decode import _decode_views_columns, _decode_views_one
+    from serving.lookup import split_replies
 
     app = LookupApp(_config(demo, redis_url))
     rng = random.Random(3)

@@ -1,0 +1,350 @@
+"""The catalog of views, services and request transforms, and the request plans compiled
+from it once per feature service or feature list."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serving import redis_layout as rl
+from serving.errors import UnknownService, UnknownView, clip
+from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
+from serving.redis_client import hmget_parts
+from transforms.errors import ArtifactError, RequestError, SchemaError
+
+PLAN_CACHE_SIZE = 512
+
+
+# ------------------------------------------------------------------ start-up checks
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedTransforms:
+    """A request-time feature set, imported and bound to its verified artifact."""
+
+    spec: RequestTransformSpec
+    engine: Any  # transforms.engines.online.OnlineEngine
+    outputs: tuple[str, ...]
+    output_types: dict[str, str]  # output -> field type name ("float64", ...)
+    fingerprints: dict[str, str]
+    artifact_hash: str
+
+
+def load_request_transforms(repo: Path, spec: RequestTransformSpec) -> LoadedTransforms:
+    """Import the feature set, load its artifact and refuse any drift from the manifest.
+
+    The artifact must hash to ``spec.artifact_hash`` (its content hash; the sha256 of the
+    file bytes is accepted too) and every request-time transform's fingerprint (code,
+    declaration, statistics) must equal the one registered, else ArtifactError.
+    """
+    from transforms.artifact import StatisticsArtifact
+    from transforms.engines.online import OnlineEngine
+    from transforms.modules import resolve_feature_set
+
+    try:
+        fs = resolve_feature_set(spec.feature_set, repo)
+    except SchemaError as exc:
+        raise ArtifactError(f"request transforms '{spec.name}': {exc}") from None
+    path = repo / spec.artifact_path
+    artifact = StatisticsArtifact.load(path)
+    if spec.artifact_hash not in (artifact.content_hash, _file_sha256(path)):
+        raise ArtifactError(
+            f"request transforms '{spec.name}': artifact {path} hash "
+            f"{artifact.content_hash[:12]} differs from the manifest's {spec.artifact_hash[:12]}; "
+            "re-run `skewless apply` or restore the registered artifact"
+        )
+    engine = OnlineEngine(fs, artifact, request_time_only=True)
+    computed = fs.fingerprints(artifact)
+    for name in engine.outputs:
+        want = spec.fingerprints.get(name)
+        if want != computed[name]:
+            raise ArtifactError(
+                f"request transforms '{spec.name}': transform '{name}' fingerprint "
+                f"{computed[name][:12]} differs from the manifest's {(want or 'none')[:12]}; "
+                "the code or its statistics changed since `skewless apply`"
+            )
+    types = {f.name: f.type.name for f in engine.runner.outputs}
+    return LoadedTransforms(
+        spec,
+        engine,
+        engine.outputs,
+        types,
+        {n: computed[n] for n in engine.outputs},
+        artifact.content_hash,
+    )
+
+
+# ------------------------------------------------------------------------ catalog
+
+
+@dataclass
+class Catalog:
+    """The manifest plus loaded request transforms: everything plans are compiled from."""
+
+    manifest: Manifest
+    transforms: dict[str, LoadedTransforms]
+    repo: Path
+
+    @classmethod
+    def load(cls, repo: str | Path) -> Catalog:
+        repo = Path(repo)
+        manifest = Manifest.load(repo)
+        loaded = {
+            name: load_request_transforms(repo, spec)
+            for name, spec in manifest.request_transforms.items()
+        }
+        for svc in manifest.services.values():
+            _check_service(svc, loaded)
+        return cls(manifest, loaded, repo)
+
+
+def _check_service(svc: ServiceSpec, loaded: Mapping[str, LoadedTransforms]) -> None:
+    """A service's registered fingerprints / artifact hashes must match what was loaded."""
+    by_output = {o: lt for lt in loaded.values() for o in lt.outputs}
+    for name, fp in svc.fingerprints.items():
+        lt = by_output.get(name)
+        if lt is not None and lt.fingerprints[name] != fp:
+            raise ArtifactError(
+                f"feature service '{svc.name}': transform '{name}' fingerprint "
+                f"{lt.fingerprints[name][:12]} differs from the registered {fp[:12]}"
+            )
+    hashes = {lt.engine.runner.feature_set.name: lt.artifact_hash for lt in loaded.values()}
+    for fs_name, h in svc.artifact_hashes.items():
+        if fs_name in hashes and hashes[fs_name] != h:
+            raise ArtifactError(
+                f"feature service '{svc.name}': artifact of '{fs_name}' hash "
+                f"{hashes[fs_name][:12]} differs from the registered {h[:12]}"
+            )
+
+
+# -------------------------------------------------------------------------- plans
+
+
+@dataclass
+class KeyGroup:
+    """Views sharing one join-key set: one Redis hash, one HMGET per entity."""
+
+    join_keys: tuple[str, ...]
+    key_types: tuple[str, ...]
+    encoder: rl.EntityKeyEncoder
+    fields: list[bytes] = field(default_factory=list)
+    views: list[ViewRead] = field(default_factory=list)
+    # RESP bytes of "HMGET <key> <fields...>" around the key, built once per plan
+    hmget_head: bytes = b""
+    hmget_tail: bytes = b""
+
+
+@dataclass
+class ViewRead:
+    view: ViewSpec
+    offset: int  # position of this view's first field in the group's HMGET
+    features: list[str]
+    ttl_ns: int
+    types: list[str] = field(default_factory=list)  # Feast value type per feature
+
+
+@dataclass
+class Plan:
+    """A compiled request shape (a feature service or a feature list)."""
+
+    name: str  # the service, or "" for a feature list
+    entity_names: list[str]  # join keys, output first
+    groups: list[KeyGroup]
+    # output columns after the entity keys: (name, kind, a, b)
+    #   kind "view": a = (group index, view index), b = feature index
+    #   kind "transform": a = transform set name, b = output name
+    outputs: list[tuple[str, str, Any, Any]]
+    transform_sets: list[tuple[LoadedTransforms, dict[str, tuple[int, int, int]]]]
+    request_fields: dict[str, str]  # request field -> type name
+    fingerprints: dict[str, str]
+    artifact_hashes: dict[str, str]
+    output_types: dict[str, str]  # output column -> type name (for logs)
+    column_names: list[str] = field(init=False)  # every Result's names (shared)
+    column_types: list[str] = field(init=False)  # per result column ("" for entity keys)
+
+    def __post_init__(self) -> None:
+        self.column_names = self.entity_names + [o[0] for o in self.outputs]
+        outputs = [self.output_types.get(o[0], "") for o in self.outputs]
+        self.column_types = [""] * len(self.entity_names) + outputs
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    view, sep, feat = ref.partition(":")
+    if not sep or not view or not feat:
+        raise RequestError(f"feature reference '{clip(ref)}' is not 'view:feature'", "features")
+    return view, feat
+
+
+def compile_plan(
+    catalog: Catalog, refs: Sequence[str], full_feature_names: bool, name: str = ""
+) -> Plan:
+    """Resolve feature references against the manifest into a Plan (RequestError if unknown)."""
+    m = catalog.manifest
+    view_feats: dict[str, list[str]] = {}  # view -> features to read, in first-seen order
+    outputs_spec: list[tuple[str, str, str]] = []  # (kind, view/transform set, feature)
+    used_sets: dict[str, LoadedTransforms] = {}
+
+    def need(view: str, feat: str) -> None:
+        feats = view_feats.setdefault(view, [])
+        if feat not in feats:
+            feats.append(feat)
+
+    seen: set[tuple[str, str]] = set()
+    for ref in refs:
+        if not isinstance(ref, str):
+            raise RequestError("feature references must be strings", "features")
+        view, feat = _split_ref(ref)
+        if (view, feat) in seen:
+            continue
+        seen.add((view, feat))
+        if view in m.views:
+            if feat not in m.views[view].features:
+                raise RequestError(
+                    f"feature view '{view}' has no feature '{clip(feat)}'", clip(ref)
+                )
+            need(view, feat)
+            outputs_spec.append(("view", view, feat))
+        elif view in catalog.transforms:
+            lt = catalog.transforms[view]
+            if feat not in lt.outputs:
+                raise RequestError(
+                    f"on-demand feature view '{view}' has no feature '{clip(feat)}'", clip(ref)
+                )
+            used_sets[view] = lt
+            outputs_spec.append(("transform", view, feat))
+        else:
+            raise UnknownView(f"unknown feature view '{clip(view)}'", clip(ref))
+    # Hidden inputs of request-time transforms are read but not returned (as Feast drops them).
+    for lt in used_sets.values():
+        for inp, src in lt.spec.view_inputs.items():
+            v, f = _split_ref(src)
+            if v not in m.views or f not in m.views[v].features:
+                raise ArtifactError(f"'{lt.spec.name}': input {inp} reads unknown {src}")
+            need(v, f)
+
+    groups: list[KeyGroup] = []
+    where: dict[str, tuple[int, int]] = {}
+    for view_name, feats in view_feats.items():
+        spec = m.views[view_name]
+        jk = tuple(spec.entities)
+        group = next((g for g in groups if set(g.join_keys) == set(jk)), None)
+        if group is None:
+            types = tuple(spec.entities[k] for k in jk)
+            group = KeyGroup(jk, types, rl.EntityKeyEncoder(m.project, jk, types))
+            groups.append(group)
+        offset = len(group.fields)
+        group.fields.extend(rl.feature_field(view_name, f) for f in feats)
+        group.fields.append(rl.timestamp_field(view_name))
+        where[view_name] = (groups.index(group), len(group.views))
+        group.views.append(
+            ViewRead(
+                spec,
+                offset,
+                feats,
+                spec.ttl_seconds * 1_000_000_000,
+                [spec.features[f] for f in feats],
+            )
+        )
+
+    for g in groups:
+        g.hmget_head, g.hmget_tail = hmget_parts(g.fields)
+    entity_names: list[str] = []
+    for g in groups:
+        for k in g.join_keys:
+            if k not in entity_names:
+                entity_names.append(k)
+
+    outputs: list[tuple[str, str, Any, Any]] = []
+    output_types: dict[str, str] = {}
+    for kind, src, feat in outputs_spec:
+        out_name = f"{src}__{feat}" if full_feature_names else feat
+        if kind == "view":
+            gi, vi = where[src]
+            outputs.append((out_name, kind, (gi, vi), groups[gi].views[vi].features.index(feat)))
+            output_types[out_name] = m.views[src].features[feat]
+        else:
+            outputs.append((out_name, kind, src, feat))
+            output_types[out_name] = catalog.transforms[src].output_types[feat]
+    names = entity_names + [o[0] for o in outputs]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise RequestError(
+            f"feature names collide: {dupes}; set full_feature_names to true", "features"
+        )
+
+    transform_sets = []
+    request_fields: dict[str, str] = {}
+    fingerprints: dict[str, str] = {}
+    hashes: dict[str, str] = {}
+    for set_name, lt in used_sets.items():
+        wiring: dict[str, tuple[int, int, int]] = {}
+        for inp, src in lt.spec.view_inputs.items():
+            v, f = _split_ref(src)
+            gi, vi = where[v]
+            wiring[inp] = (gi, vi, groups[gi].views[vi].features.index(f))
+        for inp in lt.engine.inputs:
+            if inp not in wiring:
+                request_fields[inp] = lt.spec.request_schema.get(inp, "float64")
+        transform_sets.append((lt, wiring))
+        wanted = {o[3] for o in outputs if o[1] == "transform" and o[2] == set_name}
+        fingerprints.update({k: v for k, v in lt.fingerprints.items() if k in wanted})
+        hashes[lt.engine.runner.feature_set.name] = lt.artifact_hash
+    return Plan(
+        name,
+        entity_names,
+        groups,
+        outputs,
+        transform_sets,
+        request_fields,
+        fingerprints,
+        hashes,
+        output_types,
+    )
+
+
+class PlanCache:
+    """Plans by (service or feature tuple, full_feature_names), bounded."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._plans: dict[Any, Plan] = {}
+
+    def for_service(self, service: str, full_feature_names: bool) -> Plan:
+        key = ("svc", service, full_feature_names)
+        plan = self._plans.get(key)
+        if plan is None:
+            svc = self.catalog.manifest.services.get(service)
+            if svc is None:
+                raise UnknownService(
+                    f"unknown feature service '{clip(service)}'", "feature_service"
+                )
+            plan = compile_plan(self.catalog, svc.features, full_feature_names, service)
+            self._store(key, plan)
+        return plan
+
+    def for_features(self, refs: Any, full_feature_names: bool) -> Plan:
+        if not isinstance(refs, list) or not refs:
+            raise RequestError(
+                "give 'features' (a non-empty list) or 'feature_service'", "features"
+            )
+        key = (
+            ("refs", tuple(refs), full_feature_names) if all(type(r) is str for r in refs) else None
+        )
+        plan = self._plans.get(key) if key is not None else None
+        if plan is None:
+            plan = compile_plan(self.catalog, refs, full_feature_names)
+            if key is not None:
+                self._store(key, plan)
+        return plan
+
+    def _store(self, key: Any, plan: Plan) -> None:
+        if len(self._plans) >= PLAN_CACHE_SIZE:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = plan
