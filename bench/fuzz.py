@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                 stderr=err,
             )
         try:
-            _wait_up(port, proc)
+            wait_up(port, proc)
             t0 = time.monotonic()
             cases = all_cases(rng, target, 0, range(1, 2001))
             fixed = sum(max(c.expect, 1) for c in cases)
@@ -549,7 +549,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_up(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+def wait_up(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Return once ``skewless serve`` (``proc``) answers /health on ``port``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -37,7 +37,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.fuzz import HEALTH, Target, dumps, hostile_body, post
+from bench.fuzz import Target, dumps, hostile_body, post, wait_up
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 5.0  # no answer within this counts as a timeout
@@ -256,23 +256,6 @@ async def soak(
 # --------------------------------------------------------------------------- the server
 
 
-def _wait_up(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"skewless serve exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(HEALTH)
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("skewless serve did not come up")
-
-
 @contextmanager
 def serving_process(
     repo: Path, redis_url: str, log: Path
@@ -291,7 +274,7 @@ def serving_process(
             stderr=err,
         )
     try:
-        _wait_up(port, proc)
+        wait_up(port, proc, 60.0)
         yield port, proc
     finally:
         proc.terminate()
