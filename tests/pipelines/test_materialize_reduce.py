@@ -18,6 +18,7 @@ import pytest
 
 from bench.repos.driver_repo import generate, window
 from pipelines import materialize as mat
+from pipelines.materialize import reduce as mat_reduce
 
 FEATURES = ["conv_rate", "trips", "city", "active"]
 CODECS = ["double", "int64", "string", "bool"]
@@ -130,7 +131,7 @@ def test_reduction_during_scan_keeps_the_rule(
     source = _source(tmp_path, {"driver_id": pa.array(ids, pa.int64())}, rows, seed=8)
     plan = _plan(source, {"driver_id": "int64"})
     whole, _ = mat.read_latest(plan, *window())
-    monkeypatch.setattr(mat, "_REDUCE_ROWS", 1_000)
+    monkeypatch.setattr(mat_reduce, "_REDUCE_ROWS", 1_000)
     candidates, _ = mat.scan_window(plan, *window())
     assert candidates.table.num_rows < rows  # reduced during the scan
     streamed = pa.concat_tables(list(candidates.winners(8)))
