@@ -59,13 +59,15 @@ def materialize_command(
         from pipelines import redis_dump
         from pipelines.materialize import iter_report_lines, materialize
 
-        typer.echo(
+        writer = (
             "writer: new keys by RESTORE of payloads from the compiled writer "
             f"({redis_dump.LIBRARY.name}), existing keys by HSET"
             if redis_dump.available()
             else f"writer: HSET for every key (the compiled writer {redis_dump.LIBRARY} is "
             "not built: reinstall skewless where a C compiler is present)"
         )
+        if progress:  # beside the progress bars; the summary repeats it
+            typer.echo(writer, err=True)
         end_t = _parse_time(end, "--end")
         assert end_t is not None
         selected = [v.strip() for v in views.split(",") if v.strip()] if views else None
@@ -84,6 +86,7 @@ def materialize_command(
     except SkewlessError as exc:
         typer.echo(f"skewless: error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    typer.echo(writer)
     for line in iter_report_lines(report):
         typer.echo(line)
     typer.echo(f"materialized {report.rows_scanned} rows in {report.seconds:.2f}s")

@@ -64,6 +64,7 @@ def test_generate_run_apply_run_materialize_keeps_every_key(shop, redis_url):
     out = ok("materialize", "--no-progress", repo=repo, env=env)
     assert "materialized 0 rows" not in out
     assert out.startswith("writer: new keys by RESTORE of payloads from the compiled writer")
+    # (--no-progress: the writer opens the summary; with progress it also goes to stderr first)
     project = yaml.safe_load((repo / "feature_store.yaml").read_text())["project"]
     client = redis.Redis.from_url(redis_url)
     keys = sum(1 for _ in client.scan_iter(match=f"*{project}".encode(), count=1000))
