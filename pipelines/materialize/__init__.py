@@ -271,8 +271,13 @@ def redis_client(connection_string: str) -> Any:
 
 
 def project_keys(client: Any, project: str) -> list[bytes]:
-    """All keys of one Feast project (Feast keys end with the project name)."""
-    return list(client.scan_iter(match=b"*" + project.encode(), count=10_000))
+    """All keys of one Feast project: those ending with its name whose entity key is
+    followed by exactly that name (not a project whose name merely ends with it)."""
+    name = project.encode()
+    pattern = b"*" + rl.glob_escape(project)
+    return [
+        k for k in client.scan_iter(match=pattern, count=10_000) if rl.key_project(k) == name
+    ]
 
 
 def clear_project(client: Any, project: str) -> int:

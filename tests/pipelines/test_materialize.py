@@ -459,3 +459,23 @@ def test_cli_redis_killed_mid_run_exits_2(tmp_path: Path, dying_redis: _Server) 
     assert res.exit_code == 2, res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("skewless: error: REDIS connection to"), lines
+
+
+def test_clearing_a_project_never_takes_a_project_whose_name_ends_with_it(redis_url):
+    import redis
+
+    from serving.redis_layout import redis_key
+
+    ours = f"p{uuid.uuid4().hex[:8]}*"  # a glob character in the name, too
+    other = f"my{ours}"
+    client = redis.Redis.from_url(redis_url)
+    mine = [redis_key(ours, ["k"], [i]) for i in range(3)]
+    theirs = [redis_key(other, ["k"], [i]) for i in range(3)]
+    try:
+        for key in mine + theirs:
+            client.hset(key, "f", "v")
+        assert sorted(project_keys(client, ours)) == sorted(mine)
+        assert clear_project(client, ours) == 3
+        assert all(client.exists(k) for k in theirs)
+    finally:
+        client.delete(*mine, *theirs)
