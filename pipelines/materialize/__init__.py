@@ -275,9 +275,7 @@ def project_keys(client: Any, project: str) -> list[bytes]:
     followed by exactly that name (not a project whose name merely ends with it)."""
     name = project.encode()
     pattern = b"*" + rl.glob_escape(project)
-    return [
-        k for k in client.scan_iter(match=pattern, count=10_000) if rl.key_project(k) == name
-    ]
+    return [k for k in client.scan_iter(match=pattern, count=10_000) if rl.key_project(k) == name]
 
 
 def clear_project(client: Any, project: str) -> int:
