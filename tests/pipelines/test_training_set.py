@@ -409,7 +409,7 @@ def test_multi_key_as_of_against_brute_force(
     monkeypatch: pytest.MonkeyPatch, key_bits: int
 ) -> None:
     """Two-column (int64, string) keys through KeyCoder + as_of vs a plain Python loop."""
-    import pipelines.training_set as ts
+    import pipelines.point_in_time as ts
 
     monkeypatch.setattr(ts, "_KEY_BITS", key_bits)
     rng = np.random.default_rng(3)
