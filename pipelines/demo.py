@@ -269,23 +269,29 @@ def demo(
                 raise StoreError("materialization verification found lost entities")
             written = sum(v.written for v in r.views)
             if fault == "missing-keys":
-                rows = ds.dataset(str(source_path), format="parquet").to_table()
-                state["deleted"] = _delete_some_keys(state["manifest"], rows, redis_url)
+                state["deleted"] = _delete_some_keys(state["manifest"], placed_rows(), redis_url)
             return (
                 f"{removed:,} keys of the previous run removed, {r.rows_scanned:,} rows "
                 f"scanned, {written:,} entity keys written, verified"
                 + (f"; fault: {state['deleted']:,} keys deleted" if fault == "missing-keys" else "")
             )
 
+        def placed_rows() -> pa.Table:
+            """The source's rows with every key present (read once; the training entity
+            rows and the requests come from them)."""
+            if "rows" not in state:
+                raw = ds.dataset(str(source_path), format="parquet").to_table()
+                placed = np.ones(raw.num_rows, dtype=bool)
+                for k in plan.keys:
+                    placed &= raw.column(k).is_valid().to_numpy(zero_copy_only=False)
+                state["rows"] = raw.filter(pa.array(placed))
+            rows: pa.Table = state["rows"]
+            return rows
+
         def training_step() -> str:
             from pipelines.training_data import build_training_set
 
-            raw = ds.dataset(str(source_path), format="parquet").to_table()
-            placed = np.ones(raw.num_rows, dtype=bool)
-            for k in plan.keys:
-                placed &= raw.column(k).is_valid().to_numpy(zero_copy_only=False)
-            entities = raw.filter(pa.array(placed))
-            state["rows"] = entities
+            entities = placed_rows()
             out = base / "training_set.parquet"
             table = build_training_set(
                 repo, entities, out, plan.service, timestamp_column=plan.timestamp

@@ -9,7 +9,6 @@ their distribution's version (their code is not hashed line by line).
 
 from __future__ import annotations
 
-import builtins
 import functools
 import hashlib
 import inspect
@@ -108,8 +107,6 @@ def _reached(fn: types.FunctionType) -> Iterator[Any]:
                         yield sub
                         if not callable(sub) and _followed(value.__name__):
                             yield _Constant(f"{value.__name__}:{attr}", sub)
-        elif hasattr(builtins, name):
-            continue
     for cell in fn.__closure__ or ():
         try:
             content = cell.cell_contents
