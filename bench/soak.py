@@ -361,10 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             import redis
 
-            client = redis.Redis.from_url(redis_url)
-            keys = list(client.scan_iter(match=b"*" + repo.project.encode(), count=1000))
-            if keys:
-                client.delete(*keys)
+            from pipelines.materialize import clear_project
+
+            clear_project(redis.Redis.from_url(redis_url), repo.project)
     server_log = log.read_text(errors="replace")
     shutil.rmtree(tmp, ignore_errors=True)
     report(res, args.connections)
