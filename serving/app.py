@@ -48,32 +48,37 @@ request reconnects, no restart needed).
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from serving.catalog import Catalog, Plan, PlanCache
 from serving.config import ServeConfig, redis_connection
-from serving.decode import NOT_FOUND, PRESENT, STATUS_NAMES
+from serving.decode import NOT_FOUND
 from serving.entities import encode_keys, parse_entities
 from serving.errors import HTTPError, InvalidBody, clip, describe, http_status
 from serving.lookup import RedisReader, Result, decode, decode_many, split_replies
 from serving.metrics import Metrics
+from serving.openapi import openapi_spec
+from serving.request_checks import check_content_length, feature_names_flag, is_json_type
+from serving.responses import _all_finite as _all_finite
+from serving.responses import error_body, feast_response, native_column, native_response
 from transforms.errors import StoreUnavailable, TransformError
 
 __all__ = [
     "NOT_FOUND",
     "HTTPError",
     "LookupApp",
+    "check_content_length",
     "create_app",
+    "error_body",
     "feast_response",
+    "feature_names_flag",
+    "is_json_type",
+    "native_column",
     "native_response",
 ]
 
@@ -85,137 +90,7 @@ _JSON_TYPE = b"application/json"
 _METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _FEAST_PATH = "/get-online-features"
 _NATIVE_PREFIX = "/v1/features/"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROUTES = frozenset({_FEAST_PATH, "/health", "/ready", "/metrics", "/openapi.json"})
-
-# full_feature_names as Feast's server (pydantic's lax bool) reads it
-_FLAGS: dict[Any, bool] = {
-    **{s: True for s in ("1", "on", "t", "true", "y", "yes")},
-    **{s: False for s in ("0", "off", "f", "false", "n", "no")},
-}
-
-
-# ----------------------------------------------------------------- JSON encoding
-
-
-@lru_cache(maxsize=65_536)
-def timestamp_str(ts: tuple[int, int]) -> str:
-    """RFC 3339 with Feast's adaptive precision (none, ms, us or ns digits) and a Z."""
-    seconds, nanos = ts
-    if seconds == 0 and nanos == 0:
-        return "1970-01-01T00:00:00Z"
-    base = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if nanos == 0:
-        return base + "Z"
-    if nanos % 1_000_000 == 0:
-        return f"{base}.{nanos // 1_000_000:03d}Z"
-    if nanos % 1_000 == 0:
-        return f"{base}.{nanos // 1_000:06d}Z"
-    return f"{base}.{nanos:09d}Z"
-
-
-def _float_native(v: Any) -> Any:
-    if v is None or math.isfinite(v):
-        return v
-    if math.isnan(v):
-        return "NaN"
-    return "Infinity" if v > 0 else "-Infinity"
-
-
-def _ts_seconds(v: Any) -> Any:
-    return None if v is None else (v - _EPOCH) // _SECOND
-
-
-_SECOND = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC) - _EPOCH
-
-
-def _all_finite(values: list[Any]) -> bool:
-    """True when no float in ``values`` is NaN or infinite (None allowed): one C-level sum
-    (NaN and inf propagate; inf - inf is NaN), and the exact per-value check only if the
-    sum is not finite (which a huge but finite column may also give)."""
-    if len(values) == 1:
-        v = values[0]
-        return v is None or v - v == 0.0  # NaN - NaN and inf - inf are NaN
-    try:
-        if math.isfinite(sum(filter(None, values))):
-            return True
-    except (TypeError, OverflowError):
-        pass
-    return all(v is None or math.isfinite(v) for v in values)
-
-
-_CONVERTED = frozenset({"double", "float", "float64", "bytes", "unix_timestamp", "timestamp"})
-"""Column types whose JSON differs from the Python values (see native_column)."""
-
-
-def native_column(values: list[Any], type_name: str, iso_timestamps: bool) -> list[Any]:
-    """Values as Feast's JSON gives them: non-finite floats as strings, bytes base64,
-    unix timestamps as epoch seconds (or ISO strings in the native API)."""
-    if type_name in ("double", "float", "float64"):
-        if _all_finite(values):
-            return values
-        return [_float_native(x) for x in values]
-    if type_name == "bytes":
-        return [None if v is None else base64.b64encode(v).decode("ascii") for v in values]
-    if type_name in ("unix_timestamp", "timestamp") and not iso_timestamps:
-        return [_ts_seconds(v) for v in values]
-    return values
-
-
-def feast_response(result: Result) -> bytes:
-    """Feast's /get-online-features JSON (convert_response_to_dict's shape).
-
-    Status-name and event-timestamp lists are built once per distinct column object (all
-    features of a view share one timestamp column; columns without nulls share one
-    all-PRESENT status column) and orjson writes the shared lists as often as needed.
-    """
-    results = []
-    status_cache: dict[int, list[str]] = {}
-    ts_cache: dict[int, list[str]] = {}
-    status_name = STATUS_NAMES.__getitem__
-    columns = zip(
-        result.values, result.statuses, result.timestamps, result.plan.column_types, strict=True
-    )
-    for values, statuses, tss, type_name in columns:
-        names = status_cache.get(id(statuses))
-        if names is None:
-            names = status_cache[id(statuses)] = list(map(status_name, statuses))
-        stamps = ts_cache.get(id(tss))
-        if stamps is None:
-            stamps = ts_cache[id(tss)] = list(map(timestamp_str, tss))
-        if type_name in _CONVERTED:
-            values = native_column(values, type_name, False)
-        results.append({"values": values, "statuses": names, "event_timestamps": stamps})
-    return orjson.dumps({"metadata": {"feature_names": result.names}, "results": results})
-
-
-def native_response(result: Result) -> bytes:
-    plan = result.plan
-    n_ent = len(plan.entity_names)
-    features: dict[str, list[Any]] = {}
-    statuses: dict[str, list[str]] = {}
-    columns = zip(result.names, result.values, result.statuses, plan.column_types, strict=True)
-    for i, (name, values, col, type_name) in enumerate(columns):
-        if i >= n_ent:
-            values = native_column(values, type_name, True)
-            if any(s != PRESENT for s in col):
-                statuses[name] = [STATUS_NAMES[s] for s in col]
-        features[name] = values
-    return orjson.dumps(
-        {
-            "feature_service": plan.name,
-            "n": result.n,
-            "features": features,
-            "statuses": statuses,
-            "fingerprints": plan.fingerprints,
-            "artifact_hashes": plan.artifact_hashes,
-        }
-    )
-
-
-def error_body(message: str, field: str | None) -> bytes:
-    return orjson.dumps({"error": message, "field": field})
-
 
 # -------------------------------------------------------------------------- app
 
@@ -251,7 +126,7 @@ class LookupApp:
                 request_types=request_types,
             )
             self.logger.start()
-        self._openapi = orjson.dumps(openapi_spec(self.catalog))
+        self._openapi = orjson.dumps(openapi_spec(self.catalog, __doc__))
 
     async def shutdown(self) -> None:
         """Flush feature logs and close Redis connections (idempotent)."""
@@ -579,122 +454,6 @@ def endpoint_label(path: str) -> str:
     if path.startswith(_NATIVE_PREFIX):
         return "/v1/features"
     return path if path in _ROUTES else "other"
-
-
-def feature_names_flag(value: Any) -> bool:
-    """``full_feature_names`` as Feast's server reads it: a boolean, 0 or 1 (also as 0.0,
-    1.0), or one of pydantic's words for a boolean in any case; InvalidBody otherwise."""
-    if value is True or value is False:
-        return value
-    kind = type(value)
-    if kind is int or kind is float:
-        if value in (0, 1):
-            return value == 1
-    elif kind is str and len(value) <= 5:
-        flag = _FLAGS.get(value.lower())
-        if flag is not None:
-            return flag
-    raise InvalidBody(
-        f"'full_feature_names' must be a boolean, got {describe(value)}", "full_feature_names"
-    )
-
-
-def is_json_type(content_type: bytes) -> bool:
-    """Whether a Content-Type names JSON (``application/json`` or ``application/*+json``,
-    any case, parameters ignored), the media types Feast's server parses."""
-    media = content_type.split(b";", 1)[0].strip().lower()
-    main, _, sub = media.partition(b"/")
-    return main == b"application" and (sub == b"json" or sub.endswith(b"+json"))
-
-
-def check_content_length(value: bytes, limit: int) -> None:
-    """HTTPError 400/413 for a malformed or too large Content-Length header."""
-    try:
-        declared = int(value)
-    except ValueError:
-        raise HTTPError(400, "bad Content-Length", "content-length") from None
-    if declared > limit:
-        raise HTTPError(413, f"body of {declared} bytes exceeds {limit}", "content-length")
-
-
-def openapi_spec(catalog: Catalog) -> dict[str, Any]:
-    """A small OpenAPI 3.1 document of the endpoints (services listed in the enum)."""
-    err = {"$ref": "#/components/schemas/Error"}
-    services = sorted(catalog.manifest.services)
-
-    def resp(desc: str, schema: dict[str, Any]) -> dict[str, Any]:
-        return {"description": desc, "content": {"application/json": {"schema": schema}}}
-
-    errors = {
-        str(c): resp(d, err)
-        for c, d in [
-            (400, "bad request"),
-            (401, "unauthorized"),
-            (404, "unknown feature view, feature service or path; missing request data"),
-            (413, "too large"),
-            (422, "not a JSON object of this schema, or a transform rejected its inputs"),
-            (503, "Redis unavailable"),
-        ]
-    }
-    body = {
-        "type": "object",
-        "properties": {
-            "entities": {"type": "object", "additionalProperties": {"type": "array"}},
-            "features": {"type": "array", "items": {"type": "string"}},
-            "feature_service": {"type": "string", "enum": services},
-            "full_feature_names": {"type": "boolean", "default": False},
-        },
-        "required": ["entities"],
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "skewless online lookup", "version": "1", "description": __doc__},
-        "paths": {
-            _FEAST_PATH: {
-                "post": {
-                    "summary": "Feast-compatible online features",
-                    "requestBody": {"content": {"application/json": {"schema": body}}},
-                    "responses": {"200": resp("feature vectors", {"type": "object"}), **errors},
-                }
-            },
-            "/v1/features/{feature_service}": {
-                "post": {
-                    "summary": "Compact feature vectors of one feature service",
-                    "parameters": [
-                        {
-                            "name": "feature_service",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "enum": services},
-                        }
-                    ],
-                    "requestBody": {"content": {"application/json": {"schema": body}}},
-                    "responses": {"200": resp("features", {"type": "object"}), **errors},
-                }
-            },
-            "/health": {"get": {"responses": {"200": {"description": "alive"}}}},
-            "/ready": {
-                "get": {
-                    "responses": {
-                        "200": {"description": "ready"},
-                        "503": {"description": "no Redis"},
-                    }
-                }
-            },
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
-        },
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": {
-                        "error": {"type": "string"},
-                        "field": {"type": ["string", "null"]},
-                    },
-                }
-            }
-        },
-    }
 
 
 def create_app() -> LookupApp:
