@@ -26,122 +26,30 @@ a request that stops arriving) for ``keep_alive_s`` is closed. Responses carry
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
 
 import httptools
 
-from serving.app import (
-    HTTPError,
-    LookupApp,
-    Pending,
-    Reply,
-    check_content_length,
-    endpoint_label,
-    error_body,
+from serving.app import HTTPError, LookupApp, Pending, Reply, check_content_length, endpoint_label
+from serving.framing import (
+    _BETWEEN,
+    _HEX,
+    _IN_BODY,
+    _IN_HEAD,
+    _LINGER_S,
+    _MAX_AUTH,
+    _MAX_BACKLOG,
+    _MAX_CHUNK_LINE,
+    _MAX_URL,
+    _REASONS,
+    ServerState,
+    _internal_error,
+    _Request,
 )
-
-_REASONS = {
-    200: b"OK",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    413: b"Payload Too Large",
-    414: b"URI Too Long",
-    422: b"Unprocessable Content",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    503: b"Service Unavailable",
-}
-_MAX_BACKLOG = 16  # pipelined requests queued per connection before reading pauses
-_MAX_URL = 8192
-_MAX_AUTH = 4096
-_MAX_CHUNK_LINE = 1024  # a chunk-size line with its extensions
-_LINGER_S = 2.0  # after a refusal, the client's input is dropped at most this long
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-
-
-def _internal_error() -> Reply:
-    """A bug, not bad input: log the traceback, answer 500 with a JSON body."""
-    traceback.print_exc(file=sys.stderr)
-    return 500, b"application/json", error_body("internal error (logged by the server)", None)
-
-
-def _complete_one(pending: Pending) -> Reply:
-    try:
-        return pending.complete()
-    except Exception:
-        return _internal_error()
-
-
-class ServerState:
-    """Connections of one server process (idle sweep, graceful shutdown)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, app: LookupApp) -> None:
-        self.loop = loop
-        self.app = app
-        self.connections: set[HttpProtocol] = set()
-        self.closing = False
-        self.all_closed = asyncio.Event()
-        # requests whose Redis replies came in, answered together at the next loop hop
-        self.completed: list[tuple[HttpProtocol, Pending, str, bool, float]] = []
-
-    def complete(
-        self, conn: HttpProtocol, pending: Pending, path: str, alive: bool, t0: float, _f: object
-    ) -> None:
-        """Queue a request whose Redis reply arrived (the done callback of its future
-        ``_f``). The replies of one Redis read resolve their futures in one loop iteration,
-        so every request they answer is queued before :meth:`drain` runs and their
-        transforms run as one batch (:meth:`LookupApp.complete_many`)."""
-        completed = self.completed
-        completed.append((conn, pending, path, alive, t0))
-        if len(completed) == 1:
-            self.loop.call_soon(self.drain)
-
-    def drain(self) -> None:
-        done, self.completed = self.completed, []
-        try:
-            replies = self.app.complete_many([d[1] for d in done])
-        except Exception:  # a bug: answer each request alone, so only its own gets a 500
-            replies = [_complete_one(d[1]) for d in done]
-        for (conn, _, path, alive, t0), reply in zip(done, replies, strict=True):
-            conn._respond(reply, path, alive, t0)
-
-    async def sweep_idle(self, timeout_s: float) -> None:
-        """Close connections with nothing in flight and no complete request for
-        ``timeout_s``: idle keep-alive connections and requests that never finish arriving
-        (slow or stalled clients), so they cannot pile up and exhaust file descriptors."""
-        while True:
-            await asyncio.sleep(min(1.0, timeout_s / 2))
-            cutoff = self.loop.time() - timeout_s
-            for conn in list(self.connections):
-                if not conn.busy and conn.last < cutoff and conn.transport is not None:
-                    conn.transport.close()
-
-    def discard(self, conn: HttpProtocol) -> None:
-        self.connections.discard(conn)
-        if self.closing and not self.connections:
-            self.all_closed.set()
-
-
-class _Request(NamedTuple):
-    method: str
-    path: str
-    auth: bytes | None
-    body: bytes
-    keep_alive: bool
-    rejected: HTTPError | None  # answered with this error instead of being handled
-    content_type: bytes | None = None
-
-
-# what the parser has seen of the current message (set by its callbacks)
-_BETWEEN, _IN_HEAD, _IN_BODY = 0, 1, 2
+from serving.server import serve as serve  # re-exported: ``from serving.http import serve``
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -339,13 +247,18 @@ class HttpProtocol(asyncio.Protocol):
                 self.step = self._chunk_size
         return True  # else blank lines before a request line: still a head
 
-    def _body(self) -> bool:
+    def _feed_left(self) -> bool:
+        """Feed what has arrived of the ``left`` bytes of a body or a chunk (False: none
+        arrived, or the request was refused)."""
         take = min(self.left, len(self.pending) - self.pos)
         if take <= 0:
             return False
         self.left -= take
         self._feed(self.pos + take)
-        if self.halted:
+        return not self.halted
+
+    def _body(self) -> bool:
+        if not self._feed_left():
             return False
         if self.left == 0:
             if self.phase != _BETWEEN:  # never seen: our framing and the parser's disagree
@@ -385,12 +298,7 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def _chunk_data(self) -> bool:
-        take = min(self.left, len(self.pending) - self.pos)
-        if take <= 0:
-            return False
-        self.left -= take
-        self._feed(self.pos + take)
-        if self.halted:
+        if not self._feed_left():
             return False
         if self.left == 0:
             self.step = self._chunk_size
@@ -552,44 +460,3 @@ class HttpProtocol(asyncio.Protocol):
         """Shutdown: close now if idle, else after the response in flight."""
         if not self.busy and self.transport is not None:
             self.transport.close()
-
-
-async def serve(
-    app: LookupApp,
-    host: str,
-    port: int,
-    sock: Any = None,
-    ready: asyncio.Future[None] | None = None,
-    stop: asyncio.Event | None = None,
-    grace_s: float = 10.0,
-) -> None:
-    """Serve until ``stop`` is set, then stop accepting, let requests in flight finish
-    (up to ``grace_s``), close connections, flush the feature log and close Redis.
-    Connections idle for ``app.config.keep_alive_s`` are closed meanwhile."""
-    loop = asyncio.get_running_loop()
-    state = ServerState(loop, app)
-    if sock is not None:
-        server = await loop.create_server(lambda: HttpProtocol(app, state), sock=sock, backlog=2048)
-    else:
-        server = await loop.create_server(
-            lambda: HttpProtocol(app, state), host, port, backlog=2048, reuse_address=True
-        )
-    if ready is not None and not ready.done():
-        ready.set_result(None)
-    sweeper = asyncio.ensure_future(state.sweep_idle(app.config.keep_alive_s))
-    try:
-        await (stop or asyncio.Event()).wait()
-    finally:
-        sweeper.cancel()
-        server.close()
-        state.closing = True
-        for conn in list(state.connections):
-            conn.close_when_idle()
-        if state.connections:
-            try:
-                await asyncio.wait_for(state.all_closed.wait(), grace_s)
-            except TimeoutError:
-                for conn in list(state.connections):
-                    if conn.transport is not None:
-                        conn.transport.abort()
-        await app.shutdown()

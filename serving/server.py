@@ -20,12 +20,13 @@ import sys
 import time
 import traceback
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from serving.config import ServeConfig
 from transforms.errors import ConfigError, SkewlessError
 
 if TYPE_CHECKING:
+    from serving.app import LookupApp
     from serving.catalog import Catalog
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -73,7 +74,6 @@ def serve_forever(config: ServeConfig, catalog: Catalog, sock: socket.socket) ->
     import uvloop
 
     from serving.app import LookupApp
-    from serving.http import serve
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -84,6 +84,49 @@ def serve_forever(config: ServeConfig, catalog: Catalog, sock: socket.socket) ->
         await serve(app, config.host, config.port, sock=sock, stop=stop)
 
     uvloop.run(main())
+
+
+async def serve(
+    app: LookupApp,
+    host: str,
+    port: int,
+    sock: Any = None,
+    ready: asyncio.Future[None] | None = None,
+    stop: asyncio.Event | None = None,
+    grace_s: float = 10.0,
+) -> None:
+    """Serve until ``stop`` is set, then stop accepting, let requests in flight finish
+    (up to ``grace_s``), close connections, flush the feature log and close Redis.
+    Connections idle for ``app.config.keep_alive_s`` are closed meanwhile."""
+    from serving.http import HttpProtocol, ServerState
+
+    loop = asyncio.get_running_loop()
+    state = ServerState(loop, app)
+    if sock is not None:
+        server = await loop.create_server(lambda: HttpProtocol(app, state), sock=sock, backlog=2048)
+    else:
+        server = await loop.create_server(
+            lambda: HttpProtocol(app, state), host, port, backlog=2048, reuse_address=True
+        )
+    if ready is not None and not ready.done():
+        ready.set_result(None)
+    sweeper = asyncio.ensure_future(state.sweep_idle(app.config.keep_alive_s))
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        sweeper.cancel()
+        server.close()
+        state.closing = True
+        for conn in list(state.connections):
+            conn.close_when_idle()
+        if state.connections:
+            try:
+                await asyncio.wait_for(state.all_closed.wait(), grace_s)
+            except TimeoutError:
+                for conn in list(state.connections):
+                    if conn.transport is not None:
+                        conn.transport.abort()
+        await app.shutdown()
 
 
 def _supervise(config: ServeConfig, catalog: Catalog, sock: socket.socket) -> None:
