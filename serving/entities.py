@@ -3,7 +3,6 @@ Redis keys they encode to."""
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +17,6 @@ _INT_KEY_RANGES = {
     "int32": (-(1 << 31), (1 << 31) - 1),
 }
 _EXACT_FLOAT = float(1 << 53)  # beyond, a JSON number may already have lost digits
-_I64 = struct.Struct("<q")
 
 # Request field type names (manifest) -> a check of one JSON value.
 _REQUEST_CHECKS: dict[str, Any] = {
@@ -125,14 +123,4 @@ def _wrong_key(key: str, type_name: str, v: Any, why: str = "") -> RequestError:
 def encode_keys(group: KeyGroup, entities: Mapping[str, list[Any]], n: int) -> list[bytes]:
     """Redis keys of the group's entities, whose key columns :func:`parse_entities` has
     checked and converted to the key types."""
-    cols = [entities[k] for k in group.join_keys]
-    if len(cols) == 1:
-        fixed = group.encoder.fixed_int64()
-        if fixed is not None:
-            prefix, suffix = fixed
-            pack = _I64.pack
-            return [prefix + pack(v) + suffix for v in cols[0]]
-        enc = group.encoder.encode
-        return [enc((v,)) for v in cols[0]]
-    enc = group.encoder.encode
-    return [enc(vals) for vals in zip(*cols, strict=True)]
+    return group.encoder.encode_columns([entities[k] for k in group.join_keys])

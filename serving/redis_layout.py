@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mmh3
 
@@ -35,6 +35,9 @@ from serving.feast_values import (
     value_encoder,
 )
 from serving.feast_values import is_nan as is_nan
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "ENTITY_KEY_VERSION",
@@ -184,6 +187,10 @@ class EntityKeyEncoder:
         self.order = order
         self.header = _key_names_header([join_keys[i] for i in order])
         self.suffix = project.encode("utf-8")
+        self._fixed: tuple[bytes, bytes] | None = None
+        if len(types) == 1 and types[0] in ("int64", "unix_timestamp"):
+            tag = _VT_INT64 if types[0] == "int64" else _VT_UNIX_TIMESTAMP
+            self._fixed = self.header + _U32.pack(tag) + _U32.pack(8), self.suffix
 
     def encode(self, values: Sequence[Any]) -> bytes:
         """Redis key for one entity given its join-key values in constructor order."""
@@ -195,10 +202,47 @@ class EntityKeyEncoder:
 
         Lets a vectorized caller build keys as ``prefix + int64_le + suffix``.
         """
-        if len(self.types) == 1 and self.types[0] in ("int64", "unix_timestamp"):
-            tag = _VT_INT64 if self.types[0] == "int64" else _VT_UNIX_TIMESTAMP
-            return self.header + _U32.pack(tag) + _U32.pack(8), self.suffix
-        return None
+        return self._fixed
+
+    def encode_columns(self, columns: Sequence[Sequence[Any]]) -> list[bytes]:
+        """Redis keys of many entities, from one column of values per join key (constructor
+        order): the lookup path's keys. A single int64 key costs one pack and one join per
+        entity; the values must already be of the key types."""
+        if self._fixed is not None:
+            prefix, suffix = self._fixed
+            pack = _I64.pack
+            return [prefix + pack(v) + suffix for v in columns[0]]
+        enc = self.encode
+        if len(columns) == 1:
+            return [enc((v,)) for v in columns[0]]
+        return [enc(vals) for vals in zip(*columns, strict=True)]
+
+    def encode_array(self, columns: Sequence[Any]) -> pa.Array:
+        """Redis keys of many entities as a pyarrow ``large_binary`` array, from one arrow
+        array (or chunked array) per join key in constructor order: the materializer's keys.
+        A single int64 key is laid out in numpy (no Python work per key), other keys go
+        through :meth:`encode_columns`. numpy and pyarrow are imported here only, so the
+        lookup path never loads them."""
+        import numpy as np
+        import pyarrow as pa
+
+        if self._fixed is None:
+            rows = [c.to_pylist() for c in columns]
+            return pa.array(self.encode_columns(rows), type=pa.large_binary())
+        prefix, suffix = self._fixed
+        col = columns[0]
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        vals = col.cast(pa.int64()).to_numpy()
+        n = len(vals)
+        width = len(prefix) + 8 + len(suffix)
+        mat = np.empty((n, width), dtype=np.uint8)
+        mat[:, : len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+        mat[:, len(prefix) : len(prefix) + 8] = vals.astype("<i8").view(np.uint8).reshape(n, 8)
+        mat[:, len(prefix) + 8 :] = np.frombuffer(suffix, dtype=np.uint8)
+        offsets = np.arange(n + 1, dtype=np.int64) * width
+        buffers = [None, pa.py_buffer(offsets), pa.py_buffer(mat.reshape(-1))]
+        return pa.Array.from_buffers(pa.large_binary(), n, buffers)
 
 
 # ------------------------------------------------------------------- hash field names

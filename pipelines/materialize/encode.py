@@ -194,21 +194,9 @@ def _micros(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def encode_keys(table: pa.Table, plan: ViewPlan, project: str) -> pa.Array:
-    """Redis key of every row (single int64 key vectorized, others row by row)."""
+    """Redis key of every row (:meth:`EntityKeyEncoder.encode_array`)."""
     enc = rl.EntityKeyEncoder(project, plan.join_keys, plan.join_types)
-    n = table.num_rows
-    fixed = enc.fixed_int64()
-    if fixed is not None:
-        prefix, suffix = fixed
-        vals = table.column(plan.join_keys[0]).combine_chunks().cast(pa.int64()).to_numpy()
-        width = len(prefix) + 8 + len(suffix)
-        mat = np.empty((n, width), dtype=np.uint8)
-        mat[:, : len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-        mat[:, len(prefix) : len(prefix) + 8] = vals.astype("<i8").view(np.uint8).reshape(n, 8)
-        mat[:, len(prefix) + 8 :] = np.frombuffer(suffix, dtype=np.uint8)
-        return _ragged([(mat, np.full(n, width))])
-    columns = [table.column(k).to_pylist() for k in plan.join_keys]
-    return pa.array([enc.encode(vals) for vals in zip(*columns, strict=True)], type=_LB)
+    return enc.encode_array([table.column(k) for k in plan.join_keys])
 
 
 def _bulk_strings(arr: pa.Array) -> pa.Array:
