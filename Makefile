@@ -11,8 +11,8 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
 .PHONY: venv demo test lint parity bench clean
 
-# skewless itself is rebuilt too: its build hook compiles pipelines/_dump.c (hatch_build.py)
-$(STAMP): pyproject.toml uv.lock hatch_build.py pipelines/_dump.c
+# skewless itself is rebuilt too: its build hook compiles store/_dump.c (hatch_build.py)
+$(STAMP): pyproject.toml uv.lock hatch_build.py store/_dump.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install -q "uv==0.13.9"
 	$(BIN)/uv sync --frozen --quiet --reinstall-package skewless
@@ -24,9 +24,9 @@ demo: venv
 	$(BIN)/skewless demo --repo feature_repo
 
 lint: venv
-	$(BIN)/ruff check transforms pipelines serving feature_repo bench cli tests
-	$(BIN)/ruff format --check transforms pipelines serving feature_repo bench cli tests
-	$(BIN)/mypy transforms serving cli pipelines bench
+	$(BIN)/ruff check transforms store pipelines serving feature_repo bench cli tests
+	$(BIN)/ruff format --check transforms store pipelines serving feature_repo bench cli tests
+	$(BIN)/mypy transforms store serving cli pipelines bench
 	$(BIN)/mypy --strict transforms
 
 test: lint

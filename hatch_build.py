@@ -1,6 +1,6 @@
-"""Build hook: compile pipelines/_dump.c (the materializer's RESTORE payload writer) into a
+"""Build hook: compile store/_dump.c (the materializer's RESTORE payload writer) into a
 shared library next to it, loaded through ctypes. Without a C compiler the package still
-installs; the materializer then writes every key with HSET (pipelines.redis_dump)."""
+installs; the materializer then writes every key with HSET (store.redis_dump)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("pipelines") / "_dump.c"
-LIBRARY = Path("pipelines") / ("_dump.dll" if sys.platform == "win32" else "_dump.so")
+SOURCE = Path("store") / "_dump.c"
+LIBRARY = Path("store") / ("_dump.dll" if sys.platform == "win32" else "_dump.so")
 
 
 class CompileDumpWriter(BuildHookInterface):

@@ -56,8 +56,8 @@ def materialize_command(
 ) -> None:
     """Materialize FeatureViews from their Parquet sources into Redis, then verify."""
     try:
-        from pipelines import redis_dump
         from pipelines.materialize import iter_report_lines, materialize
+        from store import redis_dump
 
         writer = (
             "writer: new keys by RESTORE of payloads from the compiled writer "

@@ -139,7 +139,7 @@ def register_training(app: typer.Typer) -> None:
         import pyarrow.parquet as pq
 
         from pipelines.training_data import build_training_set
-        from serving.manifest import Manifest
+        from store.manifest import Manifest
         from transforms.errors import SchemaError
 
         if not entities.exists():

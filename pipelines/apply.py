@@ -18,7 +18,7 @@ from pipelines.feast_objects import (
 )
 from pipelines.project import Project, load_project
 from serving.config import feast_connection_string
-from serving.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
+from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
 from transforms.modules import resolve_feature_set

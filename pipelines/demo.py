@@ -394,7 +394,7 @@ def _delete_some_keys(manifest: Any, rows: pa.Table, redis_url: str) -> int:
     another project is ever touched."""
     import redis
 
-    from serving.redis_layout import EntityKeyEncoder
+    from store.redis_layout import EntityKeyEncoder
 
     client = redis.Redis.from_url(redis_url)
     deleted = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.training_set import get_training_set, write_training_set
-from serving.manifest import Manifest
+from store.manifest import Manifest
 from transforms.artifact import StatisticsArtifact
 from transforms.errors import SchemaError
 from transforms.runtime import FeatureSetRunner

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving import redis_layout as rl
 from serving.catalog import Plan
+from store import redis_layout as rl
 
 # Statuses (Feast's ``FieldStatus`` numbers) and where they differ from Feast's server, on
 # purpose, to match offline retrieval:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from serving import redis_layout as rl
 from serving.catalog import LoadedTransforms, Plan
 from serving.decode import EPOCH_TS, NULL_VALUE, PRESENT, Decoded, _all_present, decode_views
 from serving.redis_client import RedisPipeline
+from store import redis_layout as rl
 from transforms.errors import SkewlessError, TransformError
 
 # ------------------------------------------------------------------------ results
@@ -42,7 +42,7 @@ def decode(
     """Decode HMGET replies (per group, per entity) into columns, then run transforms.
 
     One entity is decoded value by value; more are columnar: each group's replies are transposed once (``zip(*rows)``), every feature
-    column is decoded by type in one call (:func:`serving.redis_layout.decode_column`), and
+    column is decoded by type in one call (:func:`store.redis_layout.decode_column`), and
     the per-entity work is only the row timestamp / ttl check. Statuses of a column without
     nulls or missing rows are one shared all-PRESENT list.
     """

@@ -40,7 +40,7 @@ from pipelines.materialize.write import _exists_payload as _exists_payload
 from pipelines.materialize.write import _hset_payload as _hset_payload
 from pipelines.materialize.write import _stale as _stale
 from pipelines.materialize.write import _timestamp_nanos as _timestamp_nanos
-from serving import redis_layout as rl
+from store import redis_layout as rl
 from transforms.errors import ConfigError, SchemaError, StoreUnavailable
 
 __all__ = [

@@ -18,7 +18,7 @@ from pipelines.materialize.plan import ViewPlan, _window, load_repo
 from pipelines.materialize.redis_io import RedisWriter
 from pipelines.materialize.reduce import read_latest
 from pipelines.materialize.report import MaterializeReport, ViewReport
-from serving import redis_layout as rl
+from store import redis_layout as rl
 
 
 def verify(

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import redis_dump
 from pipelines.materialize.plan import ViewPlan, _numpy, _valid
-from serving import redis_layout as rl
+from store import redis_dump
+from store import redis_layout as rl
 
 CHUNK_KEYS = 5000  # keys per pipelined round trip
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from pipelines.feast_objects import VALUE_TYPES
-from serving import redis_layout as rl
+from store import redis_layout as rl
 from transforms.errors import ConfigError, SchemaError, StoreUnavailable
 
 

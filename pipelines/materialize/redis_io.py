@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import redis_dump
 from pipelines.materialize.encode import _bulk
-from serving import redis_layout as rl
+from store import redis_dump
+from store import redis_layout as rl
 from transforms.errors import StoreError, StoreUnavailable
 
 

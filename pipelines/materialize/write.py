@@ -13,10 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines import redis_dump
 from pipelines.materialize.encode import EncodedRows, _buffer_bytes, _bulk, _lb
 from pipelines.materialize.redis_io import RedisWriter, _ReplyStream
-from serving import redis_layout as rl
+from store import redis_dump
+from store import redis_layout as rl
 
 IN_FLIGHT = 2  # chunks of writes queued in a standalone Redis
 

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.skew.consistency import MAX_EXAMPLES, Consistency, logged_json
-from serving.manifest import Manifest
+from store.manifest import Manifest
 from transforms.artifact import StatisticsArtifact
 
 TRANSFORM_FINGERPRINT = "transform_fingerprint"

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from serving.manifest import Manifest
+from store.manifest import Manifest
 from transforms.errors import SchemaError
 
 MAX_EXAMPLES = 20

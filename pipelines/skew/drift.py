@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.manifest import Manifest
+from store.manifest import Manifest
 from transforms.errors import SchemaError
 
 DEFAULT_THRESHOLDS: dict[str, float | None] = {

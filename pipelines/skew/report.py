@@ -45,7 +45,7 @@ from pipelines.skew.statistics import (
     statistics_for_training_set,
     stats_path,
 )
-from serving.manifest import Manifest
+from store.manifest import Manifest
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
 

@@ -21,7 +21,7 @@ import redis
 from feature_repo.generate import generate
 from pipelines.apply import apply
 from pipelines.batch import read_features, run
-from serving.manifest import Manifest
+from store.manifest import Manifest
 from tests.support import EXAMPLE_DIR, EXAMPLE_FILES, example_project
 
 START = datetime(2026, 2, 1, tzinfo=UTC)

@@ -33,8 +33,8 @@ from pipelines.materialize import (
     redis_client,
     verify,
 )
-from serving import redis_layout as rl
 from serving.config import feast_connection_string
+from store import redis_layout as rl
 from tests.support import free_port, redis_answers
 from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
 
@@ -464,7 +464,7 @@ def test_cli_redis_killed_mid_run_exits_2(tmp_path: Path, dying_redis: _Server) 
 def test_clearing_a_project_never_takes_a_project_whose_name_ends_with_it(redis_url):
     import redis
 
-    from serving.redis_layout import redis_key
+    from store.redis_layout import redis_key
 
     ours = f"p{uuid.uuid4().hex[:8]}*"  # a glob character in the name, too
     other = f"my{ours}"

@@ -1,6 +1,6 @@
 """The materializer's columnar RESP encoder against a row-by-row reference (no Redis).
 
-Every HSET command must equal the one built from ``serving.redis_layout``'s scalar
+Every HSET command must equal the one built from ``store.redis_layout``'s scalar
 encoders, for every value type, nulls, NaN, empty and long strings, and value lengths
 with one to six decimal digits.
 """
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines import materialize as mat
-from serving import redis_layout as rl
+from store import redis_layout as rl
 
 CODECS = {
     "d": ("double", pa.float64()),

@@ -1,4 +1,4 @@
-"""pipelines.redis_dump against a real Redis: a RESTOREd key must be the very hash HSET
+"""store.redis_dump against a real Redis: a RESTOREd key must be the very hash HSET
 builds (DUMP of both equal, same encoding), whatever its values; the materializer falls
 back to HSET where RESTORE is refused, with the same end state."""
 
@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from bench.repos.driver_repo import build_repo, generate, snapshot, window
-from pipelines import redis_dump as rd
 from pipelines.local_redis import private_redis
 from pipelines.materialize import RedisWriter, clear_project, iter_report_lines, materialize
+from store import redis_dump as rd
 
 # values around every boundary of the encodings: 6/12-bit string lengths, 1/2-byte
 # backlens, the listpack value limit, and strings a listpack would store as integers

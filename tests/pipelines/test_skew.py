@@ -143,7 +143,7 @@ def test_changed_code_a_transform_reaches_is_a_fingerprint_cause(
     """device_idx calls the vocabulary's lookup (skewless code, not its own lines): a
     change there changes its fingerprint, stops the server and is attributed."""
     from serving.catalog import load_request_transforms
-    from serving.manifest import Manifest
+    from store.manifest import Manifest
     from transforms import ArtifactError
     from transforms.analyzers import VocabularyTable
 
@@ -166,7 +166,7 @@ def test_changed_code_a_transform_reaches_is_a_fingerprint_cause(
 
 def test_stale_statistics_artifact_is_attributed_to_the_artifact(env: Env, tmp_path: Path) -> None:
     from pipelines.apply import apply
-    from serving.manifest import Manifest
+    from store.manifest import Manifest
     from transforms.artifact import StatisticsArtifact
 
     manifest = Manifest.load(env.repo)
@@ -244,7 +244,7 @@ def test_expired_online_rows_are_a_ttl_cause(env: Env, tmp_path: Path) -> None:
 def test_missing_online_keys_are_a_materialization_gap(env: Env, tmp_path: Path) -> None:
     import redis
 
-    from serving import redis_layout as rl
+    from store import redis_layout as rl
 
     users = env.users[GAP]
     enc = rl.EntityKeyEncoder(env.project, ["user_id"], ["int64"])

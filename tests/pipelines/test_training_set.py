@@ -490,7 +490,7 @@ def test_integer_widths_and_large_strings_still_join(repo: dict[str, Any]) -> No
 def served(repo: dict[str, Any]) -> Path:
     """The Feast repo with a skewless manifest serving two user_stats features, so the
     ``skewless training-set`` command runs on it (no request-time transforms)."""
-    from serving.manifest import Manifest, ServiceSpec
+    from store.manifest import Manifest, ServiceSpec
 
     features = ["user_stats:spend", "user_stats:segment"]
     Manifest(

@@ -11,9 +11,9 @@ import socket
 
 import pytest
 
-from serving import redis_layout as rl
 from serving.app import _all_finite, native_column
 from serving.redis_client import RedisPipeline, command, hmget_parts
+from store import redis_layout as rl
 from transforms.errors import StoreUnavailable
 
 _NULL_VAL = b"\x98\x01\x00"

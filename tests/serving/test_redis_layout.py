@@ -1,4 +1,4 @@
-"""serving.redis_layout must produce the very bytes Feast's Redis online store writes."""
+"""store.redis_layout must produce the very bytes Feast's Redis online store writes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from serving import redis_layout as rl
+from store import redis_layout as rl
 
 INT64_EDGES = [0, 1, -1, 127, 128, 255, 300, 16383, 16384, -128, 2**31 - 1, -(2**31), 2**32,
                2**53 + 1, -(2**53) - 1, 2**62, 2**63 - 1, -(2**63)]  # fmt: skip
@@ -35,7 +35,7 @@ def _rng_ints(n: int, lo: int, hi: int) -> list[int]:
 
 def test_module_imports_no_heavy_packages() -> None:
     code = (
-        "import sys, serving.redis_layout\n"
+        "import sys, store.redis_layout\n"
         "bad = [m for m in ('feast', 'pandas', 'numpy', 'pyarrow', 'pyspark', 'apache_beam',"
         " 'google.protobuf') if m in sys.modules]\n"
         "print(','.join(bad))"

@@ -25,7 +25,7 @@ import pytest
 from bench.repos.serving_repo import STATS_FEATURES, DemoRepo
 from serving.app import LookupApp
 from serving.config import ServeConfig
-from serving.manifest import Manifest
+from store.manifest import Manifest
 from tests.support import free_port, start_redis_server
 from transforms.errors import TransformError
 

@@ -1,6 +1,6 @@
 """Feast ``feast.types.Value`` bytes of scalar feature values, and protobuf varints.
 
-Split out of :mod:`serving.redis_layout`, which re-exports every public name here; like it,
+Split out of :mod:`store.redis_layout`, which re-exports every public name here; like it,
 this module imports neither feast, protobuf, pandas nor numpy (numpy only lazily, for long
 int64 columns).
 

@@ -1,5 +1,5 @@
 /* RESTORE commands of new Redis keys: DUMP payloads of small hashes, with their CRC-64.
- * The format, and why, are described in pipelines/redis_dump.py, which calls this through
+ * The format, and why, are described in store/redis_dump.py, which calls this through
  * ctypes; hatch_build.py compiles it when the package is installed. */
 #include <stdint.h>
 #include <string.h>

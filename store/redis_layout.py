@@ -10,7 +10,7 @@ This module rebuilds those bytes without importing feast, protobuf, pandas or nu
 online server starts fast and the materializer can encode values without building protos.
 Every function is checked byte-for-byte against Feast in tests/serving/test_redis_layout.py.
 
-Value bytes (encode/decode) and varints live in :mod:`serving.feast_values` and are
+Value bytes (encode/decode) and varints live in :mod:`store.feast_values` and are
 re-exported here.
 """
 
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import mmh3
 
-from serving.feast_values import NULL_TIMESTAMP_INT_VALUE as NULL_TIMESTAMP_INT_VALUE
-from serving.feast_values import (
+from store.feast_values import NULL_TIMESTAMP_INT_VALUE as NULL_TIMESTAMP_INT_VALUE
+from store.feast_values import (
     VALUE_TYPES,
     _read_varint,
     _signed64,
@@ -34,7 +34,7 @@ from serving.feast_values import (
     encode_varint,
     value_encoder,
 )
-from serving.feast_values import is_nan as is_nan
+from store.feast_values import is_nan as is_nan
 
 if TYPE_CHECKING:
     import pyarrow as pa
