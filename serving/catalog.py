@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from serving.errors import UnknownService, UnknownView, clip
-from serving.redis_client import hmget_parts
 from store import redis_layout as rl
 from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
+from store.resp import hmget_parts
 from transforms.errors import ArtifactError, RequestError, SchemaError
 
 PLAN_CACHE_SIZE = 512

@@ -13,6 +13,7 @@ from serving.catalog import LoadedTransforms, Plan
 from serving.decode import EPOCH_TS, NULL_VALUE, PRESENT, Decoded, _all_present, decode_views
 from serving.redis_client import RedisPipeline
 from store import redis_layout as rl
+from store.resp import key_commands
 from transforms.errors import SkewlessError, TransformError
 
 # ------------------------------------------------------------------------ results
@@ -192,7 +193,7 @@ class RedisReader:
         parts: list[bytes] = []
         count = 0
         for g, gkeys in zip(plan.groups, keys, strict=True):
-            parts.append(_hmget_many(g.hmget_head, g.hmget_tail, gkeys))
+            parts.append(key_commands(g.hmget_head, g.hmget_tail, gkeys))
             count += len(gkeys)
         return self.client.submit(parts[0] if len(parts) == 1 else b"".join(parts), count)
 
@@ -209,15 +210,3 @@ def split_replies(flat: list[Any], n: int) -> list[list[Any]]:
     if len(flat) == n:
         return [flat]
     return [flat[i : i + n] for i in range(0, len(flat), n)]
-
-
-def _hmget_many(head: bytes, tail: bytes, keys: list[bytes]) -> bytes:
-    """RESP of one HMGET per key; one C-level join when the keys share a length."""
-    if not keys:
-        return b""
-    size = len(keys[0])
-    if all(len(k) == size for k in keys):
-        prefix = head + b"$%d\r\n" % size
-        suffix = b"\r\n" + tail
-        return prefix + (suffix + prefix).join(keys) + suffix
-    return b"".join(head + b"$%d\r\n%b\r\n" % (len(k), k) + tail for k in keys)

@@ -3,9 +3,9 @@
 Why not redis.asyncio: profiling ``bench.serving`` showed redis-py's ``pack_command`` (it
 re-encodes every argument of every command) at ~40% of a 100 entity x 50 feature request
 and its pipeline/pool/timeout machinery at ~100 us of a 1-entity request. Here the HMGET
-bytes are prebuilt per plan (:func:`hmget_parts`), so a request costs one ``bytes`` join per
-key, one ``transport.write`` and hiredis parsing in C. It also keeps redis-py (~200 ms of
-imports) out of the server's start-up.
+bytes are prebuilt per plan (:func:`store.resp.hmget_parts`), so a request costs one
+``bytes`` join per key, one ``transport.write`` and hiredis parsing in C. It also keeps
+redis-py (~200 ms of imports) out of the server's start-up.
 
 One connection per process carries every concurrent request (Redis answers in order, so
 replies are matched to waiters first-in first-out): fewer syscalls than a pool, and the
@@ -24,36 +24,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 
+from store.resp import command
 from transforms.errors import StoreUnavailable
 
-__all__ = ["RedisPipeline", "command", "hmget_parts"]
+__all__ = ["RedisPipeline"]
 
 _ReplyError = hiredis.ReplyError
-_PING = b"*1\r\n$4\r\nPING\r\n"
-
-
-def _bulk(arg: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(arg), arg)
-
-
-def command(*args: bytes | str | int) -> bytes:
-    """RESP encoding of one command."""
-    parts = [b"*%d\r\n" % len(args)]
-    for a in args:
-        raw = a if isinstance(a, bytes) else str(a).encode()
-        parts.append(_bulk(raw))
-    return b"".join(parts)
-
-
-def hmget_parts(fields: Sequence[bytes]) -> tuple[bytes, bytes]:
-    """(head, tail) of ``HMGET <key> <fields...>``: a command is head + bulk(key) + tail."""
-    head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-    return head, b"".join(_bulk(f) for f in fields)
+_PING = command("PING")
 
 
 class _Waiter:

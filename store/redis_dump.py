@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from store.resp import bulk, command_head
+
 MAX_ELEMENT = 4095  # longest element of the 12-bit string encoding used here
 _INTLIKE = re.compile(rb"-?[0-9]{1,20}")  # a listpack might store these as integers
 LIBRARY = Path(__file__).with_name("_dump.dll" if sys.platform == "win32" else "_dump.so")
@@ -127,8 +129,8 @@ def restore_commands(
         datas.append(data)
     val_data = np.concatenate(datas) if datas else np.zeros(0, np.uint8)
     ttl = str(ttl_ms).encode()
-    ttl_bulk = b"$%d\r\n%s\r\n" % (len(ttl), ttl)
-    head = b"*4\r\n$7\r\nRESTORE\r\n"
+    ttl_bulk = bulk(ttl)
+    head = command_head(b"RESTORE", 3)
     # Bytes per row beyond its key and values, at most: the RESP framing (head, the key's
     # and payload's bulk headers of up to 20 digits, CR LFs, the ttl argument), the payload's
     # fixed part (type, RDB length, listpack header and end byte, version, CRC) and per

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.materialize.plan import ViewPlan, _numpy, _valid
-from store import redis_dump
+from store import redis_dump, resp
 from store import redis_layout as rl
 
 CHUNK_KEYS = 5000  # keys per pipelined round trip
@@ -59,7 +59,7 @@ def _bulk_header(length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """RESP bulk string header ``$<length>\r\n`` of every row, as a segment. Built once per
     distinct length (a column has few: 0 and 9 for doubles, 1 to 11 for varints)."""
     distinct, row = np.unique(length, return_inverse=True)
-    heads = [b"$%d\r\n" % v for v in distinct.tolist()]
+    heads = [resp.bulk_header(v) for v in distinct.tolist()]
     width = max((len(h) for h in heads), default=0)
     table = np.zeros((len(heads), width), dtype=np.uint8)
     for i, h in enumerate(heads):
@@ -171,7 +171,7 @@ def _commands(
         length = sum((ln for _, ln in segments), np.zeros(n, dtype=np.int64))
         if tail is not None:
             length = length + pc.binary_length(tail).to_numpy(zero_copy_only=False)
-        run += [_const(glue + _bulk(name), n), _bulk_header(length), *segments]
+        run += [_const(glue + resp.bulk(name), n), _bulk_header(length), *segments]
         glue = b"\r\n"
         if tail is not None:
             pieces += [_ragged(run), tail]
@@ -204,10 +204,6 @@ def _bulk_strings(arr: pa.Array) -> pa.Array:
     lengths = pc.binary_length(arr).to_numpy(zero_copy_only=False)
     head = _ragged([_bulk_header(lengths)])
     return pc.binary_join_element_wise(head, arr, _lb(b"\r\n"), _lb(b""))
-
-
-def _bulk(b: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(b), b)
 
 
 @dataclass
@@ -248,7 +244,7 @@ class EncodedRows:
         fields = [(self.ts_field, _timestamp_segments(self.ts_micros), None)]
         for fld, (col, codec) in zip(self.fields, self.columns, strict=True):
             fields.append((fld, *_value_segments(col, codec)))
-        head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(fields))
+        head = resp.command_head(b"HSET", 1 + 2 * len(fields))
         return _commands(head, self.key_bulks, fields)
 
     def restores(self, ttl_ms: int, max_entries: int, max_value: int) -> memoryview:

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.materialize.encode import _bulk
 from store import redis_dump
 from store import redis_layout as rl
+from store.resp import hmget_parts, key_command_parts, key_commands
 from transforms.errors import StoreError, StoreUnavailable
 
 
@@ -153,10 +153,7 @@ class RedisWriter:
                 return list(pipe.execute())
             except self._cluster_errors as exc:
                 raise self.unavailable(exc) from exc
-        f = _bulk(fld)
-        return self._raw(
-            b"".join([b"*3\r\n$4\r\nHGET\r\n" + _bulk(k) + f for k in keys]), len(keys)
-        )
+        return self._raw(key_commands(*key_command_parts(b"HGET", [fld]), keys), len(keys))
 
     def hmget_many(self, keys: Sequence[bytes], fields: Sequence[bytes]) -> list[list[Any]]:
         """HMGET ``fields`` of every key, in one pipelined round trip."""
@@ -168,9 +165,7 @@ class RedisWriter:
                 return list(pipe.execute())
             except self._cluster_errors as exc:
                 raise self.unavailable(exc) from exc
-        head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-        tail = b"".join(_bulk(f) for f in fields)
-        return self._raw(b"".join([head + _bulk(k) + tail for k in keys]), len(keys))
+        return self._raw(key_commands(*hmget_parts(fields), keys), len(keys))
 
     def hset_many(
         self,

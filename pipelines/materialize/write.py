@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.materialize.encode import EncodedRows, _buffer_bytes, _bulk, _lb
+from pipelines.materialize.encode import EncodedRows, _buffer_bytes, _lb
 from pipelines.materialize.redis_io import RedisWriter, _ReplyStream
 from store import redis_dump
 from store import redis_layout as rl
+from store.resp import bulk, command_head
 
 IN_FLIGHT = 2  # chunks of writes queued in a standalone Redis
 
@@ -88,7 +89,7 @@ def _hset_payload(
     if n == 0:
         return b"", 0
     if expire:
-        parts = [commands, _lb(b"*3\r\n$6\r\nEXPIRE\r\n"), key_bulks, _lb(expire), _lb(b"")]
+        parts = [commands, _lb(command_head(b"EXPIRE", 2)), key_bulks, _lb(expire), _lb(b"")]
         commands = pc.binary_join_element_wise(*parts)
     return _buffer_bytes(commands), n * (2 if expire else 1)
 
@@ -96,12 +97,12 @@ def _hset_payload(
 def _exists_payload(enc: EncodedRows) -> bytes:
     """One ``EXISTS key...`` of the chunk: a single reply, and ~4x less Redis time than
     the HGETs when (as in a first materialization) no key exists yet."""
-    head = b"*%d\r\n$6\r\nEXISTS\r\n" % (len(enc) + 1)
+    head = command_head(b"EXISTS", len(enc))
     return b"".join([head, _buffer_bytes(enc.key_bulks)])
 
 
 def _hget_payload(enc: EncodedRows) -> bytes | memoryview:
-    parts = [_lb(b"*3\r\n$4\r\nHGET\r\n"), enc.key_bulks, _lb(_bulk(enc.ts_field))]
+    parts = [_lb(command_head(b"HGET", 2)), enc.key_bulks, _lb(bulk(enc.ts_field))]
     return _buffer_bytes(pc.binary_join_element_wise(*parts, _lb(b"")))
 
 
@@ -124,7 +125,7 @@ def write_encoded(
     restore = None
     if writer.restore_limits is not None:
         restore = _Restore((ttl_seconds or 0) * 1000, *writer.restore_limits)
-    expire = _bulk(str(ttl_seconds).encode()) if ttl_seconds else None
+    expire = bulk(str(ttl_seconds).encode()) if ttl_seconds else None
     conn = writer._connection()
     try:
         return _write_pipelined(

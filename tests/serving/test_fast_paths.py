@@ -12,8 +12,9 @@ import socket
 import pytest
 
 from serving.app import _all_finite, native_column
-from serving.redis_client import RedisPipeline, command, hmget_parts
+from serving.redis_client import RedisPipeline
 from store import redis_layout as rl
+from store.resp import command, hmget_parts
 from transforms.errors import StoreUnavailable
 
 _NULL_VAL = b"\x98\x01\x00"
