@@ -26,7 +26,7 @@ def register_init(app: typer.Typer) -> None:
     ) -> None:
         """Create a working project: definitions, a small source, skewless.yaml, Feast config."""
         from pipelines.scaffold import init_project
-        from serving.config import feast_connection_string
+        from store.redis_layout import feast_connection_string
 
         redis_url = os.environ.get("REDIS_URL")
         connection = feast_connection_string(redis_url) if redis_url else "127.0.0.1:6379"

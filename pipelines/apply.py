@@ -17,8 +17,8 @@ from pipelines.feast_objects import (
     repo_objects,
 )
 from pipelines.project import Project, load_project
-from serving.config import feast_connection_string
 from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
+from store.redis_layout import feast_connection_string
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
 from transforms.modules import resolve_feature_set

@@ -6,6 +6,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from store.redis_layout import feast_connection_string
+
 ENV_VAR = "SKEWLESS_SERVE_CONFIG"
 
 
@@ -36,30 +38,6 @@ class ServeConfig:
     def from_env(cls) -> ServeConfig:
         raw = os.environ.get(ENV_VAR)
         return cls(**json.loads(raw)) if raw else cls()
-
-
-def feast_connection_string(redis_url: str) -> str:
-    """``redis[s]://[user:password@]host:port[/db]`` -> Feast's connection string
-    (``host:port[,db=N][,password=..][,username=..][,ssl=true]``); SchemaError naming
-    REDIS_URL when the URL is not a Redis URL."""
-    from urllib.parse import urlparse
-
-    from transforms.errors import SchemaError
-
-    u = urlparse(redis_url)
-    if u.scheme not in ("redis", "rediss", "") or not u.hostname:
-        raise SchemaError(f"REDIS_URL {redis_url!r} is not a redis://host:port[/db] URL")
-    parts = [f"{u.hostname}:{u.port or 6379}"]
-    db = (u.path or "/0").strip("/") or "0"
-    if db != "0":
-        parts.append(f"db={db}")
-    if u.password:
-        parts.append(f"password={u.password}")
-    if u.username:
-        parts.append(f"username={u.username}")
-    if u.scheme == "rediss":
-        parts.append("ssl=true")
-    return ",".join(parts)
 
 
 def redis_connection(manifest_conn: str, override_url: str | None) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "encode_timestamp_micros",
     "encode_value",
     "encode_varint",
+    "feast_connection_string",
     "feature_field",
     "glob_escape",
     "key_project",
@@ -339,3 +340,27 @@ def parse_connection_string(connection_string: str) -> tuple[list[tuple[str, int
             host, _, port = item.partition(":")
             nodes.append((host, int(port) if port else 6379))
     return nodes, params
+
+
+def feast_connection_string(redis_url: str) -> str:
+    """``redis[s]://[user:password@]host:port[/db]`` -> Feast's connection string
+    (``host:port[,db=N][,password=..][,username=..][,ssl=true]``); ConfigError naming
+    REDIS_URL when the URL is not a Redis URL."""
+    from urllib.parse import urlparse
+
+    from transforms.errors import ConfigError
+
+    u = urlparse(redis_url)
+    if u.scheme not in ("redis", "rediss", "") or not u.hostname:
+        raise ConfigError(f"REDIS_URL {redis_url!r} is not a redis://host:port[/db] URL")
+    parts = [f"{u.hostname}:{u.port or 6379}"]
+    db = (u.path or "/0").strip("/") or "0"
+    if db != "0":
+        parts.append(f"db={db}")
+    if u.password:
+        parts.append(f"password={u.password}")
+    if u.username:
+        parts.append(f"username={u.username}")
+    if u.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)

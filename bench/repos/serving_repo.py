@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.feast_objects import VALUE_TYPES
-from serving.config import feast_connection_string
+from store.redis_layout import feast_connection_string
 
 STATS_FEATURES: dict[str, str] = {
     "avg_amount": "double",

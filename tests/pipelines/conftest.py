@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from pipelines.feast_objects import write_feature_store_yaml
-from serving.config import feast_connection_string
+from store.redis_layout import feast_connection_string
 
 SHOP = Path(__file__).resolve().parent.parent / "projects" / "shop"
 

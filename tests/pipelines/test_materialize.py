@@ -33,8 +33,8 @@ from pipelines.materialize import (
     redis_client,
     verify,
 )
-from serving.config import feast_connection_string
 from store import redis_layout as rl
+from store.redis_layout import feast_connection_string
 from tests.support import free_port, redis_answers
 from transforms.errors import SchemaError, SkewlessError, StoreUnavailable
 
