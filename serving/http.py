@@ -147,6 +147,9 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.halted:  # refused: dropped until the client closes or the linger ends
             return
+        if not self.pending and self.phase == _BETWEEN and not self.head_bytes:
+            if self._whole_request(data):
+                return
         pending = self.pending
         if not pending:
             self.pending = data
@@ -164,6 +167,42 @@ class HttpProtocol(asyncio.Protocol):
         return False
 
     # ------------------------------------------------------------ framing
+
+    def _whole_request(self, data: bytes) -> bool:
+        """The common case, one read holding exactly one request with a Content-Length
+        body (or none): its head and its body are fed as two pieces, as the steps would,
+        without the step machinery. False (nothing fed) when the read is anything else;
+        when the head turns out to be followed by anything but exactly its body, the
+        steps take over after the head (True)."""
+        end = data.find(b"\r\n\r\n") + 4
+        if end < 5 or end > self.max_head or self.processing or self.backlog:
+            return False
+        self.pending = data
+        self.head_bytes = self.scanned = end
+        self.processing = True
+        try:
+            self._feed(end)
+            if (
+                self.phase == _IN_BODY
+                and not self.halted
+                and self.content_length == len(data) - end
+                and end < len(data)
+            ):
+                self._feed(len(data))
+                if self.phase == _BETWEEN:
+                    self._begin_head()
+                    self.pending, self.pos, self.scanned = b"", 0, 0
+                    return True
+                if not self.halted:  # never seen: our framing and the parser's disagree
+                    self._refuse(HTTPError(400, "malformed HTTP request: body framing", None))
+            elif not self.halted:
+                self.head_tail = data[end - 3 : end]
+                self.line_fed = True
+                self._head_ended()
+        finally:
+            self.processing = False
+        self._process()
+        return True
 
     def _process(self) -> None:
         """Run steps while they make progress (not re-entered from a reply written while
@@ -236,6 +275,10 @@ class HttpProtocol(asyncio.Protocol):
         self._feed(cut)
         if self.halted or end < 0:
             return not self.halted
+        return self._head_ended()
+
+    def _head_ended(self) -> bool:
+        """The step after a head fed up to its blank line."""
         if self.phase == _BETWEEN:  # the message ended with its head (no body)
             self._begin_head()
         elif self.phase == _IN_BODY:
