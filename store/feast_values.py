@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from store.errors import LayoutError
+
 # Scalar value types we encode; names follow Feast's ValueType (lower case).
 VALUE_TYPES = ("int64", "int32", "double", "float", "string", "bool", "bytes", "unix_timestamp")
 
@@ -76,7 +78,7 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             return result & 0xFFFFFFFFFFFFFFFF, pos
         shift += 7
         if shift > 63:
-            raise ValueError("malformed varint (more than 10 bytes)")
+            raise LayoutError("malformed varint (more than 10 bytes)")
 
 
 def _signed64(u: int) -> int:
@@ -89,7 +91,7 @@ def _signed64(u: int) -> int:
 def _enc_int64(v: Any) -> bytes:
     v = int(v)
     if not _INT64_MIN <= v <= _INT64_MAX:
-        raise ValueError(f"value {v} out of int64 range")
+        raise LayoutError(f"value {v} out of int64 range")
     if 0 <= v < 0x80:
         return bytes((_TAG_INT64, v))
     return b"\x20" + encode_varint(v)
@@ -98,7 +100,7 @@ def _enc_int64(v: Any) -> bytes:
 def _enc_int32(v: Any) -> bytes:
     v = int(v)
     if not _INT32_MIN <= v <= _INT32_MAX:
-        raise ValueError(f"value {v} out of int32 range")
+        raise LayoutError(f"value {v} out of int32 range")
     if 0 <= v < 0x80:
         return bytes((_TAG_INT32, v))
     return b"\x18" + encode_varint(v)
@@ -111,7 +113,7 @@ def _enc_unix_ts(v: Any) -> bytes:
         v = int(v.timestamp())
     v = int(v)
     if not _INT64_MIN <= v <= _INT64_MAX:
-        raise ValueError(f"value {v} out of int64 range")
+        raise LayoutError(f"value {v} out of int64 range")
     return b"\x40" + encode_varint(v)
 
 
@@ -156,7 +158,7 @@ def value_encoder(type_name: str, nan_as_null: bool = True) -> Callable[[Any], b
     try:
         enc = _ENCODERS[type_name]
     except KeyError:
-        raise ValueError(f"unsupported value type {type_name!r}; one of {VALUE_TYPES}") from None
+        raise LayoutError(f"unsupported value type {type_name!r}; one of {VALUE_TYPES}") from None
     floating = type_name in ("double", "float")
 
     def encode(value: Any) -> bytes:
@@ -178,7 +180,7 @@ def decode_value(buf: bytes | None) -> Any:
     """Python value of serialized feast.types.Value bytes, as Feast's online read returns it.
 
     b"" / None / null_val -> None; unix_timestamp -> UTC datetime; other scalars -> int,
-    float, str, bool, bytes. List and map values raise ValueError.
+    float, str, bool, bytes. List and map values raise LayoutError (a ValueError).
     """
     if not buf:
         return None
@@ -210,7 +212,7 @@ def decode_value(buf: bytes | None) -> Any:
     if buf == _NULL_VAL:
         return None
     field, _ = _read_varint(buf, 0)
-    raise ValueError(f"unsupported feast Value field {field >> 3} (only scalars are decoded)")
+    raise LayoutError(f"unsupported feast Value field {field >> 3} (only scalars are decoded)")
 
 
 def _decode_int64(buf: bytes | None) -> Any:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import mmh3
 
+from store.errors import LayoutError
 from store.feast_values import NULL_TIMESTAMP_INT_VALUE as NULL_TIMESTAMP_INT_VALUE
 from store.feast_values import (
     VALUE_TYPES,
@@ -35,6 +36,7 @@ from store.feast_values import (
     value_encoder,
 )
 from store.feast_values import is_nan as is_nan
+from transforms.errors import ConfigError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -83,14 +85,14 @@ def _entity_value_type(value: Any, type_name: str | None) -> str:
     if type_name is not None:
         return type_name
     if isinstance(value, bool):
-        raise ValueError("bool is not a valid entity key value type in Feast")
+        raise LayoutError("bool is not a valid entity key value type in Feast")
     if isinstance(value, int):
         return "int64"
     if isinstance(value, str):
         return "string"
     if isinstance(value, bytes | bytearray):
         return "bytes"
-    raise ValueError(f"unsupported entity key value {value!r} ({type(value).__name__})")
+    raise LayoutError(f"unsupported entity key value {value!r} ({type(value).__name__})")
 
 
 def _entity_value_bytes(value: Any, type_name: str) -> bytes:
@@ -98,7 +100,7 @@ def _entity_value_bytes(value: Any, type_name: str) -> bytes:
     if type_name == "int64":
         return b"\x04\x00\x00\x00\x08\x00\x00\x00" + _I64.pack(value)
     if type_name == "string":
-        raw = value.encode("utf8")
+        raw: bytes = value.encode("utf8")
         return b"\x02\x00\x00\x00" + _U32.pack(len(raw)) + raw
     if type_name == "int32":
         return b"\x03\x00\x00\x00\x04\x00\x00\x00" + _I32.pack(value)
@@ -106,7 +108,7 @@ def _entity_value_bytes(value: Any, type_name: str) -> bytes:
         return b"\x01\x00\x00\x00" + _U32.pack(len(value)) + bytes(value)
     if type_name == "unix_timestamp":
         return b"\x08\x00\x00\x00\x08\x00\x00\x00" + _I64.pack(value)
-    raise ValueError(f"entity key value type {type_name!r} is not supported by Feast")
+    raise LayoutError(f"entity key value type {type_name!r} is not supported by Feast")
 
 
 def _key_names_header(names: Sequence[str]) -> bytes:
@@ -126,7 +128,7 @@ def serialize_entity_key(
     "unix_timestamp"); when omitted, Python ints are int64 and strs are strings.
     """
     if len(join_keys) != len(values):
-        raise ValueError("join_keys and values differ in length")
+        raise LayoutError("join_keys and values differ in length")
     type_list = list(types) if types is not None else [None] * len(values)
     triples = sorted(zip(join_keys, values, type_list, strict=True), key=lambda t: t[0])
     head = _key_names_header([t[0] for t in triples])
@@ -178,10 +180,10 @@ class EntityKeyEncoder:
 
     def __init__(self, project: str, join_keys: Sequence[str], types: Sequence[str]) -> None:
         if len(join_keys) != len(types) or not join_keys:
-            raise ValueError("need one type per join key, and at least one join key")
+            raise LayoutError("need one type per join key, and at least one join key")
         for t in types:
             if t not in _ENTITY_TYPES:
-                raise ValueError(f"entity key value type {t!r} is not supported by Feast")
+                raise LayoutError(f"entity key value type {t!r} is not supported by Feast")
         order = sorted(range(len(join_keys)), key=lambda i: join_keys[i])
         self.join_keys = list(join_keys)
         self.types = list(types)
@@ -300,7 +302,7 @@ def decode_timestamp(buf: bytes) -> tuple[int, int]:
         elif tag == 0x10:
             nanos = _signed64(value)
         else:
-            raise ValueError(f"unexpected field tag {tag} in Timestamp")
+            raise LayoutError(f"unexpected field tag {tag} in Timestamp")
     return seconds, nanos
 
 
@@ -338,7 +340,12 @@ def parse_connection_string(connection_string: str) -> tuple[list[tuple[str, int
                 params[key] = raw
         else:
             host, _, port = item.partition(":")
-            nodes.append((host, int(port) if port else 6379))
+            try:
+                nodes.append((host, int(port) if port else 6379))
+            except ValueError:
+                raise ConfigError(
+                    f"Redis connection string {connection_string!r}: port {port!r} is not a number"
+                ) from None
     return nodes, params
 
 
@@ -347,8 +354,6 @@ def feast_connection_string(redis_url: str) -> str:
     (``host:port[,db=N][,password=..][,username=..][,ssl=true]``); ConfigError naming
     REDIS_URL when the URL is not a Redis URL."""
     from urllib.parse import urlparse
-
-    from transforms.errors import ConfigError
 
     u = urlparse(redis_url)
     if u.scheme not in ("redis", "rediss", "") or not u.hostname:
