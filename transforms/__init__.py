@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Var,
         Vocabulary,
     )
+    from transforms.aggregations import Aggregation, Window, WindowSet, aggregate
     from transforms.analyzers import VocabularyTable, bucketize, fingerprint64
     from transforms.artifact import StatisticsArtifact
     from transforms.errors import (
@@ -63,6 +64,7 @@ _HOME = {
         ),
         "transforms.analyzers",
     ),
+    **dict.fromkeys(("Aggregation", "Window", "WindowSet", "aggregate"), "transforms.aggregations"),
     "StatisticsArtifact": "transforms.artifact",
     **dict.fromkeys(
         (
@@ -115,6 +117,7 @@ sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
+    "Aggregation",
     "ArtifactError",
     "Bool",
     "ConfigError",
@@ -144,6 +147,9 @@ __all__ = [
     "Var",
     "Vocabulary",
     "VocabularyTable",
+    "Window",
+    "WindowSet",
+    "aggregate",
     "bucketize",
     "fingerprint64",
     "transform",

@@ -1,0 +1,333 @@
+"""Window aggregations as of a query time: the one implementation every engine calls.
+
+Two steps, both engine-neutral:
+
+1. :meth:`WindowRunner.event_values` turns raw event rows into the *event log* form: the
+   entity keys, the event time in microseconds (``EVENT_TIME``), the event id
+   (``EVENT_ID``, when the set declares one) and one column per aggregation holding the
+   value its function computed (null where it is missing or ``where`` is not true). The
+   value functions run in the one executor (:class:`transforms.runtime.FeatureSetRunner`),
+   row by row (rule 19), so any batching gives the same log.
+2. :meth:`WindowRunner.aggregate_entity` takes one entity's log rows (any order) and query
+   times and returns every window feature as of each query time (rules 23-30). Spark and
+   Beam call it once per entity after grouping, the server once per request with the rows
+   it read from Redis, and :meth:`WindowRunner.run_local` is the single-process reference.
+
+Arithmetic is exact: sums are exact integers (:mod:`transforms._exact`'s scaling) rounded
+once, so any order or split of the events gives the same bits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms import _columns
+from transforms._exact import SHIFT
+from transforms.aggregations import WHERE_SUFFIX, Aggregation, WindowFeature, WindowSet
+from transforms.errors import SchemaError
+from transforms.runtime import FeatureSetRunner
+from transforms.types import Field, Float64Type, Int64Type, TimestampType
+
+EVENT_TIME = "__event_time_us"
+EVENT_ID = "__event_id"
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_ONE = 1 << SHIFT
+
+
+def _micros(array: pa.Array | pa.ChunkedArray, where: str) -> np.ndarray:
+    """UTC instants as int64 microseconds (rule 9: zoned timestamps only)."""
+    t = array.type
+    if not pa.types.is_timestamp(t):
+        raise SchemaError(f"{where} expected a timestamp, got {t}")
+    if t.tz is None:
+        raise SchemaError(f"{where} is a timestamp without time zone; give it a zone (UTC)")
+    if array.null_count:
+        raise SchemaError(f"{where} has {array.null_count} null(s)")
+    try:
+        us = array.cast(pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid as exc:
+        raise SchemaError(f"{where} has sub-microsecond precision: {exc}") from None
+    if isinstance(us, pa.ChunkedArray):
+        us = us.combine_chunks()
+    return np.asarray(us.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def exact_int(x: float) -> int:
+    """``x * 2**SHIFT`` as an exact integer (``x`` finite)."""
+    m, e = math.frexp(x)
+    return int(m * (1 << 53)) << (e - 53 + SHIFT)
+
+
+def _arrow_type(f: WindowFeature) -> pa.DataType:
+    base = TimestampType.arrow if f.type is TimestampType else f.type.arrow
+    return pa.list_(base) if f.op == "last_k" else base
+
+
+class WindowRunner:
+    """A :class:`WindowSet` ready to compute its log and its features."""
+
+    def __init__(self, window_set: WindowSet) -> None:
+        self.ws = window_set
+        self.values = FeatureSetRunner(window_set.values, None)
+        self.keys = list(window_set.entities)
+        self.features = window_set.features
+        self.schema = pa.schema(
+            [pa.field(f.name, _arrow_type(f), nullable=f.op not in ("count", "distinct"))
+             for f in self.features]
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ the event log
+
+    def log_schema(self, source: pa.Schema) -> pa.Schema:
+        fields = [source.field(k) for k in self.keys]
+        fields.append(pa.field(EVENT_TIME, pa.int64(), nullable=False))
+        if self.ws.event_id:
+            fields.append(pa.field(EVENT_ID, source.field(self.ws.event_id).type))
+        for a in self.ws.aggregations:
+            fields.append(pa.field(a.name, _value_arrow(a)))
+        return pa.schema(fields)
+
+    def event_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        """Raw event rows -> the event log form (module doc, step 1)."""
+        ws = self.ws
+        for c in (*self.keys, ws.event_timestamp, *([ws.event_id] if ws.event_id else [])):
+            if c not in batch.schema.names:
+                raise SchemaError(
+                    f"window set '{ws.name}': column '{c}' is missing from the events"
+                )
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        placed = [*self.keys, ws.event_timestamp]
+        if any(table.column(c).null_count for c in placed):  # rule 22: no place, left out
+            mask = pc.is_valid(table.column(placed[0]))
+            for c in placed[1:]:
+                mask = pc.and_(mask, pc.is_valid(table.column(c)))
+            table = table.filter(mask)
+        n = table.num_rows
+        out = self.values.run_columns(self.values.canonical_from_arrow(table), n)
+        arrays: list[pa.Array | pa.ChunkedArray] = [table.column(k) for k in self.keys]
+        arrays.append(pa.array(_micros(table.column(ws.event_timestamp), f"window set '{ws.name}': event time '{ws.event_timestamp}'"), pa.int64()))  # fmt: skip
+        names = [*self.keys, EVENT_TIME]
+        if ws.event_id:
+            arrays.append(table.column(ws.event_id))
+            names.append(EVENT_ID)
+        for a in ws.aggregations:
+            values, valid = out[a.name]
+            if a.where is not None:
+                cond, cond_valid = out[a.name + WHERE_SUFFIX]
+                keep = cond.astype(bool) if cond_valid is None else cond.astype(bool) & cond_valid
+                valid = keep if valid is None else valid & keep
+            field = Field(a.name, a.value.output.type, nullable=True)
+            arrays.append(_columns.to_arrow(field, values, valid))
+            names.append(a.name)
+        return pa.Table.from_arrays(arrays, schema=self.log_schema(table.schema).with_metadata(None)) if names else table  # fmt: skip
+
+    # ------------------------------------------------------------ one entity
+
+    def order(self, log: pa.Table) -> pa.Table:
+        """One entity's log in its one order (rule 29), duplicates of an event id dropped
+        (rule 27): event time, then event id, then the values by aggregation name."""
+        names = [EVENT_TIME, *([EVENT_ID] if EVENT_ID in log.schema.names else [])]
+        names += sorted(a.name for a in self.ws.aggregations)
+        if log.num_rows > 1:
+            keys = [(c, "ascending", "at_start") for c in names]
+            log = log.take(pc.sort_indices(log, sort_keys=keys))
+        if EVENT_ID in log.schema.names and log.num_rows > 1:
+            ids = log.column(EVENT_ID).to_pylist()
+            last: dict[Any, int] = {}
+            for i, v in enumerate(ids):
+                last[v] = i
+            if len(last) < len(ids):
+                keep = sorted(last.values())
+                log = log.take(pa.array(keep, pa.int64()))
+        return log
+
+    def aggregate_entity(
+        self, log: pa.Table, query_micros: Sequence[int] | np.ndarray
+    ) -> dict[str, list[Any]]:
+        """Every feature of one entity as of each query time (in the queries' order)."""
+        log = self.order(log)
+        q = np.asarray(query_micros, dtype=np.int64)
+        q_order = np.argsort(q, kind="stable")
+        qs = q[q_order]
+        t = np.asarray(log.column(EVENT_TIME).to_numpy(zero_copy_only=False), dtype=np.int64)
+        out: dict[str, list[Any]] = {}
+        for a in self.ws.aggregations:
+            _aggregate(a, log.column(a.name), t, qs, q_order, out)
+        return out
+
+    # ------------------------------------------------------------ the local reference
+
+    def run_local(
+        self, events: pa.Table, queries: pa.Table, query_time: str, passthrough: Sequence[str] = ()
+    ) -> pa.Table:
+        """Window features for every query row (its keys and ``query_time``), computed in
+        one process: the reference the engines are compared with."""
+        log = self.event_values(events)
+        return self.aggregate_grouped(log, queries, query_time, passthrough)
+
+    def aggregate_grouped(
+        self, log: pa.Table, queries: pa.Table, query_time: str, passthrough: Sequence[str] = ()
+    ) -> pa.Table:
+        for c in (*self.keys, query_time):
+            if c not in queries.schema.names:
+                raise SchemaError(f"window set '{self.ws.name}': query column '{c}' is missing")
+        qt = _micros(queries.column(query_time), f"query time '{query_time}'")
+        rows_of = _group(queries, self.keys)
+        events_of = _group(log, self.keys)
+        columns: dict[str, list[Any]] = {f.name: [None] * queries.num_rows for f in self.features}
+        empty = log.schema.empty_table()
+        for key, idx in rows_of.items():
+            ev = events_of.get(key)
+            part = log.take(pa.array(ev, pa.int64())) if ev is not None else empty
+            got = self.aggregate_entity(part, qt[idx])
+            for name, values in got.items():
+                col = columns[name]
+                for i, v in zip(idx, values, strict=True):
+                    col[i] = v
+        arrays = [queries.column(c) for c in passthrough]
+        arrays += [pa.array(columns[f.name], self.schema.field(f.name).type) for f in self.features]
+        return pa.Table.from_arrays(arrays, names=[*passthrough, *(f.name for f in self.features)])
+
+
+def _value_arrow(a: Aggregation) -> pa.DataType:
+    t = a.value.output.type
+    return pa.timestamp("us", tz="UTC") if t is TimestampType else t.arrow
+
+
+def _group(table: pa.Table, keys: Sequence[str]) -> dict[tuple[Any, ...], list[int]]:
+    """Row indices by key tuple (rows with a null key belong to no entity: left out)."""
+    cols = [table.column(k).to_pylist() for k in keys]
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for i, key in enumerate(zip(*cols, strict=True)):
+        if any(k is None for k in key):
+            continue
+        out.setdefault(key, []).append(i)
+    return out
+
+
+def _aggregate(
+    a: Aggregation,
+    column: pa.ChunkedArray | pa.Array,
+    t: np.ndarray,
+    qs: np.ndarray,
+    q_order: np.ndarray,
+    out: dict[str, list[Any]],
+) -> None:
+    """Every (op, window) of aggregation ``a`` for the sorted query times ``qs``."""
+    valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    present = np.flatnonzero(valid)
+    values = [v for v, ok in zip(column.to_pylist(), valid.tolist(), strict=True) if ok]
+    tp = t[present]
+    hi = np.searchsorted(tp, qs, side="left")  # events strictly before the query (rule 23)
+    vtype = a.value.output.type
+    numeric = vtype in (Float64Type, Int64Type)
+    prefix: list[int] | None = None
+    if numeric and any(op in ("sum", "mean") for op in a.ops):
+        prefix = [0]
+        acc = 0
+        for v in values:
+            acc += exact_int(v) if vtype is Float64Type else v << SHIFT
+            prefix.append(acc)
+    arr = (
+        np.asarray(values, dtype=np.float64 if vtype is Float64Type else np.int64)
+        if numeric
+        else None
+    )
+    n_q = len(qs)
+    for f in a.features():
+        lo = np.searchsorted(tp, qs - f.window.micros, side="left")
+        res = _op(f, values, arr, prefix, lo, hi, vtype)
+        col: list[Any] = [None] * n_q
+        for pos, v in zip(q_order.tolist(), res, strict=True):
+            col[pos] = v
+        out[f.name] = col
+
+
+def _op(
+    f: WindowFeature,
+    values: list[Any],
+    arr: np.ndarray | None,
+    prefix: list[int] | None,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    vtype: type,
+) -> list[Any]:
+    los, his = lo.tolist(), hi.tolist()
+    op = f.op
+    if op == "count":
+        return [b - a for a, b in zip(los, his, strict=True)]
+    if op in ("sum", "mean"):
+        assert prefix is not None
+        res: list[Any] = []
+        for a, b in zip(los, his, strict=True):
+            s = prefix[b] - prefix[a]
+            if op == "mean":
+                res.append(None if b == a else _round(s, (b - a) << SHIFT))
+            elif vtype is Float64Type:
+                res.append(_round(s, _ONE))
+            else:
+                v = s >> SHIFT
+                res.append(v if _INT64[0] <= v <= _INT64[1] else None)
+        return res
+    if op in ("min", "max"):
+        assert arr is not None
+        return _extreme(arr, los, his, op == "min", vtype is Float64Type)
+    if op == "last":
+        return [values[b - 1] if b > a else None for a, b in zip(los, his, strict=True)]
+    if op == "last_k":
+        return [values[max(a, b - f.k) : b][::-1] for a, b in zip(los, his, strict=True)]
+    if op == "distinct":
+        return _distinct(values, los, his)
+    raise SchemaError(f"unknown op {op}")
+
+
+def _round(num: int, den: int) -> float | None:
+    """``num / den`` correctly rounded; null when it overflows float64 (rule 2)."""
+    try:
+        return (num / den) + 0.0  # int true division rounds once; -0.0 becomes 0.0
+    except OverflowError:
+        return None
+
+
+def _extreme(
+    arr: np.ndarray, los: list[int], his: list[int], is_min: bool, is_float: bool
+) -> list[Any]:
+    ufunc = np.minimum if is_min else np.maximum
+    res: list[Any] = [None] * len(los)
+    idx = [i for i, (a, b) in enumerate(zip(los, his, strict=True)) if b > a]
+    if not idx:
+        return res
+    padded = np.append(arr, arr[:1])
+    pairs = np.ravel(np.column_stack([[los[i] for i in idx], [his[i] for i in idx]]))
+    got = ufunc.reduceat(padded, pairs)[::2]
+    if is_float:
+        got = got + 0.0  # -0.0 and 0.0 are one value; it is reported as 0.0 (rule 26)
+    for i, v in zip(idx, got.tolist(), strict=True):
+        res[i] = v
+    return res
+
+
+def _distinct(values: list[Any], los: list[int], his: list[int]) -> list[int]:
+    """Distinct values per window; the windows slide forward (sorted queries), so each
+    value enters and leaves the counter once."""
+    seen: Counter[Any] = Counter()
+    a0 = b0 = 0
+    res = []
+    for a, b in zip(los, his, strict=True):
+        for v in values[b0:b]:
+            seen[v] += 1
+        b0 = max(b0, b)
+        for v in values[a0:a]:
+            seen[v] -= 1
+            if not seen[v]:
+                del seen[v]
+        a0 = max(a0, a)
+        res.append(len(seen))
+    return res
