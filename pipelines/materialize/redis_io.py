@@ -33,9 +33,9 @@ class RedisWriter:
         params.setdefault("socket_connect_timeout", 5)
         params.setdefault("socket_timeout", 60)
         self.where = ",".join(f"{h}:{p}" for h, p in nodes)
-        self._errors = (redis_mod.ConnectionError, redis_mod.TimeoutError, OSError)
+        self.errors = (redis_mod.ConnectionError, redis_mod.TimeoutError, OSError)
         self._cluster_errors = (
-            *self._errors,
+            *self.errors,
             redis_mod.RedisClusterException,
             redis_mod.exceptions.ClusterError,
         )
@@ -56,7 +56,7 @@ class RedisWriter:
                 host, port = nodes[0]
                 self.client = redis_mod.Redis(host=host, port=port, **params)
             self.client.ping()
-        except self._errors as exc:
+        except self.errors as exc:
             raise self.unavailable(exc) from exc
         except redis_mod.RedisClusterException as exc:
             raise self.unavailable(exc) from exc
@@ -78,7 +78,7 @@ class RedisWriter:
                 return None
             config = self.client.config_get("hash-max-listpack-*")
             return int(config["hash-max-listpack-entries"]), int(config["hash-max-listpack-value"])
-        except self._errors as exc:
+        except self.errors as exc:
             raise self.unavailable(exc) from exc
         except (redis_mod.ResponseError, KeyError, ValueError):
             return None  # e.g. CONFIG disabled: HSET only
@@ -89,16 +89,16 @@ class RedisWriter:
     def close(self) -> None:
         self.client.close()
 
-    def _connection(self) -> Any:
+    def connection(self) -> Any:
         try:
             return self.client.connection_pool.get_connection()
-        except self._errors as exc:
+        except self.errors as exc:
             raise self.unavailable(exc) from exc
 
-    def _send(self, conn: Any, payload: bytes | memoryview) -> None:
+    def send(self, conn: Any, payload: bytes | memoryview) -> None:
         try:
             conn.send_packed_command([payload], check_health=False)
-        except self._errors as exc:
+        except self.errors as exc:
             conn.disconnect()
             raise self.unavailable(exc) from exc
 
@@ -130,15 +130,15 @@ class RedisWriter:
                 except redis_mod.ResponseError as exc:
                     out.append(exc)
             return out
-        except self._errors as exc:
+        except self.errors as exc:
             conn.disconnect()
             raise self.unavailable(exc) from exc
 
     def _raw(self, payload: bytes | memoryview, n_replies: int) -> list[Any]:
         """Send packed commands on one connection and read ``n_replies`` replies."""
-        conn = self._connection()
+        conn = self.connection()
         try:
-            self._send(conn, payload)
+            self.send(conn, payload)
             return self._read(conn, n_replies)
         finally:
             self.client.connection_pool.release(conn)

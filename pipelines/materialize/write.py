@@ -7,6 +7,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -126,7 +127,7 @@ def write_encoded(
     if writer.restore_limits is not None:
         restore = _Restore((ttl_seconds or 0) * 1000, *writer.restore_limits)
     expire = bulk(str(ttl_seconds).encode()) if ttl_seconds else None
-    conn = writer._connection()
+    conn = writer.connection()
     try:
         return _write_pipelined(
             writer,
@@ -138,7 +139,7 @@ def write_encoded(
             progress,
             restore,
         )
-    except writer._errors as exc:
+    except writer.errors as exc:
         conn.disconnect()
         raise writer.unavailable(exc) from exc
     except BaseException:
@@ -158,6 +159,15 @@ class _Restore:
     max_value: int
 
 
+class How(Enum):
+    """How a lined-up chunk is written."""
+
+    RESTORE = "restore"  # RESTORE every key unprobed (new keys expected)
+    UNCHECKED = "unchecked"  # HSET every row unprobed (--skip-dedup)
+    EXISTS = "exists"  # probed by one EXISTS of its keys
+    HGET = "hget"  # probed by the HGETs of every key's stored _ts
+
+
 def _write_pipelined(
     writer: RedisWriter,
     conn: Any,
@@ -169,7 +179,13 @@ def _write_pipelined(
     restore: _Restore | None,
 ) -> tuple[int, int]:
     """Chunks written with at most ``IN_FLIGHT`` chunks of writes queued in Redis; returns
-    (written, skipped).
+    (written, skipped). See :class:`_Pipelined` and docs/materialize.md."""
+    run = _Pipelined(writer, conn, replies, expire, skip_dedup, progress, restore)
+    return run.run(pull)
+
+
+class _Pipelined:
+    """One standalone-Redis write of a stream of chunks.
 
     Once a chunk's keys turn out to be all new (its EXISTS finds none), chunks are written
     without any read: RESTORE (``redis_dump``) creates each key that is new and answers
@@ -189,129 +205,149 @@ def _write_pipelined(
     finds no key lets the chunk be restored; one that finds keys is followed by the
     HGETs, and only rows newer than what Redis holds are written, with HSET.
     """
-    wire: deque[tuple[str, Any]] = deque()  # replies due: (kind, what), in order
-    ahead: deque[tuple[EncodedRows, str]] = deque()  # (chunk, how: restore|unchecked|probe)
-    answers: dict[int, tuple[str, Any]] = {}  # id(chunk) -> its probe's answer
-    written = skipped = unacked = 0
-    optimistic = False  # restore chunks unprobed (the last checked one was all new)
-    hget_next = False  # probe the next chunk with HGETs (the last one held stored keys)
 
-    def consume() -> None:
-        nonlocal unacked
-        kind, what = wire.popleft()
+    def __init__(
+        self,
+        writer: RedisWriter,
+        conn: Any,
+        replies: _ReplyStream,
+        expire: bytes | None,
+        skip_dedup: bool,
+        progress: Callable[[int], None] | None,
+        restore: _Restore | None,
+    ) -> None:
+        self.writer, self.conn, self.replies = writer, conn, replies
+        self.expire, self.skip_dedup, self.progress = expire, skip_dedup, progress
+        self.restore = restore
+        self.wire: deque[tuple[str, Any]] = deque()  # replies due: (kind, what), in order
+        self.ahead: deque[tuple[EncodedRows, How]] = deque()  # chunks lined up to write
+        self.answers: dict[int, tuple[str, Any]] = {}  # id(chunk) -> its probe's answer
+        self.written = self.skipped = self.unacked = 0
+        self.optimistic = False  # restore chunks unprobed (the last checked one was all new)
+        self.hget_next = False  # probe the next chunk with HGETs (the last one held stored keys)
+
+    def run(self, pull: Iterator[EncodedRows]) -> tuple[int, int]:
+        for enc in itertools.islice(pull, IN_FLIGHT):
+            self.line_up(enc)
+        while self.ahead or self.wire:
+            if not self.ahead:  # replies may still line up rows RESTORE did not create
+                self.consume()
+                continue
+            enc, how = self.ahead.popleft()
+            if how is How.RESTORE:
+                if self.restore is None:  # refused meanwhile
+                    self.line_up(enc, hget=False)
+                else:
+                    self.write_restore(enc)
+            elif how is How.UNCHECKED:
+                self.write_hset(enc, None)
+            else:
+                self.write_checked(enc, how)
+            following = next(pull, None)  # keys encoded (its part reduced) while Redis writes
+            if following is not None:
+                self.line_up(following)
+        return self.written, self.skipped
+
+    def write_checked(self, enc: EncodedRows, how: How) -> None:
+        """A probed chunk: restored if none of its keys exists, else only its rows newer
+        than what Redis holds, with HSET."""
+        # HSETs encoded while Redis applies the chunks in flight (unless to be restored)
+        commands = enc.commands() if how is How.HGET or self.restore is None else None
+        kind, found = self.answer(enc)
+        if kind == "exists" and found:  # some key exists: read every key's _ts
+            self.probe(enc, True)
+            kind, found = self.answer(enc)
+        stored = found if kind == "hget" else None  # None: no key holds the view
+        self.hget_next = stored is not None
+        if kind == "exists" and self.restore is not None:
+            self.optimistic = True
+            self.write_restore(enc)
+            return
+        stale = None if stored is None else _stale(enc, stored)
+        keep = None if stale is None or not stale.any() else ~stale
+        self.write_hset(enc, keep, commands)
+
+    def consume(self) -> None:
+        kind, what = self.wire.popleft()
         if kind == "ack":
-            unacked -= 1
-            _acknowledge(replies, what, progress)
+            self.unacked -= 1
+            _acknowledge(self.replies, what, self.progress)
         elif kind == "restored":
-            unacked -= 1
-            restored(what)
+            self.unacked -= 1
+            self.restored(what)
         elif kind == "exists":
-            answers[id(what)] = (kind, replies.integer())
+            self.answers[id(what)] = (kind, self.replies.integer())
         else:
-            answers[id(what)] = (kind, replies.hget_values(len(what)))
+            self.answers[id(what)] = (kind, self.replies.hget_values(len(what)))
 
-    def restored(enc: EncodedRows) -> None:
+    def restored(self, enc: EncodedRows) -> None:
         """RESTORE replies of a chunk: rows it did not create go on as a new, checked
         chunk."""
-        nonlocal written, optimistic, restore
-        failed, texts = replies.statuses(len(enc))
-        written += len(enc) - len(failed)
-        if progress and len(enc) > len(failed):
-            progress(len(enc) - len(failed))
+        failed, texts = self.replies.statuses(len(enc))
+        self.written += len(enc) - len(failed)
+        if self.progress and len(enc) > len(failed):
+            self.progress(len(enc) - len(failed))
         if not len(failed):
             return
         refused = [t for t in texts if not t.startswith("BUSYKEY")]
         if refused:  # e.g. NOPERM, or a server that does not load this payload version
-            writer.restore_refused, restore = refused[0], None
+            self.writer.restore_refused, self.restore = refused[0], None
         if (len(failed) - len(refused)) * 10 > len(enc) or refused:
-            optimistic = False
-        line_up(enc.take(failed), hget=len(refused) < len(failed))
+            self.optimistic = False
+        self.line_up(enc.take(failed), hget=len(refused) < len(failed))
 
-    def probe(enc: EncodedRows, hget: bool) -> None:
+    def probe(self, enc: EncodedRows, hget: bool) -> None:
         if hget:
-            writer._send(conn, _hget_payload(enc))
-            wire.append(("hget", enc))
+            self.writer.send(self.conn, _hget_payload(enc))
+            self.wire.append(("hget", enc))
         else:
-            writer._send(conn, _exists_payload(enc))
-            wire.append(("exists", enc))
+            self.writer.send(self.conn, _exists_payload(enc))
+            self.wire.append(("exists", enc))
 
-    def answer(enc: EncodedRows) -> tuple[str, Any]:
-        while id(enc) not in answers:
-            consume()
-        return answers.pop(id(enc))
+    def answer(self, enc: EncodedRows) -> tuple[str, Any]:
+        while id(enc) not in self.answers:
+            self.consume()
+        return self.answers.pop(id(enc))
 
-    def line_up(enc: EncodedRows, hget: bool | None = None) -> None:
+    def line_up(self, enc: EncodedRows, hget: bool | None = None) -> None:
         """Queue a chunk to write: unprobed while optimistic (``hget`` None), else probed
         (by HGETs if ``hget``, by EXISTS if False, as the last chunk suggests if None)."""
-        if skip_dedup:
-            ahead.append((enc, "restore" if hget is None and restore else "unchecked"))
-        elif hget is None and optimistic:
-            ahead.append((enc, "restore"))
+        if self.skip_dedup:
+            unprobed = hget is None and self.restore
+            self.ahead.append((enc, How.RESTORE if unprobed else How.UNCHECKED))
+        elif hget is None and self.optimistic:
+            self.ahead.append((enc, How.RESTORE))
         else:
-            hget = hget_next if hget is None else hget
-            probe(enc, hget)
-            ahead.append((enc, "hget" if hget else "exists"))
+            hget = self.hget_next if hget is None else hget
+            self.probe(enc, hget)
+            self.ahead.append((enc, How.HGET if hget else How.EXISTS))
 
-    def send_writes(payload: bytes | memoryview, due: tuple[str, Any]) -> None:
-        nonlocal unacked
-        while unacked >= IN_FLIGHT:
-            consume()
-        writer._send(conn, payload)
-        wire.append(due)
-        unacked += 1
+    def send_writes(self, payload: bytes | memoryview, due: tuple[str, Any]) -> None:
+        while self.unacked >= IN_FLIGHT:
+            self.consume()
+        self.writer.send(self.conn, payload)
+        self.wire.append(due)
+        self.unacked += 1
 
     def write_hset(
-        enc: EncodedRows, keep: np.ndarray | None, commands: pa.Array | None = None
+        self, enc: EncodedRows, keep: np.ndarray | None, commands: pa.Array | None = None
     ) -> None:
-        nonlocal written, skipped
         commands = enc.commands() if commands is None else commands
-        payload, n_replies = _hset_payload(enc, commands, keep, expire)
+        payload, n_replies = _hset_payload(enc, commands, keep, self.expire)
         if n_replies:
-            send_writes(payload, ("ack", (len(enc), n_replies)))
-        elif progress:
-            progress(len(enc))
+            self.send_writes(payload, ("ack", (len(enc), n_replies)))
+        elif self.progress:
+            self.progress(len(enc))
         kept = len(enc) if keep is None else int(keep.sum())
-        written += kept
-        skipped += len(enc) - kept
+        self.written += kept
+        self.skipped += len(enc) - kept
 
-    def write_restore(enc: EncodedRows) -> None:
-        assert restore is not None
-        payload = enc.restores(restore.ttl_ms, restore.max_entries, restore.max_value)
-        send_writes(payload, ("restored", enc))
-
-    for enc in itertools.islice(pull, IN_FLIGHT):
-        line_up(enc)
-    while ahead or wire:
-        if not ahead:  # replies may still line up rows RESTORE did not create
-            consume()
-            continue
-        enc, how = ahead.popleft()
-        if how == "restore" and restore is None:  # refused meanwhile
-            line_up(enc, hget=False)
-        elif how == "restore":
-            write_restore(enc)
-        elif how == "unchecked":
-            write_hset(enc, None)
-        else:
-            # HSETs encoded while Redis applies the chunks in flight (unless to be restored)
-            commands = enc.commands() if how == "hget" or restore is None else None
-            kind, found = answer(enc)
-            if kind == "exists" and found:  # some key exists: read every key's _ts
-                probe(enc, True)
-                kind, found = answer(enc)
-            stored = found if kind == "hget" else None  # None: no key holds the view
-            hget_next = stored is not None
-            if kind == "exists" and restore is not None:
-                optimistic = True
-                write_restore(enc)
-            else:
-                stale = None if stored is None else _stale(enc, stored)
-                keep = None if stale is None or not stale.any() else ~stale
-                write_hset(enc, keep, commands)
-        following = next(pull, None)  # keys encoded (its part reduced) while Redis writes
-        if following is not None:
-            line_up(following)
-    return written, skipped
+    def write_restore(self, enc: EncodedRows) -> None:
+        assert self.restore is not None
+        payload = enc.restores(
+            self.restore.ttl_ms, self.restore.max_entries, self.restore.max_value
+        )
+        self.send_writes(payload, ("restored", enc))
 
 
 def _acknowledge(

@@ -161,10 +161,10 @@ def test_hget_replies_are_consumed_exactly(conn: str) -> None:
     try:
         for k, v in zip(keys, values, strict=False):
             client.hset(k, b"_ts:x", v)
-        c = writer._connection()
+        c = writer.connection()
         hgets = b"".join(b"*3\r\n$4\r\nHGET\r\n$%d\r\n%s\r\n$5\r\n_ts:x\r\n" % (len(k), k)
                          for k in keys)  # fmt: skip
-        writer._send(c, hgets + b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(keys[0]), keys[0]))
+        writer.send(c, hgets + b"*2\r\n$6\r\nEXISTS\r\n$%d\r\n%s\r\n" % (len(keys[0]), keys[0]))
         replies = _ReplyStream(c)
         got = replies.hget_values(len(keys))
         assert got is not None and got.to_pylist() == [*values, None]
