@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.errors import TransformError
-from transforms.types import BoolType, Field, Float64Type, Int64Type, StringType, TimestampType
+from transforms.types import (
+    BoolType,
+    Field,
+    FieldType,
+    Float64Type,
+    Int64Type,
+    StringType,
+    TimestampType,
+)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -70,53 +78,76 @@ def from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> n
 def _from_arrow(field: Field, array: pa.Array | pa.ChunkedArray, owner: str) -> np.ndarray:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    t = array.type
     where = f"{owner}: input '{field.name}'"
-    nulls = array.null_count
-    kind = field.type
-    if kind is Float64Type:
-        if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
-            raise InputError(f"{where} expected float64, got {t}")
-        values = _to_numpy(array.cast(pa.float64()))
-        return _missing_as_nan(values, field, where, nulls)
-    if kind is Int64Type:
-        if not pa.types.is_integer(t):
-            raise InputError(f"{where} expected int64, got {t}")
-        if nulls and not field.nullable:
-            raise InputError(f"{where} is not nullable but has {nulls} null(s)")
-        if field.nullable:
-            return _to_numpy(array.cast(pa.float64()))
-        return _to_numpy(array.cast(pa.int64()))
-    if kind is BoolType:
-        if not pa.types.is_boolean(t):
-            raise InputError(f"{where} expected bool, got {t}")
-        if nulls and not field.nullable:
-            raise InputError(f"{where} is not nullable but has {nulls} null(s)")
-        if field.nullable:
-            return _to_numpy(array.cast(pa.float64()))
-        return np.asarray(_to_numpy(array), dtype=np.bool_)
-    if kind is StringType:
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-            raise InputError(f"{where} expected string, got {t}")
-        if nulls and not field.nullable:
-            raise InputError(f"{where} is not nullable but has {nulls} null(s)")
-        values = _to_numpy(array)
-        if len(array) and not pc.all(pc.string_is_ascii(array)).as_py():
-            values = np.array([None if v is None else _nfc(v) for v in values], dtype=object)
-        return values
-    if kind is TimestampType:
-        if not pa.types.is_timestamp(t):
-            raise InputError(f"{where} expected timestamp, got {t}")
-        if t.tz is None:
-            raise InputError(f"{where} is a timestamp without time zone; give it a zone (UTC)")
-        if nulls and not field.nullable:
-            raise InputError(f"{where} is not nullable but has {nulls} null(s)")
-        try:
-            us = array.cast(pa.timestamp("us", tz="UTC"))
-        except pa.ArrowInvalid as exc:
-            raise InputError(f"{where} has sub-microsecond precision: {exc}") from None
-        return _to_numpy(us).astype("datetime64[us]")
-    raise InputError(f"{where} has unsupported field type {kind.__name__}")
+    convert = _FROM_ARROW.get(field.type)
+    if convert is None:
+        raise InputError(f"{where} has unsupported field type {field.type.__name__}")
+    return convert(field, array, where)
+
+
+def _check_nulls(field: Field, array: pa.Array, where: str) -> None:
+    if array.null_count and not field.nullable:
+        raise InputError(f"{where} is not nullable but has {array.null_count} null(s)")
+
+
+def _float_from_arrow(field: Field, array: pa.Array, where: str) -> np.ndarray:
+    t = array.type
+    if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+        raise InputError(f"{where} expected float64, got {t}")
+    values = _to_numpy(array.cast(pa.float64()))
+    return _missing_as_nan(values, field, where, array.null_count)
+
+
+def _int_from_arrow(field: Field, array: pa.Array, where: str) -> np.ndarray:
+    if not pa.types.is_integer(array.type):
+        raise InputError(f"{where} expected int64, got {array.type}")
+    _check_nulls(field, array, where)
+    if field.nullable:
+        return _to_numpy(array.cast(pa.float64()))
+    return _to_numpy(array.cast(pa.int64()))
+
+
+def _bool_from_arrow(field: Field, array: pa.Array, where: str) -> np.ndarray:
+    if not pa.types.is_boolean(array.type):
+        raise InputError(f"{where} expected bool, got {array.type}")
+    _check_nulls(field, array, where)
+    if field.nullable:
+        return _to_numpy(array.cast(pa.float64()))
+    return np.asarray(_to_numpy(array), dtype=np.bool_)
+
+
+def _string_from_arrow(field: Field, array: pa.Array, where: str) -> np.ndarray:
+    t = array.type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        raise InputError(f"{where} expected string, got {t}")
+    _check_nulls(field, array, where)
+    values = _to_numpy(array)
+    if len(array) and not pc.all(pc.string_is_ascii(array)).as_py():
+        values = np.array([None if v is None else _nfc(v) for v in values], dtype=object)
+    return values
+
+
+def _timestamp_from_arrow(field: Field, array: pa.Array, where: str) -> np.ndarray:
+    t = array.type
+    if not pa.types.is_timestamp(t):
+        raise InputError(f"{where} expected timestamp, got {t}")
+    if t.tz is None:
+        raise InputError(f"{where} is a timestamp without time zone; give it a zone (UTC)")
+    _check_nulls(field, array, where)
+    try:
+        us = array.cast(pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{where} has sub-microsecond precision: {exc}") from None
+    return _to_numpy(us).astype("datetime64[us]")
+
+
+_FROM_ARROW: dict[type[FieldType], Callable[[Field, pa.Array, str], np.ndarray]] = {
+    Float64Type: _float_from_arrow,
+    Int64Type: _int_from_arrow,
+    BoolType: _bool_from_arrow,
+    StringType: _string_from_arrow,
+    TimestampType: _timestamp_from_arrow,
+}
 
 
 def _missing_as_nan(values: np.ndarray, field: Field, where: str, nulls: int) -> np.ndarray:
@@ -143,71 +174,92 @@ def from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
 
 def _from_python(field: Field, values: Sequence[Any], owner: str) -> np.ndarray:
     where = f"{owner}: input '{field.name}'"
-    kind = field.type
-    if kind is Float64Type:
-        clean = True  # every value a finite number: skip the vectorised missing check
-        for v in values:
-            tv = type(v)
-            if tv is float:
-                clean = clean and v - v == 0.0  # False for NaN and +-inf
-            elif tv is not int:
-                clean = False
-                if v is not None and (
-                    not isinstance(v, (float, int, np.floating, np.integer)) or isinstance(v, bool)
-                ):
-                    raise InputError(f"{where} expected float64, got {_py_kind(v)}")
-        arr = np.array(values, dtype=np.float64)
-        return arr if clean else _missing_as_nan(arr, field, where, 0)
-    if kind is Int64Type:
-        has_null = False
-        for v in values:
-            if v is None:
-                has_null = True
-            elif type(v) is not int and not (
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    convert = _FROM_PYTHON.get(field.type)
+    if convert is None:
+        raise InputError(f"{where} has unsupported field type {field.type.__name__}")
+    return convert(field, values, where)
+
+
+def _float_from_python(field: Field, values: Sequence[Any], where: str) -> np.ndarray:
+    clean = True  # every value a finite number: skip the vectorised missing check
+    for v in values:
+        tv = type(v)
+        if tv is float:
+            clean = clean and v - v == 0.0  # False for NaN and +-inf
+        elif tv is not int:
+            clean = False
+            if v is not None and (
+                not isinstance(v, (float, int, np.floating, np.integer)) or isinstance(v, bool)
             ):
-                raise InputError(f"{where} expected int64, got {_py_kind(v)}")
-            elif not _INT64_MIN <= v <= _INT64_MAX:
-                raise InputError(f"{where} value {v} is outside int64")
-        if has_null and not field.nullable:
-            raise InputError(f"{where} is not nullable but has null(s)")
-        if field.nullable and has_null:
-            return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-        if field.nullable:
-            return np.array(values, dtype=np.int64).astype(np.float64)
-        return np.array(values, dtype=np.int64)
-    if kind is BoolType:
-        for v in values:
-            if v is not None and not isinstance(v, (bool, np.bool_)):
-                raise InputError(f"{where} expected bool, got {_py_kind(v)}")
-        if field.nullable:
-            return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-        if any(v is None for v in values):
-            raise InputError(f"{where} is not nullable but has null(s)")
-        return np.array(values, dtype=np.bool_)
-    if kind is StringType:
-        out = np.empty(len(values), dtype=object)
-        for i, v in enumerate(values):
-            if v is None:
-                if not field.nullable:
-                    raise InputError(f"{where} is not nullable but has null(s)")
-                out[i] = None
-            elif type(v) is str:
-                out[i] = _nfc(v)
-            else:
-                raise InputError(f"{where} expected string, got {_py_kind(v)}")
-        return out
-    if kind is TimestampType:
-        out_us = np.empty(len(values), dtype="datetime64[us]")
-        for i, v in enumerate(values):
-            if v is None:
-                if not field.nullable:
-                    raise InputError(f"{where} is not nullable but has null(s)")
-                out_us[i] = np.datetime64("NaT")
-            else:
-                out_us[i] = np.datetime64(_epoch_us(v, where), "us")
-        return out_us
-    raise InputError(f"{where} has unsupported field type {kind.__name__}")
+                raise InputError(f"{where} expected float64, got {_py_kind(v)}")
+    arr = np.array(values, dtype=np.float64)
+    return arr if clean else _missing_as_nan(arr, field, where, 0)
+
+
+def _int_from_python(field: Field, values: Sequence[Any], where: str) -> np.ndarray:
+    has_null = False
+    for v in values:
+        if v is None:
+            has_null = True
+        elif type(v) is not int and not (
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        ):
+            raise InputError(f"{where} expected int64, got {_py_kind(v)}")
+        elif not _INT64_MIN <= v <= _INT64_MAX:
+            raise InputError(f"{where} value {v} is outside int64")
+    if has_null and not field.nullable:
+        raise InputError(f"{where} is not nullable but has null(s)")
+    if field.nullable and has_null:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if field.nullable:
+        return np.array(values, dtype=np.int64).astype(np.float64)
+    return np.array(values, dtype=np.int64)
+
+
+def _bool_from_python(field: Field, values: Sequence[Any], where: str) -> np.ndarray:
+    for v in values:
+        if v is not None and not isinstance(v, (bool, np.bool_)):
+            raise InputError(f"{where} expected bool, got {_py_kind(v)}")
+    if field.nullable:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if any(v is None for v in values):
+        raise InputError(f"{where} is not nullable but has null(s)")
+    return np.array(values, dtype=np.bool_)
+
+
+def _string_from_python(field: Field, values: Sequence[Any], where: str) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if v is None:
+            if not field.nullable:
+                raise InputError(f"{where} is not nullable but has null(s)")
+            out[i] = None
+        elif type(v) is str:
+            out[i] = _nfc(v)
+        else:
+            raise InputError(f"{where} expected string, got {_py_kind(v)}")
+    return out
+
+
+def _timestamp_from_python(field: Field, values: Sequence[Any], where: str) -> np.ndarray:
+    out_us = np.empty(len(values), dtype="datetime64[us]")
+    for i, v in enumerate(values):
+        if v is None:
+            if not field.nullable:
+                raise InputError(f"{where} is not nullable but has null(s)")
+            out_us[i] = np.datetime64("NaT")
+        else:
+            out_us[i] = np.datetime64(_epoch_us(v, where), "us")
+    return out_us
+
+
+_FROM_PYTHON: dict[type[FieldType], Callable[[Field, Sequence[Any], str], np.ndarray]] = {
+    Float64Type: _float_from_python,
+    Int64Type: _int_from_python,
+    BoolType: _bool_from_python,
+    StringType: _string_from_python,
+    TimestampType: _timestamp_from_python,
+}
 
 
 def _epoch_us(value: Any, where: str) -> int:
