@@ -150,91 +150,118 @@ def attribute(
 ) -> dict[str, Any]:
     """Fill each feature's ``causes`` and ``examples``; return notes on what was inferred."""
     current = current or current_state(manifest)
-    served, offline = result.served, result.offline
-    n = served.num_rows
-    request_ns = _ts_ns(served.column("request_ts"))
+    served = result.served
     row_causes: dict[str, list[str | None]] = {}
     notes: dict[str, Any] = {
         "event_ts_logged": any(c.endswith("__event_ts") for c in served.column_names),
         "artifact_hashes_logged": "artifact_hashes" in served.column_names,
         "inferred": Counter(),
     }
-
-    # ---- view features
     by_view: dict[str, list[str]] = {}
     for name, fc in result.features.items():
         if fc.kind == "view":
             by_view.setdefault(fc.source, []).append(name)
     for view, names in by_view.items():
-        bad = np.zeros(n, dtype=bool)
-        for name in names:
-            bad |= result.mismatch_masks[name]
-        join_keys = list(manifest.views[view].entities)
-        key_cols = [served.column(k).to_pylist() for k in join_keys]
-        wanted = sorted({tuple(c[i] for c in key_cols) for i in np.flatnonzero(bad)})
-        history = ViewHistory(repo, view, wanted, join_keys) if wanted else None
-        for name in names:
-            fc = result.features[name]
-            causes: list[str | None] = [None] * n
-            row_causes[name] = causes
-            mask = result.mismatch_masks[name]
-            if not mask.any() or history is None:
-                continue
-            status = (
-                served.column(f"{name}__status").to_pylist()
-                if f"{name}__status" in served.column_names
-                else [None] * n
-            )
-            event_ts = _event_ts_column(served, name, view)
-            s_vals = served.column(name).to_pylist() if name in served.column_names else [None] * n
-            for i in np.flatnonzero(mask).tolist():
-                key = tuple(c[i] for c in key_cols)
-                ts, vals = history.lookup(key)
-                t_req = request_ns[i] or 0
-                before = ts < t_req
-                latest = int(ts[before][-1]) if before.any() else None
-                expired = latest is not None and history.ttl_ns and t_req - latest > history.ttl_ns
-                extra: dict[str, Any] = {}
-                if status[i] == "OUTSIDE_MAX_AGE":
-                    cause = TTL_EXPIRY
-                elif status[i] == "NOT_FOUND":
-                    cause = MISSING_KEY
-                elif latest is None:
-                    cause = ONLINE_AHEAD
-                elif expired:
-                    cause = TTL_EXPIRY
-                elif event_ts is not None and event_ts[i] is not None:
-                    served_ts = int(event_ts[i] or 0)
-                    if served_ts < latest:
-                        cause = FRESHNESS_LAG
-                        extra["lag_seconds"] = (latest - served_ts) / 1e9
-                    elif served_ts >= t_req:
-                        cause = ONLINE_AHEAD
-                    else:
-                        cause = CODE_SKEW
-                else:
-                    values = vals.get(name, [])
-                    older = [
-                        int(ts[j])
-                        for j in range(len(ts))
-                        if ts[j] < latest and _same(values[j], s_vals[i])
-                    ]
-                    later = any(
-                        ts[j] >= t_req and _same(values[j], s_vals[i]) for j in range(len(ts))
-                    )
-                    if older:
-                        cause = FRESHNESS_LAG
-                        extra["lag_seconds"] = (latest - older[-1]) / 1e9
-                        notes["inferred"][FRESHNESS_LAG] += 1
-                    elif later:
-                        cause = ONLINE_AHEAD
-                    else:
-                        cause = CODE_SKEW
-                causes[i] = cause
-                fc.causes[cause] += 1
-                _example(fc, served, offline, i, join_keys, status[i], cause, extra)
+        _attribute_view(repo, manifest, result, view, names, row_causes, notes)
+    _attribute_transforms(manifest, result, current, row_causes, notes)
+    notes["inferred"] = dict(notes["inferred"])
+    return notes
 
-    # ---- request-time features
+
+def _attribute_view(
+    repo: str | Path,
+    manifest: Manifest,
+    result: Consistency,
+    view: str,
+    names: list[str],
+    row_causes: dict[str, list[str | None]],
+    notes: dict[str, Any],
+) -> None:
+    """Causes of the mismatched rows of one view's features, from the view's history."""
+    served, offline = result.served, result.offline
+    n = served.num_rows
+    request_ns = _ts_ns(served.column("request_ts"))
+    bad = np.zeros(n, dtype=bool)
+    for name in names:
+        bad |= result.mismatch_masks[name]
+    join_keys = list(manifest.views[view].entities)
+    key_cols = [served.column(k).to_pylist() for k in join_keys]
+    wanted = sorted({tuple(c[i] for c in key_cols) for i in np.flatnonzero(bad)})
+    history = ViewHistory(repo, view, wanted, join_keys) if wanted else None
+    for name in names:
+        fc = result.features[name]
+        causes: list[str | None] = [None] * n
+        row_causes[name] = causes
+        mask = result.mismatch_masks[name]
+        if not mask.any() or history is None:
+            continue
+        status = (
+            served.column(f"{name}__status").to_pylist()
+            if f"{name}__status" in served.column_names
+            else [None] * n
+        )
+        event_ts = _event_ts_column(served, name, view)
+        s_vals = served.column(name).to_pylist() if name in served.column_names else [None] * n
+        for i in np.flatnonzero(mask).tolist():
+            ts, vals = history.lookup(tuple(c[i] for c in key_cols))
+            served_ts = None if event_ts is None else event_ts[i]
+            cause, extra = _view_cause(
+                ts, vals.get(name, []), history.ttl_ns, request_ns[i] or 0,
+                status[i], served_ts, s_vals[i], notes,
+            )  # fmt: skip
+            causes[i] = cause
+            fc.causes[cause] += 1
+            _example(fc, served, offline, i, join_keys, status[i], cause, extra)
+
+
+def _view_cause(
+    ts: np.ndarray,
+    values: list[Any],
+    ttl_ns: int,
+    t_req: int,
+    status: str | None,
+    served_ts: int | None,
+    served_value: Any,
+    notes: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """Why one served view feature differs from its offline value: its status, else the
+    view's history before the request time against the served event time (or value)."""
+    before = ts < t_req
+    latest = int(ts[before][-1]) if before.any() else None
+    if status == "OUTSIDE_MAX_AGE":
+        return TTL_EXPIRY, {}
+    if status == "NOT_FOUND":
+        return MISSING_KEY, {}
+    if latest is None:
+        return ONLINE_AHEAD, {}
+    if ttl_ns and t_req - latest > ttl_ns:
+        return TTL_EXPIRY, {}
+    if served_ts is not None:
+        if served_ts < latest:
+            return FRESHNESS_LAG, {"lag_seconds": (latest - served_ts) / 1e9}
+        return (ONLINE_AHEAD if served_ts >= t_req else CODE_SKEW), {}
+    older = [
+        int(ts[j]) for j in range(len(ts)) if ts[j] < latest and _same(values[j], served_value)
+    ]
+    if older:
+        notes["inferred"][FRESHNESS_LAG] += 1
+        return FRESHNESS_LAG, {"lag_seconds": (latest - older[-1]) / 1e9}
+    if any(ts[j] >= t_req and _same(values[j], served_value) for j in range(len(ts))):
+        return ONLINE_AHEAD, {}
+    return CODE_SKEW, {}
+
+
+def _attribute_transforms(
+    manifest: Manifest,
+    result: Consistency,
+    current: Current,
+    row_causes: dict[str, list[str | None]],
+    notes: dict[str, Any],
+) -> None:
+    """Causes of request-time features: a changed fingerprint (code or statistics), else
+    the cause of an upstream input, else code skew."""
+    served, offline = result.served, result.offline
+    n = served.num_rows
     logged_fps = logged_json(served, "fingerprints")
     logged_hashes = logged_json(served, "artifact_hashes")
     transform_names = [nm for nm, fc in result.features.items() if fc.kind == "transform"]
@@ -242,27 +269,16 @@ def attribute(
              for i, t in enumerate(fs.order)}  # fmt: skip
     transform_names.sort(key=lambda nm: order.get(nm, 0))
     key_names = [k for v in manifest.views.values() for k in v.entities]
+    keys = [k for k in key_names if k in served.column_names]
     for name in transform_names:
         fc = result.features[name]
-        causes = [None] * n
+        causes: list[str | None] = [None] * n
         row_causes[name] = causes
-        mask = result.mismatch_masks[name]
-        fs = current.owner.get(name)
         t = current.transforms.get(name)
-        for i in np.flatnonzero(mask).tolist():
-            fps = logged_fps[i] or {}
-            logged = fps.get(name)
-            found: str | None = None
-            if logged is not None and logged != current.fingerprints.get(name):
-                hashes = logged_hashes[i]
-                if hashes is not None and fs is not None:
-                    differs = hashes.get(fs.name) not in (None, current.artifact_hashes[fs.name])
-                    found = STATISTICS_ARTIFACT if differs else TRANSFORM_FINGERPRINT
-                elif t is not None and t.analyzers:
-                    found = STATISTICS_ARTIFACT
-                    notes["inferred"][STATISTICS_ARTIFACT] += 1
-                else:
-                    found = TRANSFORM_FINGERPRINT
+        for i in np.flatnonzero(result.mismatch_masks[name]).tolist():
+            found = _fingerprint_cause(
+                name, current, (logged_fps[i] or {}).get(name), logged_hashes[i], notes
+            )
             if found is None and t is not None:
                 for f in t.inputs:
                     upstream = row_causes.get(f.name)
@@ -272,10 +288,30 @@ def attribute(
             cause = found or CODE_SKEW
             causes[i] = cause
             fc.causes[cause] += 1
-            _example(fc, served, offline, i, [k for k in key_names if k in served.column_names],
-                     None, cause, {})  # fmt: skip
-    notes["inferred"] = dict(notes["inferred"])
-    return notes
+            _example(fc, served, offline, i, keys, None, cause, {})
+
+
+def _fingerprint_cause(
+    name: str,
+    current: Current,
+    logged: str | None,
+    hashes: dict[str, Any] | None,
+    notes: dict[str, Any],
+) -> str | None:
+    """A logged fingerprint other than the current one: the statistics artifact changed
+    (its hash differs, or the transform reads statistics and no hash was logged), else
+    the code; None when the fingerprints agree."""
+    if logged is None or logged == current.fingerprints.get(name):
+        return None
+    fs = current.owner.get(name)
+    t = current.transforms.get(name)
+    if hashes is not None and fs is not None:
+        differs = hashes.get(fs.name) not in (None, current.artifact_hashes[fs.name])
+        return STATISTICS_ARTIFACT if differs else TRANSFORM_FINGERPRINT
+    if t is not None and t.analyzers:
+        notes["inferred"][STATISTICS_ARTIFACT] += 1
+        return STATISTICS_ARTIFACT
+    return TRANSFORM_FINGERPRINT
 
 
 def _example(
