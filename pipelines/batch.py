@@ -110,21 +110,28 @@ def check_input(source: SourcePlan) -> pa.Schema:
     for name, dtype in wanted.items():
         if name not in schema.names:
             raise SchemaError(f"{where}: column '{name}' is missing")
-        got = schema.field(name).type
-        if pa.types.is_timestamp(dtype):
-            if not pa.types.is_timestamp(got):
-                raise SchemaError(f"{where}: column '{name}' is {got}, expected a timestamp")
-            if got.tz is None:
-                raise SchemaError(
-                    f"{where}: column '{name}' is a timestamp without time zone; write it as UTC"
-                )
-        elif name == cfg.row_id and (pa.types.is_integer(got) or pa.types.is_string(got)):
-            continue
-        elif pa.types.is_large_string(got) and dtype == pa.string():
-            continue
-        elif got != dtype and not (pa.types.is_integer(got) and pa.types.is_integer(dtype)):
-            raise SchemaError(f"{where}: column '{name}' is {got}, expected {dtype}")
+        _check_column(where, name, schema.field(name).type, dtype, name == cfg.row_id)
     return schema
+
+
+def _check_column(
+    where: str, name: str, got: pa.DataType, dtype: pa.DataType, row_id: bool
+) -> None:
+    """One source column against the type the project wants (integers of any width for
+    integers, large strings for strings, any integer or string as the row id)."""
+    if pa.types.is_timestamp(dtype):
+        if not pa.types.is_timestamp(got):
+            raise SchemaError(f"{where}: column '{name}' is {got}, expected a timestamp")
+        if got.tz is None:
+            raise SchemaError(
+                f"{where}: column '{name}' is a timestamp without time zone; write it as UTC"
+            )
+    elif row_id and (pa.types.is_integer(got) or pa.types.is_string(got)):
+        return
+    elif pa.types.is_large_string(got) and dtype == pa.string():
+        return
+    elif got != dtype and not (pa.types.is_integer(got) and pa.types.is_integer(dtype)):
+        raise SchemaError(f"{where}: column '{name}' is {got}, expected {dtype}")
 
 
 def run(

@@ -217,175 +217,204 @@ def demo(
     console: Console | None = None,
 ) -> DemoResult:
     """Run the whole chain on the project at ``repo``; ``fault`` is one of ``FAULTS``."""
-    from pipelines.project import load_project
-
     if fault is not None and fault not in FAULTS:
         raise SchemaError(f"--fault must be one of {', '.join(FAULTS)}, got {fault!r}")
-    console = console or Console()
-    result = DemoResult()
-    steps = Steps(console, result)
-    plan = plan_demo(Path(repo))
-    repo = plan.repo
-    project = load_project(repo)
-    base = project.data_dir
-    source_path = Path(project.source_path(plan.source))
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=days)
-    state: dict[str, Any] = {}
-
+    run = _DemoRun(Path(repo), engine, rows, days, requests, fault, console or Console())
     with redis_for_run() as redis_url:
         os.environ["REDIS_URL"] = redis_url
-        console.print(f"project: {repo}   Redis: {redis_url}   data: {base}")
+        run.redis_url = redis_url
+        run.run()
+    total = sum(run.result.steps.values())
+    run.console.rule("[bold]done")
+    run.console.print(f"total {total:.1f}s")
+    return run.result
 
-        def generate_step() -> str:
-            out = source_path.parent
-            report = project.generator()(rows, out, seed=7, start=start, days=days)
-            n = getattr(report, "rows", rows)
-            return f"{n:,} rows of synthetic sources -> {out}"
 
-        def batch_step() -> str:
-            from pipelines.batch import run
+class _DemoRun:
+    """One demo run: the steps of the chain, sharing what earlier steps produced."""
 
-            r = run(engine, project, base)
-            return f"{engine}: {r.rows_in:,} rows in, {r.rows_quarantined:,} quarantined, " + (
-                ", ".join(f"{v} {n:,} rows" for v, n in sorted(r.rows_out.items()))
-            )
+    def __init__(
+        self,
+        repo: Path,
+        engine: str,
+        rows: int,
+        days: int,
+        requests: int,
+        fault: str | None,
+        console: Console,
+    ) -> None:
+        from pipelines.project import load_project
 
-        def apply_step() -> str:
-            from pipelines.apply import apply
+        self.engine, self.rows, self.days, self.requests = engine, rows, days, requests
+        self.fault, self.console = fault, console
+        self.result = DemoResult()
+        self.plan = plan_demo(repo)
+        self.repo = self.plan.repo
+        self.project = load_project(self.repo)
+        self.base = self.project.data_dir
+        self.source_path = Path(self.project.source_path(self.plan.source))
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        self.start = now - timedelta(days=days)
+        self.state: dict[str, Any] = {}
+        self.redis_url = ""
 
-            m = apply(repo, redis_url)
-            state["manifest"] = m
-            return (
-                f"feast apply: {len(m.views)} views, {len(m.request_transforms)} on-demand "
-                f"views, service {plan.service}"
-            )
-
-        def materialize_step() -> str:
-            from pipelines.materialize import materialize, reset_online_project
-
-            removed = reset_online_project(repo)  # the data may be regenerated: start clean
-            r = materialize(repo, None, datetime.now(UTC), verify=True, show_progress=False)
-            if not r.ok:
-                raise StoreError("materialization verification found lost entities")
-            written = sum(v.written for v in r.views)
-            if fault == "missing-keys":
-                state["deleted"] = _delete_some_keys(state["manifest"], placed_rows(), redis_url)
-            return (
-                f"{removed:,} keys of the previous run removed, {r.rows_scanned:,} rows "
-                f"scanned, {written:,} entity keys written, verified"
-                + (f"; fault: {state['deleted']:,} keys deleted" if fault == "missing-keys" else "")
-            )
-
-        def placed_rows() -> pa.Table:
-            """The source's rows with every key present (read once; the training entity
-            rows and the requests come from them)."""
-            if "rows" not in state:
-                raw = ds.dataset(str(source_path), format="parquet").to_table()
-                placed = np.ones(raw.num_rows, dtype=bool)
-                for k in plan.keys:
-                    placed &= raw.column(k).is_valid().to_numpy(zero_copy_only=False)
-                state["rows"] = raw.filter(pa.array(placed))
-            rows: pa.Table = state["rows"]
-            return rows
-
-        def training_step() -> str:
-            from pipelines.training_data import build_training_set
-
-            entities = placed_rows()
-            out = base / "training_set.parquet"
-            table = build_training_set(
-                repo, entities, out, plan.service, timestamp_column=plan.timestamp
-            )
-            state["training"] = table
-            return f"{entities.num_rows:,} entity rows in, {table.num_rows:,} rows out -> {out}"
-
-        def model_step() -> str:
-            assert plan.label is not None
-            table = state["training"]
-            columns = model_columns(state["manifest"].services[plan.service].features, table)
-            model, auc = train(table, columns, plan.label, plan.timestamp)
-            state["model"], state["columns"] = model, columns
-            result.auc = auc
-            (base / "model.pkl").write_bytes(pickle.dumps((model, columns)))
-            return f"HistGradientBoosting on {len(columns)} features: validation AUC {auc:.3f}"
-
-        def serve_step() -> str:
-            import httpx
-
-            manifest = state["manifest"]
-            fields = sorted(
-                {
-                    f
-                    for spec in manifest.request_transforms.values()
-                    for f in spec.request_schema
-                    if f in state["rows"].schema.names and f not in plan.keys
-                }
-            )
-            bodies = _request_bodies(state["rows"], plan.keys, fields, requests, fault)
-            # a directory of this run's own: logs of the project's server are never touched
-            log_dir = base / "logs" / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
-            latencies: list[float] = []
-            scores: list[float] = []
-            model, columns = state.get("model"), state.get("columns", [])
-            with lookup_server(repo, redis_url, log_dir) as url, httpx.Client(base_url=url) as http:
-                for body in bodies:
-                    t0 = time.perf_counter()
-                    response = http.post(f"/v1/features/{plan.service}", json=body)
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    response.raise_for_status()
-                    if model is not None:
-                        features = response.json()["features"]
-                        vector = [
-                            np.nan if features[c][0] is None else float(features[c][0])
-                            for c in columns
-                        ]
-                        scores.append(float(model.predict_proba(np.array([vector]))[0, 1]))
-            result.served = len(bodies)
-            result.latency_ms = {
-                "p50": float(np.percentile(latencies, 50)),
-                "p99": float(np.percentile(latencies, 99)),
-            }
-            state["log_dir"] = log_dir
-            scored = f", mean score {np.mean(scores):.3f}" if scores else ""
-            return (
-                f"{len(bodies)} requests{' (drifted on purpose)' if fault == 'drift' else ''}, "
-                f"HTTP round trip p50 {result.latency_ms['p50']:.2f} ms, "
-                f"p99 {result.latency_ms['p99']:.2f} ms{scored}"
-            )
-
-        def stale_artifact_step() -> str:
-            from pipelines.apply import apply
-            from transforms.statistics import analyze_table
-
-            # statistics recomputed on other data (the older half of the rows) after the
-            # requests were served, and registered: the logs no longer match the artifact
-            rows = state["rows"].sort_by(plan.timestamp)
-            half = rows.slice(0, rows.num_rows // 2)
-            for fs in project.request_sets:
-                if fs.analyzers and {a.column for a in fs.analyzers.values()} <= set(
-                    half.schema.names
-                ):
-                    analyze_table(fs, half).save(base / "artifacts" / f"{fs.name}.json")
-            apply(repo, redis_url)
-            return "request-time statistics recomputed on the older half of the rows, applied"
-
-        if project.config.generator is not None:
-            steps.run("generate sources", generate_step)
-        steps.run(f"batch features ({engine})", batch_step)
-        steps.run("register in Feast", apply_step)
-        steps.run("materialize into Redis", materialize_step)
-        steps.run("point-in-time training set", training_step)
+    def run(self) -> None:
+        steps = Steps(self.console, self.result)
+        plan = self.plan
+        self.console.print(f"project: {self.repo}   Redis: {self.redis_url}   data: {self.base}")
+        if self.project.config.generator is not None:
+            steps.run("generate sources", self.generate_step)
+        steps.run(f"batch features ({self.engine})", self.batch_step)
+        steps.run("register in Feast", self.apply_step)
+        steps.run("materialize into Redis", self.materialize_step)
+        steps.run("point-in-time training set", self.training_step)
         if plan.label is not None:
-            steps.run("train model", model_step)
-        steps.run("serve requests" + (" and score them" if plan.label else ""), serve_step)
-        if fault == "stale-artifact":
-            steps.run("fault: stale artifact", stale_artifact_step)
-        report_step = skew_step(repo, base, state, result)
-        steps.run("skew report", report_step)
-    total = sum(result.steps.values())
-    console.rule("[bold]done")
-    console.print(f"total {total:.1f}s")
-    return result
+            steps.run("train model", self.model_step)
+        steps.run("serve requests" + (" and score them" if plan.label else ""), self.serve_step)
+        if self.fault == "stale-artifact":
+            steps.run("fault: stale artifact", self.stale_artifact_step)
+        steps.run("skew report", skew_step(self.repo, self.base, self.state, self.result))
+
+    def generate_step(self) -> str:
+        out = self.source_path.parent
+        report = self.project.generator()(self.rows, out, seed=7, start=self.start, days=self.days)
+        n = getattr(report, "rows", self.rows)
+        return f"{n:,} rows of synthetic sources -> {out}"
+
+    def batch_step(self) -> str:
+        from pipelines.batch import run
+
+        r = run(self.engine, self.project, self.base)
+        return f"{self.engine}: {r.rows_in:,} rows in, {r.rows_quarantined:,} quarantined, " + (
+            ", ".join(f"{v} {n:,} rows" for v, n in sorted(r.rows_out.items()))
+        )
+
+    def apply_step(self) -> str:
+        from pipelines.apply import apply
+
+        m = apply(self.repo, self.redis_url)
+        self.state["manifest"] = m
+        return (
+            f"feast apply: {len(m.views)} views, {len(m.request_transforms)} on-demand "
+            f"views, service {self.plan.service}"
+        )
+
+    def materialize_step(self) -> str:
+        from pipelines.materialize import materialize, reset_online_project
+
+        removed = reset_online_project(self.repo)  # the data may be regenerated: start clean
+        r = materialize(self.repo, None, datetime.now(UTC), verify=True, show_progress=False)
+        if not r.ok:
+            raise StoreError("materialization verification found lost entities")
+        written = sum(v.written for v in r.views)
+        if self.fault == "missing-keys":
+            self.state["deleted"] = _delete_some_keys(
+                self.state["manifest"], self.placed_rows(), self.redis_url
+            )
+        return (
+            f"{removed:,} keys of the previous run removed, {r.rows_scanned:,} rows "
+            f"scanned, {written:,} entity keys written, verified"
+            + (
+                f"; fault: {self.state['deleted']:,} keys deleted"
+                if self.fault == "missing-keys"
+                else ""
+            )
+        )
+
+    def placed_rows(self) -> pa.Table:
+        """The source's rows with every key present (read once; the training entity
+        rows and the requests come from them)."""
+        if "rows" not in self.state:
+            raw = ds.dataset(str(self.source_path), format="parquet").to_table()
+            placed = np.ones(raw.num_rows, dtype=bool)
+            for k in self.plan.keys:
+                placed &= raw.column(k).is_valid().to_numpy(zero_copy_only=False)
+            self.state["rows"] = raw.filter(pa.array(placed))
+        rows: pa.Table = self.state["rows"]
+        return rows
+
+    def training_step(self) -> str:
+        from pipelines.training_data import build_training_set
+
+        entities = self.placed_rows()
+        out = self.base / "training_set.parquet"
+        table = build_training_set(
+            self.repo, entities, out, self.plan.service, timestamp_column=self.plan.timestamp
+        )
+        self.state["training"] = table
+        return f"{entities.num_rows:,} entity rows in, {table.num_rows:,} rows out -> {out}"
+
+    def model_step(self) -> str:
+        assert self.plan.label is not None
+        table = self.state["training"]
+        columns = model_columns(self.state["manifest"].services[self.plan.service].features, table)
+        model, auc = train(table, columns, self.plan.label, self.plan.timestamp)
+        self.state["model"], self.state["columns"] = model, columns
+        self.result.auc = auc
+        (self.base / "model.pkl").write_bytes(pickle.dumps((model, columns)))
+        return f"HistGradientBoosting on {len(columns)} features: validation AUC {auc:.3f}"
+
+    def serve_step(self) -> str:
+        import httpx
+
+        manifest = self.state["manifest"]
+        fields = sorted(
+            {
+                f
+                for spec in manifest.request_transforms.values()
+                for f in spec.request_schema
+                if f in self.state["rows"].schema.names and f not in self.plan.keys
+            }
+        )
+        bodies = _request_bodies(
+            self.state["rows"], self.plan.keys, fields, self.requests, self.fault
+        )
+        # a directory of this run's own: logs of the project's server are never touched
+        log_dir = self.base / "logs" / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
+        latencies: list[float] = []
+        scores: list[float] = []
+        model, columns = self.state.get("model"), self.state.get("columns", [])
+        with (
+            lookup_server(self.repo, self.redis_url, log_dir) as url,
+            httpx.Client(base_url=url) as http,
+        ):
+            for body in bodies:
+                t0 = time.perf_counter()
+                response = http.post(f"/v1/features/{self.plan.service}", json=body)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                response.raise_for_status()
+                if model is not None:
+                    features = response.json()["features"]
+                    vector = [
+                        np.nan if features[c][0] is None else float(features[c][0]) for c in columns
+                    ]
+                    scores.append(float(model.predict_proba(np.array([vector]))[0, 1]))
+        self.result.served = len(bodies)
+        self.result.latency_ms = {
+            "p50": float(np.percentile(latencies, 50)),
+            "p99": float(np.percentile(latencies, 99)),
+        }
+        self.state["log_dir"] = log_dir
+        scored = f", mean score {np.mean(scores):.3f}" if scores else ""
+        return (
+            f"{len(bodies)} requests{' (drifted on purpose)' if self.fault == 'drift' else ''}, "
+            f"HTTP round trip p50 {self.result.latency_ms['p50']:.2f} ms, "
+            f"p99 {self.result.latency_ms['p99']:.2f} ms{scored}"
+        )
+
+    def stale_artifact_step(self) -> str:
+        from pipelines.apply import apply
+        from transforms.statistics import analyze_table
+
+        # statistics recomputed on other data (the older half of the rows) after the
+        # requests were served, and registered: the logs no longer match the artifact
+        rows = self.state["rows"].sort_by(self.plan.timestamp)
+        half = rows.slice(0, rows.num_rows // 2)
+        for fs in self.project.request_sets:
+            if fs.analyzers and {a.column for a in fs.analyzers.values()} <= set(half.schema.names):
+                analyze_table(fs, half).save(self.base / "artifacts" / f"{fs.name}.json")
+        apply(self.repo, self.redis_url)
+        return "request-time statistics recomputed on the older half of the rows, applied"
 
 
 def _delete_some_keys(manifest: Any, rows: pa.Table, redis_url: str) -> int:
