@@ -61,12 +61,15 @@ def materialize_command(
 
         writer = (
             "writer: new keys by RESTORE of payloads from the compiled writer "
-            f"({redis_dump.LIBRARY.name}), existing keys by HSET"
+            f"(extension module store._dump, {redis_dump.LIBRARY.name}), existing keys by HSET"
             if redis_dump.available()
             else f"writer: HSET for every key (the compiled writer {redis_dump.LIBRARY} is "
             "not built: reinstall skewless where a C compiler is present)"
         )
-        if progress:  # beside the progress bars; the summary repeats it
+        # said before anything runs, beside the progress bars (stderr); the summary opens
+        # with it too. Without progress bars only the summary does, so that a failed run's
+        # output stays its one error line.
+        if progress:
             typer.echo(writer, err=True)
         end_t = _parse_time(end, "--end")
         assert end_t is not None

@@ -20,55 +20,48 @@ might parse (an optional '-' and 1 to 20 digits, a superset of lpStringToInt64) 
 the listpack HSET would build, byte for byte (DUMP of either key is equal); any other row
 in the plain form, which Redis loads by adding the fields one by one as HSET does.
 
-The payloads are written by a small C library (``_dump.c``, compiled by ``hatch_build.py``
-when the package is installed, called through ctypes): every payload needs its own CRC-64,
-which costs about 60 ms per 100k rows in numpy and 3 ms in C. Without the library (no C
-compiler at install), ``available()`` is False and the materializer uses HSET only.
+The payloads are written in C by the extension module ``store._dump`` (``_dump.c``, built
+by ``hatch_build.py`` into the wheel or, for an editable install, next to its source):
+every payload needs its own CRC-64, which costs about 60 ms per 100k rows in numpy and 3 ms
+in C. Without it (no C compiler at install), ``available()`` is False and the materializer
+uses HSET only.
 """
 
 from __future__ import annotations
 
-import ctypes
 import re
-import sys
+import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pyarrow as pa
 
 from store.resp import bulk, command_head
+from transforms.errors import ConfigError
 
 MAX_ELEMENT = 4095  # longest element of the 12-bit string encoding used here
 _INTLIKE = re.compile(rb"-?[0-9]{1,20}")  # a listpack might store these as integers
-LIBRARY = Path(__file__).with_name("_dump.dll" if sys.platform == "win32" else "_dump.so")
+_ABI_VERSION = 2  # store._dump.ABI_VERSION of the _dump.c these calls match
 
 
-_ABI_VERSION = 1  # skewless_dump_abi() of the _dump.c these bindings match
-
-
-def _load() -> ctypes.CDLL | None:
+def _load() -> ModuleType | None:
     """The compiled writer, or None if it is missing, unloadable or from another version
     of ``_dump.c`` (a stale build: ``make venv`` rebuilds it)."""
     try:
-        lib = ctypes.CDLL(str(LIBRARY))
-        lib.skewless_dump_abi.restype = ctypes.c_int32
-        if lib.skewless_dump_abi() != _ABI_VERSION:
-            return None
-    except (OSError, AttributeError):
+        from store import _dump
+    except ImportError:
         return None
-    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.skewless_restore_rows.argtypes = [
-        i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, ctypes.c_int32, i64, ptr, ptr
-    ]  # fmt: skip
-    lib.skewless_restore_rows.restype = i64
-    lib.skewless_crc64.argtypes = [ptr, i64]
-    lib.skewless_crc64.restype = ctypes.c_uint64
-    lib.skewless_dump_init()
-    return lib
+    return _dump if getattr(_dump, "ABI_VERSION", None) == _ABI_VERSION else None
 
 
 _LIB = _load()
+# the extension's file: the loaded one, else where the build puts it
+LIBRARY = Path(
+    getattr(_LIB, "__file__", None)
+    or Path(__file__).with_name("_dump" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+)
 
 
 def available() -> bool:
@@ -76,9 +69,11 @@ def available() -> bool:
     return _LIB is not None
 
 
-def _library() -> ctypes.CDLL:
+def _library() -> ModuleType:
     if _LIB is None:
-        raise RuntimeError(f"{LIBRARY} is missing: reinstall skewless with a C compiler")
+        raise ConfigError(
+            f"the compiled writer {LIBRARY} is not built: reinstall skewless with a C compiler"
+        )
     return _LIB
 
 
@@ -139,15 +134,13 @@ def restore_commands(
     per_row = resp + (1 + 5 + 6 + 1 + 2 + 8) + 10 * len(names) + int(name_off[-1])
     out = np.empty(n * per_row + len(key_data) + len(val_data), dtype=np.uint8)
     listpack = np.empty(n, dtype=np.uint8)
-    used = _library().skewless_restore_rows(
-        n, len(names), key_off.ctypes.data, key_data.ctypes.data, name_off.ctypes.data,
-        name_data.ctypes.data, val_off.ctypes.data, val_data.ctypes.data, head, len(head),
-        ttl_bulk, len(ttl_bulk), names_fit, min(max_value, MAX_ELEMENT), out.ctypes.data,
-        listpack.ctypes.data,
+    used: int = _library().restore_rows(
+        n, len(names), key_off, key_data, name_off, name_data, val_off, val_data, head,
+        ttl_bulk, names_fit, max_value, out, listpack,
     )  # fmt: skip
     return out.data[:used], listpack.astype(bool)
 
 
 def crc64(data: bytes) -> int:
     """Redis's CRC-64 of one byte string (the DUMP payload checksum)."""
-    return int(_library().skewless_crc64(data, len(data)))
+    return int(_library().crc64(data))

@@ -4,6 +4,8 @@ back to HSET where RESTORE is refused, with the same end state."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +64,17 @@ def _restore(
 def test_payload_writer_is_built() -> None:
     """``make venv`` compiles it (hatch_build.py); without it every key goes by HSET."""
     assert rd.available(), f"{rd.LIBRARY} missing: run make venv (needs a C compiler)"
+
+
+def test_ci_loads_the_extension_module() -> None:
+    """CI (``CI=true``) must run the compiled writer: the extension module ``store._dump``
+    built by the install, imported and used by ``store.redis_dump``."""
+    if os.environ.get("CI", "").lower() != "true":
+        pytest.skip("CI=true only: elsewhere a missing C compiler means HSET only")
+    import store._dump as ext
+
+    assert rd._LIB is ext and rd.available()
+    assert Path(ext.__file__ or "").name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
 def test_no_rows_no_commands() -> None:
