@@ -178,7 +178,7 @@ def run_parity(
     fs = feature_set or PARITY_FEATURES
     data = table if table is not None else parity_rows(rows)
     report = ParityReport(rows=data.num_rows)
-    step = progress or (lambda message: None)
+    step = progress or (lambda _message: None)
     with tempfile.TemporaryDirectory(prefix="skewless-parity-", dir=workdir) as tmp:
         work = Path(tmp)
         parquet = work / "input.parquet"

@@ -94,7 +94,7 @@ def run_project_parity(
     progress: Callable[[str], None] | None = None,
 ) -> ProjectParity:
     """Every feature set of ``project`` through online, Spark and Beam on its sources."""
-    step = progress or (lambda message: None)
+    step = progress or (lambda _message: None)
     out = ProjectParity()
     ship_definitions(project)
     with tempfile.TemporaryDirectory(prefix="skewless-parity-", dir=workdir) as tmp:

@@ -9,6 +9,7 @@ non-finite float output is null.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -95,7 +96,7 @@ def _float_from_arrow(field: Field, array: pa.Array, where: str) -> np.ndarray:
     if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
         raise InputError(f"{where} expected float64, got {t}")
     values = _to_numpy(array.cast(pa.float64()))
-    return _missing_as_nan(values, field, where, array.null_count)
+    return _missing_as_nan(values, field, where)
 
 
 def _int_from_arrow(field: Field, array: pa.Array, where: str) -> np.ndarray:
@@ -150,7 +151,7 @@ _FROM_ARROW: dict[type[FieldType], Callable[[Field, pa.Array, str], np.ndarray]]
 }
 
 
-def _missing_as_nan(values: np.ndarray, field: Field, where: str, nulls: int) -> np.ndarray:
+def _missing_as_nan(values: np.ndarray, field: Field, where: str) -> np.ndarray:
     finite = np.isfinite(values)
     if all_true(finite):
         return values
@@ -193,7 +194,7 @@ def _float_from_python(field: Field, values: Sequence[Any], where: str) -> np.nd
             ):
                 raise InputError(f"{where} expected float64, got {_py_kind(v)}")
     arr = np.array(values, dtype=np.float64)
-    return arr if clean else _missing_as_nan(arr, field, where, 0)
+    return arr if clean else _missing_as_nan(arr, field, where)
 
 
 def _int_from_python(field: Field, values: Sequence[Any], where: str) -> np.ndarray:
@@ -310,7 +311,7 @@ def _where(owner: str, field: Field) -> str:
 Checked = tuple[np.ndarray, "np.ndarray | None"]
 
 
-def _out_float(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked:
+def _out_float(arr: np.ndarray, _n: int, owner: str, field: Field) -> Checked:
     if arr.dtype.kind not in "fiub":
         raise OutputError(f"{_where(owner, field)} expected float64, got {arr.dtype}")
     values = arr.astype(np.float64, copy=False)
@@ -326,9 +327,9 @@ def _out_int(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked:
     if kind == "f":
         if n <= 32:  # the online path: plain Python is several times faster on a few values
             items = arr.tolist()
-            if not all(v != v or v.is_integer() for v in items):
+            if not all(math.isnan(v) or v.is_integer() for v in items):
                 raise OutputError(f"{_where(owner, field)} expected int64, got non-integral floats")
-            present = [v == v for v in items]
+            present = [not math.isnan(v) for v in items]
             ints = [int(v) if ok else 0 for v, ok in zip(items, present, strict=True)]
             return np.array(ints, dtype=np.int64), np.array(present, dtype=np.bool_)
         valid = ~np.isnan(arr)
@@ -339,7 +340,7 @@ def _out_int(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked:
     raise OutputError(f"{_where(owner, field)} expected int64, got {arr.dtype}")
 
 
-def _out_bool(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked:
+def _out_bool(arr: np.ndarray, _n: int, owner: str, field: Field) -> Checked:
     kind = arr.dtype.kind
     if kind == "b":
         return arr, None
@@ -354,7 +355,7 @@ def _out_bool(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked:
     raise OutputError(f"{_where(owner, field)} expected bool, got {arr.dtype}")
 
 
-def _out_string(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked:
+def _out_string(arr: np.ndarray, _n: int, owner: str, field: Field) -> Checked:
     kind = arr.dtype.kind
     if kind == "U":
         return arr.astype(object), None
@@ -366,7 +367,7 @@ def _out_string(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked:
     raise OutputError(f"{_where(owner, field)} expected string, got {arr.dtype}")
 
 
-def _out_timestamp(arr: np.ndarray, n: int, owner: str, field: Field) -> Checked:
+def _out_timestamp(arr: np.ndarray, _n: int, owner: str, field: Field) -> Checked:
     if arr.dtype.kind != "M":
         raise OutputError(f"{_where(owner, field)} expected timestamp, got {arr.dtype}")
     values = arr.astype("datetime64[us]", copy=False)

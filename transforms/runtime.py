@@ -128,7 +128,7 @@ class FeatureSetRunner:
                 results[t.name] = _columns.check_output(t.output, raw, n, t.name)
         return results
 
-    def _missing(self, name: str) -> TransformError:
+    def missing_input(self, name: str) -> TransformError:
         return _columns.InputError(
             f"transform '{self.inputs[name]}': input '{name}' is missing from the batch", name
         )
@@ -140,7 +140,7 @@ class FeatureSetRunner:
         out: list[Column] = []
         for f, owner in self.fields.items():
             if f.name not in names:
-                raise self._missing(f.name)
+                raise self.missing_input(f.name)
             out.append(_columns.from_arrow(f, batch.column(f.name), f"transform '{owner}'"))
         return out
 
@@ -166,7 +166,7 @@ class FeatureSetRunner:
         for name in fs.key_columns:
             if name not in table.schema.names:
                 raise (
-                    self._missing(name)
+                    self.missing_input(name)
                     if name in self.inputs
                     else _columns.InputError(
                         f"feature set '{fs.name}': column '{name}' is missing from the batch"
@@ -225,7 +225,7 @@ class FeatureSetRunner:
         for f, owner in self.fields.items():
             values = columns.get(f.name)
             if values is None:
-                raise self._missing(f.name)
+                raise self.missing_input(f.name)
             out.append(_columns.from_python(f, values, f"transform '{owner}'"))
         return out
 
@@ -246,7 +246,7 @@ class FeatureSetRunner:
             try:
                 columns[name] = [r[name] for r in rows]
             except KeyError:
-                raise self._missing(name) from None
+                raise self.missing_input(name) from None
         outputs = self.run_python_columns(columns, n)
         keep = list(passthrough)
         out = [{k: r.get(k) for k in keep} for r in rows]

@@ -29,7 +29,7 @@ class StatisticsCombiner:
     def create(self) -> Accumulators:
         return {slot: new_accumulator(slot[1]) for slot in self.slots}
 
-    def _owner(self, column: str) -> str:
+    def _owner(self) -> str:
         return f"feature set '{self.feature_set.name}' analyzer"
 
     def add_arrow(self, acc: Accumulators, batch: pa.RecordBatch | pa.Table) -> Accumulators:
@@ -39,10 +39,10 @@ class StatisticsCombiner:
             if column not in cache:
                 if column not in names:
                     raise _columns.InputError(
-                        f"{self._owner(column)}: input '{column}' is missing from the batch"
+                        f"{self._owner()}: input '{column}' is missing from the batch"
                     )
                 f = self.feature_set.inputs[column]
-                cache[column] = _columns.from_arrow(f, batch.column(column), self._owner(column))
+                cache[column] = _columns.from_arrow(f, batch.column(column), self._owner())
             acc[(column, family)].add(cache[column])
         return acc
 
@@ -54,10 +54,10 @@ class StatisticsCombiner:
                     values = [r[column] for r in rows]
                 except KeyError:
                     raise _columns.InputError(
-                        f"{self._owner(column)}: input '{column}' is missing from the batch"
+                        f"{self._owner()}: input '{column}' is missing from the batch"
                     ) from None
                 f = self.feature_set.inputs[column]
-                cache[column] = _columns.from_python(f, values, self._owner(column))
+                cache[column] = _columns.from_python(f, values, self._owner())
             acc[(column, family)].add(cache[column])
         return acc
 

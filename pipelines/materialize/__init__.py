@@ -88,13 +88,14 @@ class _NoProgress:
         return None
 
     def add_task(self, description: str, total: int) -> int:
+        del description, total  # rich.progress.Progress's signature, nothing shown
         return 0
 
     def advance(self, task: int, advance: int) -> None:
-        return None
+        del task, advance
 
     def update(self, task: int, total: int) -> None:
-        return None
+        del task, total
 
 
 def _progress(show: bool) -> Any:

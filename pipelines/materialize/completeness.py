@@ -3,6 +3,7 @@ entities equals the offline latest rows field by field."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ def _expected_python(value: Any, codec: str) -> Any:
         return None
     if codec in ("double", "float"):
         f = float(value)
-        if f != f:
+        if math.isnan(f):
             return None
         return float(np.float32(f)) if codec == "float" else f
     if codec == "unix_timestamp":

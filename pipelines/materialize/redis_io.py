@@ -210,7 +210,7 @@ class _ReplyStream:
     """
 
     def __init__(self, conn: Any) -> None:
-        self._sock = conn._sock
+        self._sock = conn._sock  # noqa: SLF001 - redis-py exposes no public socket; replies are read past its parser
         self._buf = bytearray()
 
     def _fill(self) -> bytes:

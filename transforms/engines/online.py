@@ -40,7 +40,7 @@ class OnlineEngine:
         columns = {}
         for name in self.inputs:
             if name not in row:
-                raise self.runner._missing(name)
+                raise self.runner.missing_input(name)
             columns[name] = (row[name],)
         out = self.runner.run_python_columns(columns, 1)
         return {name: values[0] for name, values in out.items()}
