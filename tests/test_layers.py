@@ -1,10 +1,11 @@
 """The layer contract, checked on every import statement of the product packages:
 
-    transforms  <-  serving  <-  cli
-    transforms  <-  pipelines (<- serving's manifest and Redis layout, until the storage
-                    layout becomes a package of its own)  <-  cli
+    transforms  <-  store  <-  serving    <-  cli
+                           <-  pipelines  <-  cli
 
-serving never imports pipelines; no product module imports the example project, the
+store is the storage layout shared with Feast (Redis keys, values, RESP, the manifest, the
+RESTORE writer), which pipelines writes and serving reads. serving never imports pipelines
+and pipelines never imports serving; no product module imports the example project, the
 benchmarks or the tests; no module imports a private name (``_name``) of a module in
 another package.
 """
@@ -15,13 +16,14 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("transforms", "pipelines", "serving", "cli")
+PRODUCT = ("transforms", "store", "pipelines", "serving", "cli")
 NEVER = ("feature_repo", "bench", "tests")
 ALLOWED: dict[str, set[str]] = {
     "transforms": set(),
-    "serving": {"transforms"},
-    "pipelines": {"transforms", "serving"},
-    "cli": {"transforms", "serving", "pipelines", "bench"},  # bench: `skewless bench` only
+    "store": {"transforms"},
+    "serving": {"transforms", "store"},
+    "pipelines": {"transforms", "store"},
+    "cli": {"transforms", "store", "serving", "pipelines", "bench"},  # bench: `skewless bench` only
 }
 
 
