@@ -97,7 +97,7 @@ class ServerState:
         except Exception:  # a bug: answer each request alone, so only its own gets a 500
             replies = [_complete_one(d[1]) for d in done]
         for (conn, _, path, alive, t0), reply in zip(done, replies, strict=True):
-            conn._respond(reply, path, alive, t0)
+            conn.respond(reply, path, alive, t0)
 
     async def sweep_idle(self, timeout_s: float) -> None:
         """Close connections with nothing in flight and no complete request for

@@ -138,6 +138,7 @@ class HttpProtocol(asyncio.Protocol):
         self.state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        del exc  # a reset or EOF ends the connection the same way
         self.transport = None
         self.halted = True
         self.pending = b""
@@ -453,9 +454,9 @@ class HttpProtocol(asyncio.Protocol):
             done = partial(self.state.complete, self, reply, path, keep_alive, t0)
             reply.future.add_done_callback(done)
         else:
-            self._respond(reply, path, keep_alive, t0)
+            self.respond(reply, path, keep_alive, t0)
 
-    def _respond(self, reply: Reply, path: str, keep_alive: bool, t0: float) -> None:
+    def respond(self, reply: Reply, path: str, keep_alive: bool, t0: float) -> None:
         status, content_type, payload = reply
         transport = self.transport
         if transport is not None and not transport.is_closing():

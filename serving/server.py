@@ -152,7 +152,7 @@ def _supervise(config: ServeConfig, catalog: Catalog, sock: socket.socket) -> No
                 os._exit(code)
         children[pid] = time.monotonic()
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for pid in children:
