@@ -26,6 +26,7 @@ def _register() -> None:
         commands_pipeline,
         commands_serve,
         commands_skew,
+        commands_stream,
     )
 
     for module in (
@@ -35,6 +36,7 @@ def _register() -> None:
         commands_materialize,
         commands_serve,
         commands_skew,
+        commands_stream,
         commands_demo,
     ):
         module.register(app)

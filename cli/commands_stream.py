@@ -1,0 +1,77 @@
+"""Command ``skewless stream``: the Spark Structured Streaming job that keeps the online
+window state fresh from a Redis stream (pipelines/streaming.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.errors import fail, guarded
+from cli.options import DEFAULT_REPO, Repo
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("stream")
+    @guarded
+    def stream_command(
+        stream: Annotated[
+            str, typer.Option("--stream", help="The Redis stream key of raw events.")
+        ],
+        checkpoint: Annotated[
+            Path | None,
+            typer.Option(
+                "--checkpoint",
+                help="Checkpoint directory (offsets; keep it to resume exactly once); "
+                "default: <data>/checkpoints/<stream>.",
+            ),
+        ] = None,
+        window_set: Annotated[
+            list[str] | None,
+            typer.Option("--window-set", help="Only these window sets (repeatable)."),
+        ] = None,
+        available_now: Annotated[
+            bool,
+            typer.Option(
+                "--available-now",
+                help="Write the events appended before the start, then stop (a catch-up run).",
+            ),
+        ] = False,
+        trigger_ms: Annotated[
+            int, typer.Option("--trigger-ms", help="Micro-batch interval in milliseconds.")
+        ] = 100,
+        max_events: Annotated[
+            int, typer.Option("--max-events", help="At most this many events per micro-batch.")
+        ] = 50_000,
+        redis_url: Annotated[
+            str | None, typer.Option("--redis-url", help="Default: REDIS_URL, else localhost.")
+        ] = None,
+        repo: Repo = DEFAULT_REPO,
+    ) -> None:
+        """Consume raw events from a Redis stream into the online window state, exactly once
+        in effect (restart it with the same checkpoint after any stop or crash)."""
+        if trigger_ms <= 0 or max_events <= 0:
+            fail("--trigger-ms and --max-events must be positive")
+        from pipelines.project import load_project
+        from pipelines.streaming import run_stream
+
+        project = load_project(repo)
+        url = redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        where = checkpoint or project.data_dir / "checkpoints" / stream
+        typer.echo(f"streaming {stream} -> window state of {repo} (checkpoint {where})")
+        report = run_stream(
+            repo,
+            stream,
+            where,
+            redis_url=url,
+            window_sets=window_set or None,
+            available_now=available_now,
+            trigger_ms=trigger_ms,
+            max_events=max_events,
+        )
+        typer.echo(
+            f"{report.events:,} events in {report.batches} micro-batches, "
+            f"{report.placed:,} placed in the window state"
+        )
