@@ -53,6 +53,7 @@ OPS: dict[str, tuple[type[FieldType], ...] | None] = {
     "last_k": None,
 }
 WHERE_SUFFIX = "__where"
+VALUE_SUFFIX = "__value"  # the value transform's name in WindowSet.values
 
 
 @dataclass(frozen=True, order=True)
@@ -194,6 +195,11 @@ class WindowSet:
         clash = set(names) & {*self.entities, self.event_timestamp}
         if clash:
             raise SchemaError(f"window set '{self.name}': features shadow keys: {sorted(clash)}")
+        clash = {a.name for a in self.aggregations} & {*self.entities, self.event_timestamp}
+        if clash:
+            raise SchemaError(
+                f"window set '{self.name}': aggregations named like keys: {sorted(clash)}"
+            )
         _ = self.values.inputs  # one type per input column, checked now
 
     @cached_property
@@ -203,10 +209,18 @@ class WindowSet:
     @cached_property
     def values(self) -> FeatureSet:
         """The per-event value (and filter) transforms as a row-wise feature set: every
-        engine computes them with the one executor before aggregating."""
+        engine computes them with the one executor before aggregating. The value of
+        aggregation ``a`` is the output ``a`` + ``VALUE_SUFFIX``, so a value may read a
+        column named like its aggregation (``def amount(amount: Float64)``) or like another
+        one: values read event columns only, never each other."""
         transforms = []
         for a in self.aggregations:
-            transforms.append(a.value)
+            value = dataclasses.replace(
+                a.value,
+                name=a.name + VALUE_SUFFIX,
+                output=dataclasses.replace(a.value.output, name=a.name + VALUE_SUFFIX),
+            )
+            transforms.append(value)
             if a.where is not None:
                 transforms.append(a.where)
         return FeatureSet(

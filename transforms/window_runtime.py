@@ -30,7 +30,13 @@ import pyarrow.compute as pc
 
 from transforms import _columns
 from transforms._exact import SHIFT
-from transforms.aggregations import WHERE_SUFFIX, Aggregation, WindowFeature, WindowSet
+from transforms.aggregations import (
+    VALUE_SUFFIX,
+    WHERE_SUFFIX,
+    Aggregation,
+    WindowFeature,
+    WindowSet,
+)
 from transforms.errors import SchemaError
 from transforms.runtime import FeatureSetRunner
 from transforms.types import Field, Float64Type, Int64Type, TimestampType
@@ -43,20 +49,28 @@ _ONE = 1 << SHIFT
 
 def _micros(array: pa.Array | pa.ChunkedArray, where: str) -> np.ndarray:
     """UTC instants as int64 microseconds (rule 9: zoned timestamps only)."""
+    if array.null_count:
+        raise SchemaError(f"{where} has {array.null_count} null(s)")
+    return _micros_or_zero(array, where)
+
+
+def _micros_or_zero(array: pa.Array | pa.ChunkedArray, where: str) -> np.ndarray:
+    """As :func:`_micros`, nulls read as 0 (for the caller to mask)."""
     t = array.type
     if not pa.types.is_timestamp(t):
         raise SchemaError(f"{where} expected a timestamp, got {t}")
     if t.tz is None:
         raise SchemaError(f"{where} is a timestamp without time zone; give it a zone (UTC)")
-    if array.null_count:
-        raise SchemaError(f"{where} has {array.null_count} null(s)")
     try:
         us = array.cast(pa.timestamp("us", tz="UTC"))
     except pa.ArrowInvalid as exc:
         raise SchemaError(f"{where} has sub-microsecond precision: {exc}") from None
     if isinstance(us, pa.ChunkedArray):
         us = us.combine_chunks()
-    return np.asarray(us.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    ints = us.cast(pa.int64())
+    if ints.null_count:
+        ints = ints.fill_null(0)
+    return np.asarray(ints.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def exact_int(x: float) -> int:
@@ -78,6 +92,7 @@ class WindowRunner:
         self.values = FeatureSetRunner(window_set.values, None)
         self.keys = list(window_set.entities)
         self.features = window_set.features
+        self._plans = [(a, a.features()) for a in window_set.aggregations]
         self.schema = pa.schema(
             [pa.field(f.name, _arrow_type(f), nullable=f.op not in ("count", "distinct"))
              for f in self.features]
@@ -86,6 +101,8 @@ class WindowRunner:
     # ------------------------------------------------------------ the event log
 
     def log_schema(self, source: pa.Schema) -> pa.Schema:
+        """The event log's schema for events in ``source``."""
+        self._check_events(source)
         fields = [source.field(k) for k in self.keys]
         fields.append(pa.field(EVENT_TIME, pa.int64(), nullable=False))
         if self.ws.event_id:
@@ -94,14 +111,18 @@ class WindowRunner:
             fields.append(pa.field(a.name, _value_arrow(a)))
         return pa.schema(fields)
 
-    def event_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
-        """Raw event rows -> the event log form (module doc, step 1)."""
+    def _check_events(self, source: pa.Schema) -> None:
         ws = self.ws
         for c in (*self.keys, ws.event_timestamp, *([ws.event_id] if ws.event_id else [])):
-            if c not in batch.schema.names:
+            if c not in source.names:
                 raise SchemaError(
                     f"window set '{ws.name}': column '{c}' is missing from the events"
                 )
+
+    def event_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        """Raw event rows -> the event log form (module doc, step 1)."""
+        ws = self.ws
+        self._check_events(batch.schema)
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         placed = [*self.keys, ws.event_timestamp]
         if any(table.column(c).null_count for c in placed):  # rule 22: no place, left out
@@ -118,7 +139,7 @@ class WindowRunner:
             arrays.append(table.column(ws.event_id))
             names.append(EVENT_ID)
         for a in ws.aggregations:
-            values, valid = out[a.name]
+            values, valid = out[a.name + VALUE_SUFFIX]
             if a.where is not None:
                 cond, cond_valid = out[a.name + WHERE_SUFFIX]
                 keep = cond.astype(bool) if cond_valid is None else cond.astype(bool) & cond_valid
@@ -132,19 +153,24 @@ class WindowRunner:
 
     def order(self, log: pa.Table) -> pa.Table:
         """One entity's log in its one order (rule 29), duplicates of an event id dropped
-        (rule 27): event time, then event id, then the values by aggregation name."""
+        (rule 27): event time, then event id, then the values by aggregation name (nulls
+        first; floats by their total order, so ``-0.0`` comes before ``0.0`` and no two
+        distinct values tie). Rows equal in every column are interchangeable."""
+        if log.num_rows <= 1:
+            return log
         names = [EVENT_TIME, *([EVENT_ID] if EVENT_ID in log.schema.names else [])]
         names += sorted(a.name for a in self.ws.aggregations)
-        if log.num_rows > 1:
-            keys = [(c, "ascending", "at_start") for c in names]
-            log = log.take(pc.sort_indices(log, sort_keys=keys))
-        if EVENT_ID in log.schema.names and log.num_rows > 1:
+        keyed = pa.table([_sort_key(log.column(c)) for c in names], names=names)
+        keys = [(c, "ascending", "at_start") for c in names]
+        log = log.take(pc.sort_indices(keyed, sort_keys=keys))
+        if EVENT_ID in log.schema.names:
             ids = log.column(EVENT_ID).to_pylist()
             last: dict[Any, int] = {}
             for i, v in enumerate(ids):
-                last[v] = i
-            if len(last) < len(ids):
-                keep = sorted(last.values())
+                if v is not None:  # an event without an id is never a duplicate
+                    last[v] = i
+            if len(last) < len(ids) - ids.count(None):
+                keep = sorted([*last.values(), *(i for i, v in enumerate(ids) if v is None)])
                 log = log.take(pa.array(keep, pa.int64()))
         return log
 
@@ -158,8 +184,8 @@ class WindowRunner:
         qs = q[q_order]
         t = np.asarray(log.column(EVENT_TIME).to_numpy(zero_copy_only=False), dtype=np.int64)
         out: dict[str, list[Any]] = {}
-        for a in self.ws.aggregations:
-            _aggregate(a, log.column(a.name), t, qs, q_order, out)
+        for a, features in self._plans:
+            _aggregate(a, features, log.column(a.name), t, qs, q_order, out)
         return out
 
     # ------------------------------------------------------------ the local reference
@@ -175,11 +201,15 @@ class WindowRunner:
     def aggregate_grouped(
         self, log: pa.Table, queries: pa.Table, query_time: str, passthrough: Sequence[str] = ()
     ) -> pa.Table:
+        """Every query row's features from a log of many entities: grouped by key here,
+        one :meth:`aggregate_entity` call per entity. A query row with a null key or a null
+        query time has no place (rule 24): its features are null."""
         for c in (*self.keys, query_time):
             if c not in queries.schema.names:
                 raise SchemaError(f"window set '{self.ws.name}': query column '{c}' is missing")
-        qt = _micros(queries.column(query_time), f"query time '{query_time}'")
-        rows_of = _group(queries, self.keys)
+        times = queries.column(query_time)
+        qt = _micros_or_zero(times, f"query time '{query_time}'")
+        rows_of = _group(queries, self.keys, times.is_null())
         events_of = _group(log, self.keys)
         columns: dict[str, list[Any]] = {f.name: [None] * queries.num_rows for f in self.features}
         empty = log.schema.empty_table()
@@ -195,18 +225,94 @@ class WindowRunner:
         arrays += [pa.array(columns[f.name], self.schema.field(f.name).type) for f in self.features]
         return pa.Table.from_arrays(arrays, names=[*passthrough, *(f.name for f in self.features)])
 
+    # ------------------------------------------------------------ for the engines
+
+    def output_schema(
+        self, queries: pa.Schema, query_time: str, passthrough: Sequence[str] = ()
+    ) -> pa.Schema:
+        """``passthrough`` query columns, then every feature (nullable: a query row
+        without a place has null features)."""
+        for c in dict.fromkeys((*self.keys, query_time, *passthrough)):
+            if c not in queries.names:
+                raise SchemaError(f"window set '{self.ws.name}': query column '{c}' is missing")
+        return pa.schema(
+            [queries.field(c) for c in passthrough] + [f.with_nullable(True) for f in self.schema]
+        )
+
+    def unplaced(self, query_time: str) -> list[str]:
+        """The query columns whose null leaves a row without a place (rule 24)."""
+        return [*self.keys, query_time]
+
+    def answer_arrow(
+        self, log: pa.Table, queries: pa.Table, query_time: str, out_schema: pa.Schema
+    ) -> pa.Table:
+        """One entity's query rows (keys and time present) as ``out_schema`` (from
+        :meth:`output_schema`): their passthrough columns, then the features as of each
+        row's time, from the entity's log rows (any order; none at all is fine)."""
+        if not queries.num_rows:
+            return out_schema.empty_table()
+        qt = _micros(queries.column(query_time), f"query time '{query_time}'")
+        got = self.aggregate_entity(log, qt)
+        n_pass = len(out_schema) - len(self.features)
+        arrays = [queries.column(f.name).cast(f.type) for f in list(out_schema)[:n_pass]]
+        arrays += [pa.array(got[f.name], self.schema.field(f.name).type) for f in self.features]
+        return pa.Table.from_arrays(arrays, schema=out_schema)
+
+    def answer_rows(
+        self,
+        log_rows: Sequence[dict[str, Any]],
+        log_schema: pa.Schema,
+        query_rows: Sequence[dict[str, Any]],
+        query_time: str,
+        passthrough: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """:meth:`answer_arrow` for dict rows: one entity's log rows (as
+        :meth:`event_values` gives them, in ``log_schema``) and query rows."""
+        if not query_rows:
+            return []
+        log = pa.Table.from_pylist(list(log_rows), schema=log_schema)
+        times = pa.array([r[query_time] for r in query_rows])
+        got = self.aggregate_entity(log, _micros(times, f"query time '{query_time}'"))
+        out = [{c: r[c] for c in passthrough} for r in query_rows]
+        for f in self.features:
+            for row, v in zip(out, got[f.name], strict=True):
+                row[f.name] = v
+        return out
+
+    def unplaced_row(self, row: dict[str, Any], passthrough: Sequence[str] = ()) -> dict[str, Any]:
+        """A query row without a place: its passthrough columns, every feature null."""
+        return {**{c: row[c] for c in passthrough}, **dict.fromkeys(f.name for f in self.features)}
+
+
+def _sort_key(column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
+    """A float column as int64 in IEEE total order (``-0.0`` < ``0.0``), nulls kept:
+    Arrow compares ``-0.0`` and ``0.0`` as equal, which would leave their order to the
+    input's."""
+    if not pa.types.is_floating(column.type):
+        return column
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    f64 = column.cast(pa.float64())
+    bits = np.asarray(f64.fill_null(0.0).to_numpy(zero_copy_only=False), np.float64).view(np.int64)
+    total = np.where(bits < 0, bits ^ np.int64(0x7FFF_FFFF_FFFF_FFFF), bits)
+    return pa.array(total, pa.int64(), mask=f64.is_null().to_numpy(zero_copy_only=False))
+
 
 def _value_arrow(a: Aggregation) -> pa.DataType:
     t = a.value.output.type
     return pa.timestamp("us", tz="UTC") if t is TimestampType else t.arrow
 
 
-def _group(table: pa.Table, keys: Sequence[str]) -> dict[tuple[Any, ...], list[int]]:
-    """Row indices by key tuple (rows with a null key belong to no entity: left out)."""
+def _group(
+    table: pa.Table, keys: Sequence[str], skip: pa.ChunkedArray | None = None
+) -> dict[tuple[Any, ...], list[int]]:
+    """Row indices by key tuple (rows with a null key, or where ``skip`` is true, belong
+    to no entity: left out)."""
     cols = [table.column(k).to_pylist() for k in keys]
+    skipped = skip.to_pylist() if skip is not None else [False] * table.num_rows
     out: dict[tuple[Any, ...], list[int]] = {}
-    for i, key in enumerate(zip(*cols, strict=True)):
-        if any(k is None for k in key):
+    for i, (key, no) in enumerate(zip(zip(*cols, strict=True), skipped, strict=True)):
+        if no or any(k is None for k in key):
             continue
         out.setdefault(key, []).append(i)
     return out
@@ -214,6 +320,7 @@ def _group(table: pa.Table, keys: Sequence[str]) -> dict[tuple[Any, ...], list[i
 
 def _aggregate(
     a: Aggregation,
+    features: Sequence[WindowFeature],
     column: pa.ChunkedArray | pa.Array,
     t: np.ndarray,
     qs: np.ndarray,
@@ -241,7 +348,7 @@ def _aggregate(
         else None
     )
     n_q = len(qs)
-    for f in a.features():
+    for f in features:
         lo = np.searchsorted(tp, qs - f.window.micros, side="left")
         res = _op(f, values, arr, prefix, lo, hi, vtype)
         col: list[Any] = [None] * n_q
