@@ -11,10 +11,12 @@ import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 from apache_beam.pvalue import DoOutputsTuple, PCollection
 
+from transforms.aggregations import WindowSet
 from transforms.artifact import StatisticsArtifact
 from transforms.feature_set import FeatureSet
 from transforms.runtime import FeatureSetRunner
 from transforms.statistics import Accumulators, StatisticsCombiner
+from transforms.window_runtime import WindowRunner
 
 GOOD, QUARANTINED = "good", "quarantined"  # the tagged outputs of SplitNullKeys
 
@@ -125,6 +127,122 @@ class ApplyTransforms(beam.PTransform[PCollection[Any], PCollection[Any]]):
             | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=self.max_batch_size)
             | "Transform" >> beam.ParDo(_RunRows(self.runner, self.passthrough))
         )
+
+
+class _EventLog(beam.DoFn):
+    """A batch of event dict rows -> (key tuple, that key's event log rows in the batch):
+    one element per entity and batch, not per event, goes through the shuffle."""
+
+    def __init__(self, runner: WindowRunner, schema: pa.Schema) -> None:
+        self.runner = runner
+        self.schema = schema
+
+    def process(self, rows: list[dict[str, Any]]) -> Iterable[tuple[tuple[Any, ...], Any]]:
+        log = self.runner.event_values(pa.Table.from_pylist(rows, schema=self.schema))
+        keys = self.runner.keys
+        by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for row in log.to_pylist():
+            by_key.setdefault(tuple(row[k] for k in keys), []).append(row)
+        yield from by_key.items()
+
+
+class _KeyQueries(beam.DoFn):
+    """A batch of query dict rows -> (key tuple, that key's rows in the batch); a row
+    without a place (a null key or query time, rule 24) goes straight to the output,
+    with null features."""
+
+    def __init__(self, runner: WindowRunner, query_time: str, passthrough: Sequence[str]) -> None:
+        self.runner = runner
+        self.columns = runner.unplaced(query_time)
+        self.passthrough = list(passthrough)
+
+    def process(self, rows: list[dict[str, Any]]) -> Iterable[Any]:
+        keys = self.runner.keys
+        by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            if any(row[c] is None for c in self.columns):
+                yield beam.pvalue.TaggedOutput(
+                    QUARANTINED, self.runner.unplaced_row(row, self.passthrough)
+                )
+            else:
+                by_key.setdefault(tuple(row[k] for k in keys), []).append(row)
+        yield from by_key.items()
+
+
+class _AnswerEntity(beam.DoFn):
+    def __init__(
+        self,
+        runner: WindowRunner,
+        log_schema: pa.Schema,
+        query_time: str,
+        passthrough: Sequence[str],
+    ) -> None:
+        self.runner = runner
+        self.log_schema = log_schema
+        self.query_time = query_time
+        self.passthrough = list(passthrough)
+
+    def process(self, keyed: tuple[Any, dict[str, Iterable[Any]]]) -> Iterable[dict[str, Any]]:
+        groups = keyed[1]
+        yield from self.runner.answer_rows(
+            [row for part in groups["log"] for row in part],
+            self.log_schema,
+            [row for part in groups["queries"] for row in part],
+            self.query_time,
+            self.passthrough,
+        )
+
+
+class ComputeWindows(beam.PTransform[Any, PCollection[dict[str, Any]]]):
+    """``{"events": ..., "queries": ...}`` (or a pair) of dict-row PCollections -> dict rows
+    of each query's ``passthrough`` columns and window features as of its ``query_time``
+    (CONTRACT rules 23-30). Events become the event log in batches (in ``events_schema``);
+    each entity's log and query rows meet in one ``aggregate_entity`` call after a
+    ``CoGroupByKey``. A query row with a null key or time gets null features (rule 24)."""
+
+    def __init__(
+        self,
+        ws: WindowSet,
+        events_schema: pa.Schema,
+        query_time: str,
+        passthrough: Sequence[str],
+        max_batch_size: int = 10_000,
+    ) -> None:
+        super().__init__()
+        self.runner = WindowRunner(ws)
+        self.events_schema = events_schema
+        self.log_schema = self.runner.log_schema(events_schema)
+        self.query_time = query_time
+        self.passthrough = list(passthrough)
+        self.max_batch_size = max_batch_size
+
+    def expand(self, pcolls: Any) -> Any:
+        events, queries = (
+            (pcolls["events"], pcolls["queries"]) if isinstance(pcolls, dict) else pcolls
+        )
+        size = {"min_batch_size": 64, "max_batch_size": self.max_batch_size}
+        log = (
+            events
+            | "Batch" >> beam.BatchElements(**size)
+            | "EventLog" >> beam.ParDo(_EventLog(self.runner, self.events_schema))
+        )
+        keyed = (
+            queries
+            | "BatchQueries" >> beam.BatchElements(**size)
+            | "KeyQueries"
+            >> beam.ParDo(_KeyQueries(self.runner, self.query_time, self.passthrough)).with_outputs(
+                QUARANTINED, main=GOOD
+            )
+        )
+        placed = (
+            {"log": log, "queries": keyed[GOOD]}
+            | "CoGroupByEntity" >> beam.CoGroupByKey()
+            | "Answer"
+            >> beam.ParDo(
+                _AnswerEntity(self.runner, self.log_schema, self.query_time, self.passthrough)
+            )
+        )
+        return (placed, keyed[QUARANTINED]) | "Flatten" >> beam.Flatten()
 
 
 class _AnalyzeFn(beam.CombineFn):

@@ -12,10 +12,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from transforms.aggregations import WindowSet
 from transforms.artifact import StatisticsArtifact
 from transforms.feature_set import FeatureSet
 from transforms.runtime import FeatureSetRunner
 from transforms.statistics import StatisticsCombiner
+from transforms.window_runtime import WindowRunner
 
 
 def _spark_schema(schema: pa.Schema) -> Any:
@@ -70,6 +72,42 @@ def _null_key_condition(df: Any, feature_set: FeatureSet) -> Any:
         if name in df.columns:  # a missing column stays the runner's error (rule 17)
             condition = condition | F.col(name).isNull()
     return condition
+
+
+def apply_windows(
+    ws: WindowSet, events: Any, queries: Any, query_time: str, passthrough: Sequence[str]
+) -> Any:
+    """Every query row's ``passthrough`` columns and window features as of its
+    ``query_time`` (CONTRACT rules 23-30): events become the event log per Arrow batch,
+    then each entity's log rows and query rows meet in one ``aggregate_entity`` call.
+    A query row with a null key or time gets null features (rule 24)."""
+    from pyspark.sql import functions as F
+
+    runner = WindowRunner(ws)
+    log_schema = runner.log_schema(_input_arrow_schema(events, events.columns))
+    out_schema = runner.output_schema(
+        _input_arrow_schema(queries, queries.columns), query_time, passthrough
+    )
+    spark_out = _spark_schema(out_schema)
+
+    def to_log(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield from runner.event_values(batch).to_batches()
+
+    def answer(log: pa.Table, rows: pa.Table) -> pa.Table:
+        return runner.answer_arrow(log, rows, query_time, out_schema)
+
+    log = events.mapInArrow(to_log, _spark_schema(log_schema))
+    unplaced = F.lit(False)
+    for c in runner.unplaced(query_time):
+        unplaced = unplaced | F.col(c).isNull()
+    keys = runner.keys
+    placed = log.groupBy(*keys).cogroup(queries.filter(~unplaced).groupBy(*keys))
+    nulls = [
+        F.lit(None).cast(f.dataType).alias(f.name) for f in spark_out.fields[len(passthrough) :]
+    ]
+    rest = queries.filter(unplaced).select(*passthrough, *nulls)
+    return placed.applyInArrow(answer, spark_out).unionByName(rest)
 
 
 def analyze(df: Any, feature_set: FeatureSet) -> StatisticsArtifact:
