@@ -35,7 +35,11 @@ test: lint
 parity: venv
 	$(BIN)/skewless parity --rows 100000
 
+# wrk (the serving benchmark's load generator) is installed when missing and apt-get can;
+# without it bench.serving falls back to a Python client and says so.
 bench: venv
+	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -q wrk >/dev/null 2>&1; } || echo "wrk not installed: Python load client"
 	$(BIN)/skewless bench
 
 clean:
