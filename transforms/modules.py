@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from transforms.aggregations import WindowSet
 from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
 
@@ -58,3 +59,30 @@ def feature_set_ref(fs: FeatureSet, modules: list[ModuleType]) -> str:
             if value is fs:
                 return f"{module.__name__}:{attr}"
     raise SchemaError(f"feature set '{fs.name}' is not a top-level name of a definitions module")
+
+
+def window_sets_of(module: ModuleType) -> list[WindowSet]:
+    """Every WindowSet a module defines at top level, in definition order, once each."""
+    seen: dict[int, WindowSet] = {}
+    for value in vars(module).values():
+        if isinstance(value, WindowSet):
+            seen.setdefault(id(value), value)
+    return list(seen.values())
+
+
+def resolve_window_set(ref: str, root: str | Path | None = None) -> WindowSet:
+    """The WindowSet named by ``"module:attribute"`` (what the serving manifest records)."""
+    module, _, attr = ref.partition(":")
+    ws = getattr(import_definitions(module, root), attr, None)
+    if not isinstance(ws, WindowSet):
+        raise SchemaError(f"{ref} is not a WindowSet")
+    return ws
+
+
+def window_set_ref(ws: WindowSet, modules: list[ModuleType]) -> str:
+    """``"module:attribute"`` of ``ws`` among ``modules`` (inverse of resolve_window_set)."""
+    for module in modules:
+        for attr, value in vars(module).items():
+            if value is ws:
+                return f"{module.__name__}:{attr}"
+    raise SchemaError(f"window set '{ws.name}' is not a top-level name of a definitions module")
