@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pipelines.feast_objects import (
 from pipelines.project import Project, load_project
 from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 from store.redis_layout import feast_connection_string
+from store.window_state import window_set_spec
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
 from transforms.modules import resolve_feature_set
@@ -128,6 +130,16 @@ def manifest_from_registry(store: Any) -> Manifest:
     )
 
 
+def with_window_sets(manifest: Manifest, project: Project) -> Manifest:
+    """The manifest plus the project's WindowSets (not Feast objects: the server reads
+    their features from the online window state, :mod:`store.window_state`)."""
+    specs = {ws.name: window_set_spec(ws, project.window_set_ref(ws)) for ws in project.window_sets}
+    clash = sorted(set(specs) & (set(manifest.views) | set(manifest.request_transforms)))
+    if clash:
+        raise SchemaError(f"window set names {clash} are also feature view names")
+    return dataclasses.replace(manifest, window_sets=specs)
+
+
 def apply(
     repo: Path,
     redis_url: str | None = None,
@@ -145,13 +157,16 @@ def apply(
     from feast import FeatureStore
 
     store = FeatureStore(repo_path=str(repo))
+    skewless_project: Project | None = None
     if (repo / "skewless.yaml").is_file():
-        skewless_project: Project = load_project(repo)
+        skewless_project = load_project(repo)
         base = base or skewless_project.data_dir
         if not (base / "features").exists():
             raise SchemaError(f"{base / 'features'} does not exist; run `skewless run` first")
         objects: dict[str, Any] = repo_objects(skewless_project, base)
         store.apply(list(objects.values()))
     manifest = manifest_from_registry(store)
+    if skewless_project is not None:
+        manifest = with_window_sets(manifest, skewless_project)
     manifest.save(repo)
     return Manifest.load(repo)

@@ -20,9 +20,16 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from transforms.aggregations import WindowSet
 from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
-from transforms.modules import feature_set_ref, feature_sets_of, import_definitions
+from transforms.modules import (
+    feature_set_ref,
+    feature_sets_of,
+    import_definitions,
+    window_set_ref,
+    window_sets_of,
+)
 
 PROJECT_FILE = "skewless.yaml"
 KEY_TYPES: dict[str, pa.DataType] = {"int64": pa.int64(), "string": pa.string()}
@@ -138,6 +145,20 @@ class Project:
         for fs in found.values():
             self._check(fs)
         return list(found.values())
+
+    @cached_property
+    def window_sets(self) -> list[WindowSet]:
+        """The WindowSets of the definition modules (served from the online window state)."""
+        found: dict[str, WindowSet] = {}
+        for module in self.modules:
+            for ws in window_sets_of(module):
+                if found.setdefault(ws.name, ws) is not ws:
+                    raise SchemaError(f"window set name '{ws.name}' is defined twice")
+        return list(found.values())
+
+    def window_set_ref(self, ws: WindowSet) -> str:
+        """``module:attribute`` of a window set (what the serving manifest records)."""
+        return window_set_ref(ws, self.modules)
 
     @property
     def entity_sets(self) -> tuple[FeatureSet, ...]:

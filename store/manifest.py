@@ -53,6 +53,21 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class WindowSetSpec:
+    """A WindowSet served from the online window state (:mod:`store.window_state`): its
+    features are read as ``<name>:<feature>`` and its events pushed as ``<name>``."""
+
+    name: str
+    window_set: str  # "module:attribute" of the WindowSet in the project's definitions
+    entities: dict[str, str]  # join key -> key type ("int64", "string")
+    features: dict[str, str]  # feature -> type name ("int64", "float64", "list<float64>")
+    event_timestamp: str
+    event_id: str | None
+    max_window_micros: int
+    grace_micros: int
+
+
+@dataclass(frozen=True)
 class Manifest:
     project: str
     entity_key_serialization_version: int
@@ -61,6 +76,7 @@ class Manifest:
     services: dict[str, ServiceSpec]
     redis_connection_string: str = "127.0.0.1:6379"
     root: str = field(default="", compare=False)  # the project directory it was loaded from
+    window_sets: dict[str, WindowSetSpec] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -100,6 +116,7 @@ class Manifest:
                 services={k: ServiceSpec(**v) for k, v in raw["services"].items()},
                 redis_connection_string=raw.get("redis_connection_string", "127.0.0.1:6379"),
                 root=str(Path(repo).resolve()),
+                window_sets={k: WindowSetSpec(**v) for k, v in raw.get("window_sets", {}).items()},
             )
         except FileNotFoundError:
             raise ArtifactError(

@@ -41,6 +41,7 @@ from pipelines.materialize.write import _hset_payload as _hset_payload
 from pipelines.materialize.write import _stale as _stale
 from pipelines.materialize.write import _timestamp_nanos as _timestamp_nanos
 from store import redis_layout as rl
+from store.window_state import window_keys
 from transforms.errors import ConfigError, SchemaError, StoreUnavailable
 
 __all__ = [
@@ -280,8 +281,9 @@ def project_keys(client: Any, project: str) -> list[bytes]:
 
 
 def clear_project(client: Any, project: str) -> int:
-    """Delete only the keys of ``project``; returns how many."""
-    keys = project_keys(client, project)
+    """Delete only the keys of ``project``, its Feast rows and its online window state
+    (:func:`store.window_state.window_keys`); returns how many."""
+    keys = project_keys(client, project) + window_keys(client, project)
     for i in range(0, len(keys), 10_000):
         client.delete(*keys[i : i + 10_000])
     return len(keys)
