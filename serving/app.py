@@ -32,6 +32,15 @@ Endpoints
     Timestamps are not returned; a feature absent from ``statuses`` is PRESENT for every
     entity.
 
+Window features (``<window set>:<feature>`` references, :mod:`store.window_state`) are
+answered in both forms as of ``"request_time"`` in the body (a skewless extension: epoch
+microseconds or ISO-8601 with a zone; now when absent), from one ZRANGEBYSCORE per entity
+in the same pipelined round trip, with the bits the offline path gives for that time.
+
+``POST /push``
+    Feast's push body writing a window set's events to its online state
+    (:mod:`serving.push`).
+
 ``GET /health`` (process up), ``GET /ready`` (manifest loaded and Redis answers),
 ``GET /metrics`` (Prometheus), ``GET /openapi.json``.
 
@@ -58,12 +67,19 @@ import orjson
 from serving.catalog import Catalog, Plan, PlanCache
 from serving.config import ServeConfig, redis_connection
 from serving.decode import NOT_FOUND
-from serving.entities import encode_keys, parse_entities
+from serving.entities import encode_keys, encode_window_keys, parse_entities
 from serving.errors import HTTPError, InvalidBody, clip, describe, http_status
 from serving.lookup import RedisReader, Result, decode, decode_many, split_replies
 from serving.metrics import Metrics
 from serving.openapi import openapi_spec
-from serving.request_checks import check_content_length, feature_names_flag, is_json_type
+from serving.push import prepare_push
+from serving.request_checks import (
+    check_content_length,
+    feature_names_flag,
+    is_json_type,
+    json_object,
+    request_time,
+)
 from serving.responses import _all_finite as _all_finite
 from serving.responses import error_body, feast_response, native_column, native_response
 from transforms.errors import StoreUnavailable, TransformError
@@ -89,8 +105,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _JSON_TYPE = b"application/json"
 _METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _FEAST_PATH = "/get-online-features"
+_PUSH_PATH = "/push"
 _NATIVE_PREFIX = "/v1/features/"
-_ROUTES = frozenset({_FEAST_PATH, "/health", "/ready", "/metrics", "/openapi.json"})
+_ROUTES = frozenset({_FEAST_PATH, _PUSH_PATH, "/health", "/ready", "/metrics", "/openapi.json"})
 
 # -------------------------------------------------------------------------- app
 
@@ -158,7 +175,7 @@ class LookupApp:
         and ``Pending.complete`` turns the reply into the response (no task per request).
         """
         try:
-            if path == _FEAST_PATH or path.startswith(_NATIVE_PREFIX):
+            if path == _FEAST_PATH or path == _PUSH_PATH or path.startswith(_NATIVE_PREFIX):
                 if method != "POST":
                     raise HTTPError(405, f"{path} takes POST", None)
                 self._check_auth(authorization)
@@ -170,6 +187,8 @@ class LookupApp:
                     )
                 if path == _FEAST_PATH:
                     return self._lookup(body, None, feast_response)
+                if path == _PUSH_PATH:
+                    return self._push(body)
                 return self._lookup(body, path[len(_NATIVE_PREFIX) :], native_response)
             if path == "/health":
                 return 200, _JSON_TYPE, b'{"status":"ok"}'
@@ -213,24 +232,29 @@ class LookupApp:
     def _lookup(
         self, body: bytes, service: str | None, render: Callable[[Result], bytes]
     ) -> Reply | Pending:
-        plan, n, entities, keys = self.prepare(body, service)
-        lookup = LookupRequest(self, plan, n, entities, render)
+        plan, n, entities, keys, at = self.prepare(body, service)
+        lookup = LookupRequest(self, plan, n, entities, render, at)
         if not keys:
             return lookup([])
-        return Pending(self.reader.submit(plan, keys), lookup, self)
+        return Pending(self.reader.submit(plan, keys, at), lookup, self)
+
+    # ------------------------------------------------------------ pushes
+
+    def _push(self, body: bytes) -> Reply | Pending:
+        """``POST /push`` (:func:`serving.push.prepare_push`): one round trip of writes."""
+        payload, count, done = prepare_push(self.catalog, body)
+        if not count:
+            return done([])
+        return Pending(self.reader.client.submit(payload, count), done, self)
 
     # ------------------------------------------------------------ lookups
 
     def prepare(
         self, body: bytes, service: str | None
-    ) -> tuple[Plan, int, dict[str, list[Any]], list[list[bytes]]]:
-        """Parse and validate a request body: (plan, entities, their columns, Redis keys)."""
-        try:
-            req = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidBody(f"malformed JSON: {clip(str(exc))}", None) from None
-        if not isinstance(req, dict):
-            raise InvalidBody(f"the body must be a JSON object, got {describe(req)}", None)
+    ) -> tuple[Plan, int, dict[str, list[Any]], list[list[bytes]], int]:
+        """Parse and validate a request body: (plan, entities, their columns, Redis keys
+        per group then per window read, request time in epoch microseconds)."""
+        req = json_object(body)
         full = feature_names_flag(req.get("full_feature_names", False))
         refs = req.get("features")
         if refs is not None and not (type(refs) is list and all(type(r) is str for r in refs)):
@@ -250,8 +274,11 @@ class LookupApp:
             plan = self.plans.for_service(service, full)
         else:
             plan = self.plans.for_features(refs, full)
+        at = request_time(req.get("request_time"))
         n, entities = parse_entities(plan, req.get("entities"), self.config.max_entities)
-        return plan, n, entities, [encode_keys(g, entities, n) for g in plan.groups]
+        keys = [encode_keys(g, entities, n) for g in plan.groups]
+        keys += [encode_window_keys(w, entities) for w in plan.windows]
+        return plan, n, entities, keys, at
 
     def finish(
         self,
@@ -259,10 +286,12 @@ class LookupApp:
         n: int,
         replies: list[Any],
         entities: dict[str, list[Any]],
+        at_micros: int | None = None,
     ) -> Result:
-        """Decode Redis replies (flat, as sent), run request-time transforms, count
-        statuses, log."""
-        return self._served(decode(plan, n, split_replies(replies, n), entities))
+        """Decode Redis replies (flat, as sent), run request-time transforms, compute
+        window features as of ``at_micros``, count statuses, log."""
+        replies_of = split_replies(replies, n)
+        return self._served(decode(plan, n, replies_of, entities, at_micros=at_micros))
 
     def _served(self, result: Result) -> Result:
         """Count the statuses of a decoded lookup and offer it to the feature log."""
@@ -281,7 +310,7 @@ class LookupApp:
         batches: dict[int, list[tuple[int, Pending, LookupRequest]]] = {}
         for i, p in enumerate(pendings):
             lk = p.lookup
-            if lk is not None and lk.plan.transform_sets and p.succeeded():
+            if lk is not None and lk.plan.transform_sets and not lk.plan.windows and p.succeeded():
                 batches.setdefault(id(lk.plan), []).append((i, p, lk))
         for batch in batches.values():
             if len(batch) > 1:
@@ -306,9 +335,9 @@ class LookupApp:
 
     async def lookup(self, body: bytes, service: str | None) -> Result:
         """One lookup as a coroutine (tests, embedding): parse, read Redis, decode."""
-        plan, n, entities, keys = self.prepare(body, service)
-        replies = await self.reader.submit(plan, keys) if keys else []
-        return self.finish(plan, n, replies, entities)
+        plan, n, entities, keys, at = self.prepare(body, service)
+        replies = await self.reader.submit(plan, keys, at) if keys else []
+        return self.finish(plan, n, replies, entities, at)
 
     # ------------------------------------------------------------ ASGI entry
 
@@ -390,7 +419,7 @@ Reply = tuple[int, bytes, bytes]  # (status, content type, body)
 class LookupRequest:
     """A parsed feature lookup waiting for Redis; called with the replies, it answers."""
 
-    __slots__ = ("app", "plan", "n", "entities", "render")
+    __slots__ = ("app", "plan", "n", "entities", "render", "at")
 
     def __init__(
         self,
@@ -399,15 +428,17 @@ class LookupRequest:
         n: int,
         entities: dict[str, list[Any]],
         render: Callable[[Result], bytes],
+        at: int | None = None,
     ) -> None:
         self.app = app
         self.plan = plan
         self.n = n
         self.entities = entities
         self.render = render
+        self.at = at
 
     def __call__(self, replies: list[Any]) -> Reply:
-        return self.reply(self.app.finish(self.plan, self.n, replies, self.entities))
+        return self.reply(self.app.finish(self.plan, self.n, replies, self.entities, self.at))
 
     def reply(self, result: Result) -> Reply:
         """The 200 answer of a served lookup."""

@@ -11,8 +11,9 @@ from typing import Any
 
 from serving.errors import UnknownService, UnknownView, clip
 from store import redis_layout as rl
-from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
+from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec, WindowSetSpec
 from store.resp import hmget_parts
+from store.window_state import WindowLayout, window_set_spec
 from transforms.errors import ArtifactError, RequestError, SchemaError
 
 PLAN_CACHE_SIZE = 512
@@ -81,16 +82,56 @@ def load_request_transforms(repo: Path, spec: RequestTransformSpec) -> LoadedTra
     )
 
 
+class LoadedWindows:
+    """A window set, imported from the project and checked against its manifest entry:
+    its state layout (reads) and, built on first use, its event-value runner (pushes)."""
+
+    def __init__(self, spec: WindowSetSpec, window_set: Any, layout: WindowLayout) -> None:
+        self.spec = spec
+        self.window_set = window_set
+        self.layout = layout
+        self._runner: Any = None
+
+    @property
+    def runner(self) -> Any:  # transforms.window_runtime.WindowRunner
+        if self._runner is None:
+            from transforms.window_runtime import WindowRunner
+
+            self._runner = WindowRunner(self.window_set)
+        return self._runner
+
+
+def load_window_set(repo: Path, project: str, spec: WindowSetSpec) -> LoadedWindows:
+    """Import the window set and refuse any drift from the manifest (keys, features and
+    their types, windows, event columns: what `skewless apply` recorded)."""
+    from transforms.modules import resolve_window_set
+
+    try:
+        ws = resolve_window_set(spec.window_set, repo)
+    except SchemaError as exc:
+        raise ArtifactError(f"window set '{spec.name}': {exc}") from None
+    now = window_set_spec(ws, spec.window_set, spec.grace_micros)
+    if now != spec:
+        diff = [k for k, v in vars(now).items() if getattr(spec, k) != v]
+        raise ArtifactError(
+            f"window set '{spec.name}': its definition differs from the manifest in "
+            f"{', '.join(diff)}; re-run `skewless apply`"
+        )
+    return LoadedWindows(spec, ws, WindowLayout(project, ws, spec.grace_micros))
+
+
 # ------------------------------------------------------------------------ catalog
 
 
 @dataclass
 class Catalog:
-    """The manifest plus loaded request transforms: everything plans are compiled from."""
+    """The manifest plus loaded request transforms and window sets: everything plans are
+    compiled from."""
 
     manifest: Manifest
     transforms: dict[str, LoadedTransforms]
     repo: Path
+    windows: dict[str, LoadedWindows] = field(default_factory=dict)
 
     @classmethod
     def load(cls, repo: str | Path) -> Catalog:
@@ -102,7 +143,11 @@ class Catalog:
         }
         for svc in manifest.services.values():
             _check_service(svc, loaded)
-        return cls(manifest, loaded, repo)
+        windows = {
+            name: load_window_set(repo, manifest.project, spec)
+            for name, spec in manifest.window_sets.items()
+        }
+        return cls(manifest, loaded, repo, windows)
 
 
 def _check_service(svc: ServiceSpec, loaded: Mapping[str, LoadedTransforms]) -> None:
@@ -151,6 +196,14 @@ class ViewRead:
 
 
 @dataclass
+class WindowRead:
+    """The window features a plan reads of one window set (one ZRANGEBYSCORE per entity)."""
+
+    windows: LoadedWindows
+    features: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Plan:
     """A compiled request shape (a feature service or a feature list)."""
 
@@ -160,12 +213,14 @@ class Plan:
     # output columns after the entity keys: (name, kind, a, b)
     #   kind "view": a = (group index, view index), b = feature index
     #   kind "transform": a = transform set name, b = output name
+    #   kind "window": a = index in ``windows``, b = feature name
     outputs: list[tuple[str, str, Any, Any]]
     transform_sets: list[tuple[LoadedTransforms, dict[str, tuple[int, int, int]]]]
     request_fields: dict[str, str]  # request field -> type name
     fingerprints: dict[str, str]
     artifact_hashes: dict[str, str]
     output_types: dict[str, str]  # output column -> type name (for logs)
+    windows: list[WindowRead] = field(default_factory=list)  # read after the groups' HMGETs
     column_names: list[str] = field(init=False)  # every Result's names (shared)
     column_types: list[str] = field(init=False)  # per result column ("" for entity keys)
 
@@ -190,6 +245,7 @@ def compile_plan(
     view_feats: dict[str, list[str]] = {}  # view -> features to read, in first-seen order
     outputs_spec: list[tuple[str, str, str]] = []  # (kind, view/transform set, feature)
     used_sets: dict[str, LoadedTransforms] = {}
+    window_reads: dict[str, WindowRead] = {}
 
     def need(view: str, feat: str) -> None:
         feats = view_feats.setdefault(view, [])
@@ -219,6 +275,14 @@ def compile_plan(
                 )
             used_sets[view] = lt
             outputs_spec.append(("transform", view, feat))
+        elif view in catalog.windows:
+            if feat not in catalog.windows[view].spec.features:
+                raise RequestError(f"window set '{view}' has no feature '{clip(feat)}'", clip(ref))
+            wr = window_reads.get(view)
+            if wr is None:
+                wr = window_reads[view] = WindowRead(catalog.windows[view])
+            wr.features.append(feat)
+            outputs_spec.append(("window", view, feat))
         else:
             raise UnknownView(f"unknown feature view '{clip(view)}'", clip(ref))
     # Hidden inputs of request-time transforms are read but not returned (as Feast drops them).
@@ -256,10 +320,13 @@ def compile_plan(
     for g in groups:
         g.hmget_head, g.hmget_tail = hmget_parts(g.fields)
     entity_names: list[str] = []
-    for g in groups:
-        for k in g.join_keys:
+    key_sets = [g.join_keys for g in groups]
+    key_sets += [wr.windows.layout.join_keys for wr in window_reads.values()]
+    for join_keys in key_sets:
+        for k in join_keys:
             if k not in entity_names:
                 entity_names.append(k)
+    window_index = {name: i for i, name in enumerate(window_reads)}
 
     outputs: list[tuple[str, str, Any, Any]] = []
     output_types: dict[str, str] = {}
@@ -269,6 +336,9 @@ def compile_plan(
             gi, vi = where[src]
             outputs.append((out_name, kind, (gi, vi), groups[gi].views[vi].features.index(feat)))
             output_types[out_name] = m.views[src].features[feat]
+        elif kind == "window":
+            outputs.append((out_name, kind, window_index[src], feat))
+            output_types[out_name] = catalog.windows[src].spec.features[feat]
         else:
             outputs.append((out_name, kind, src, feat))
             output_types[out_name] = catalog.transforms[src].output_types[feat]
@@ -306,6 +376,7 @@ def compile_plan(
         fingerprints,
         hashes,
         output_types,
+        list(window_reads.values()),
     )
 
 

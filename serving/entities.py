@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from serving.catalog import KeyGroup, Plan
+from serving.catalog import KeyGroup, Plan, WindowRead
 from serving.errors import InvalidBody, MissingRequestData, TooManyEntities, clip, describe
 from transforms.errors import RequestError
 
@@ -57,6 +57,10 @@ def parse_entities(
             raise RequestError(f"missing entity key '{k}'", k)
     for g in plan.groups:
         for k, t in zip(g.join_keys, g.key_types, strict=True):
+            entities[k] = key_column(k, t, entities[k])
+    for w in plan.windows:
+        layout = w.windows.layout
+        for k, t in zip(layout.join_keys, layout.key_types, strict=True):
             entities[k] = key_column(k, t, entities[k])
     for k, type_name in plan.request_fields.items():
         col = entities.get(k)
@@ -124,3 +128,10 @@ def encode_keys(group: KeyGroup, entities: Mapping[str, list[Any]], n: int) -> l
     """Redis keys of the group's entities, whose key columns :func:`parse_entities` has
     checked and converted to the key types."""
     return group.encoder.encode_columns([entities[k] for k in group.join_keys])
+
+
+def encode_window_keys(read: WindowRead, entities: Mapping[str, list[Any]]) -> list[bytes]:
+    """Window-state keys of the entities (:mod:`store.window_state`), key columns checked
+    and converted by :func:`parse_entities`."""
+    layout = read.windows.layout
+    return layout.keys([entities[k] for k in layout.join_keys])

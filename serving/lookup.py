@@ -39,6 +39,7 @@ def decode(
     replies: list[list[list[bytes | None]]],
     entities: dict[str, list[Any]],
     now_ns: int | None = None,
+    at_micros: int | None = None,
 ) -> Result:
     """Decode HMGET replies (per group, per entity) into columns, then run transforms.
 
@@ -46,10 +47,40 @@ def decode(
     column is decoded by type in one call (:func:`store.redis_layout.decode_column`), and
     the per-entity work is only the row timestamp / ttl check. Statuses of a column without
     nulls or missing rows are one shared all-PRESENT list.
+
+    Window features are computed from the ZRANGEBYSCORE replies that follow the groups'
+    (:func:`decode_windows`) as of ``at_micros`` (the request time; now when None).
     """
-    decoded = decode_views(plan, n, replies, time.time_ns() if now_ns is None else now_ns)
+    now = time.time_ns() if now_ns is None else now_ns
+    decoded = decode_views(plan, n, replies, now)
     (transformed,) = run_transforms(plan, [(n, decoded, entities)])
-    return assemble(plan, n, decoded, transformed, entities)
+    windows = None
+    if plan.windows:
+        at = now // 1000 if at_micros is None else at_micros
+        windows = decode_windows(plan, n, replies, at)
+    return assemble(plan, n, decoded, transformed, entities, windows)
+
+
+WindowColumns = list[dict[str, list[Any]]]
+"""Per window read of a plan: feature -> column (one value per entity)."""
+
+
+def decode_windows(plan: Plan, n: int, replies: list[list[Any]], at_micros: int) -> WindowColumns:
+    """The window features of one lookup as of ``at_micros``: each entity's members (the
+    replies after the groups', one list per window set) aggregated by the set's layout
+    (:meth:`store.window_state.WindowLayout.answer`, the bits of the offline path)."""
+    out: WindowColumns = []
+    base = len(plan.groups)
+    for wi, wr in enumerate(plan.windows):
+        answer = wr.windows.layout.answer
+        feats = wr.features
+        cols: dict[str, list[Any]] = {f: [None] * n for f in feats}
+        for e, members in enumerate(replies[base + wi]):
+            got = answer(members, at_micros)
+            for f in feats:
+                cols[f][e] = got[f]
+        out.append(cols)
+    return out
 
 
 def decode_many(
@@ -139,8 +170,10 @@ def assemble(
     decoded: Decoded,
     transformed: Transformed,
     entities: dict[str, list[Any]],
+    windows: WindowColumns | None = None,
 ) -> Result:
-    """The Result of one lookup: entity keys, then the plan's outputs in order."""
+    """The Result of one lookup: entity keys, then the plan's outputs in order (window
+    features, like request-time outputs, are PRESENT or NULL_VALUE with no event time)."""
     values: list[list[Any]] = [entities[k] for k in plan.entity_names]
     present = _all_present(n)  # shared, never mutated
     statuses: list[list[int]] = [present for _ in plan.entity_names]
@@ -153,7 +186,7 @@ def assemble(
             statuses.append(stats[b])
             timestamps.append(tss)
         else:
-            col = transformed[(a, b)]
+            col = transformed[(a, b)] if kind == "transform" else _window_column(windows, a, b)
             values.append(col)
             if None in col:
                 statuses.append([NULL_VALUE if v is None else PRESENT for v in col])
@@ -165,12 +198,19 @@ def assemble(
     return Result(plan, n, plan.column_names, values, statuses, timestamps, request_data, ent)
 
 
+def _window_column(windows: WindowColumns | None, index: int, feature: str) -> list[Any]:
+    if windows is None:
+        raise ValueError("a plan with window features was decoded without its windows")
+    return windows[index][feature]
+
+
 # ---------------------------------------------------------------------- Redis reads
 
 
 class RedisReader:
-    """All HMGETs of a request in one pipelined write over a shared connection
-    (:mod:`serving.redis_client`); commands are the plan's prebuilt RESP bytes plus keys."""
+    """All HMGETs (and window-state ZRANGEBYSCOREs) of a request in one pipelined write
+    over a shared connection (:mod:`serving.redis_client`); commands are the plan's
+    prebuilt RESP bytes plus keys."""
 
     def __init__(self, connection_string: str, timeout_s: float) -> None:
         nodes, params = rl.parse_connection_string(connection_string)
@@ -186,15 +226,23 @@ class RedisReader:
         )
         self.timeout_s = timeout_s
 
-    def submit(self, plan: Plan, keys: list[list[bytes]]) -> asyncio.Future[list[Any]]:
-        """Send every HMGET of a request in one write; the future resolves to the replies,
-        group after group, one per entity (:func:`split_replies` regroups them), or fails
-        as :meth:`RedisPipeline.submit` does."""
+    def submit(
+        self, plan: Plan, keys: list[list[bytes]], at_micros: int = 0
+    ) -> asyncio.Future[list[Any]]:
+        """Send every HMGET of a request in one write, then the window-state reads as of
+        ``at_micros`` (``keys``: per group, then per window read, one key per entity); the
+        future resolves to the replies, group after group then window set after window
+        set, one per entity (:func:`split_replies` regroups them), or fails as
+        :meth:`RedisPipeline.submit` does."""
         parts: list[bytes] = []
         count = 0
-        for g, gkeys in zip(plan.groups, keys, strict=True):
+        n_groups = len(plan.groups)
+        for g, gkeys in zip(plan.groups, keys[:n_groups], strict=True):
             parts.append(key_commands(g.hmget_head, g.hmget_tail, gkeys))
             count += len(gkeys)
+        for wr, wkeys in zip(plan.windows, keys[n_groups:], strict=True):
+            parts.append(wr.windows.layout.read_commands(wkeys, at_micros))
+            count += len(wkeys)
         return self.client.submit(parts[0] if len(parts) == 1 else b"".join(parts), count)
 
     def submit_ping(self) -> asyncio.Future[bool]:

@@ -20,7 +20,10 @@ def openapi_spec(catalog: Catalog, description: str | None) -> dict[str, Any]:
         for c, d in [
             (400, "bad request"),
             (401, "unauthorized"),
-            (404, "unknown feature view, feature service or path; missing request data"),
+            (
+                404,
+                "unknown feature view, feature service, push source or path; missing request data",
+            ),
             (413, "too large"),
             (422, "not a JSON object of this schema, or a transform rejected its inputs"),
             (503, "Redis unavailable"),
@@ -33,8 +36,22 @@ def openapi_spec(catalog: Catalog, description: str | None) -> dict[str, Any]:
             "features": {"type": "array", "items": {"type": "string"}},
             "feature_service": {"type": "string", "enum": services},
             "full_feature_names": {"type": "boolean", "default": False},
+            "request_time": {
+                "type": ["integer", "string"],
+                "description": "window features as of this time: epoch microseconds or "
+                "ISO-8601 with a zone (default: now); a skewless extension",
+            },
         },
         "required": ["entities"],
+    }
+    push = {
+        "type": "object",
+        "properties": {
+            "push_source_name": {"type": "string", "enum": sorted(catalog.windows)},
+            "df": {"type": "object", "additionalProperties": {"type": "array"}},
+            "to": {"type": "string", "enum": ["online"], "default": "online"},
+        },
+        "required": ["push_source_name", "df"],
     }
     return {
         "openapi": "3.1.0",
@@ -60,6 +77,13 @@ def openapi_spec(catalog: Catalog, description: str | None) -> dict[str, Any]:
                     ],
                     "requestBody": {"content": {"application/json": {"schema": body}}},
                     "responses": {"200": resp("features", {"type": "object"}), **errors},
+                }
+            },
+            "/push": {
+                "post": {
+                    "summary": "Feast-compatible push of events to a window set's online state",
+                    "requestBody": {"content": {"application/json": {"schema": push}}},
+                    "responses": {"200": resp("events written", {"type": "object"}), **errors},
                 }
             },
             "/health": {"get": {"responses": {"200": {"description": "alive"}}}},

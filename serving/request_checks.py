@@ -1,10 +1,46 @@
-"""Request checks: the full_feature_names flag, JSON Content-Type and Content-Length."""
+"""Request checks: the JSON body, the full_feature_names flag, the request time, JSON
+Content-Type and Content-Length."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from serving.errors import HTTPError, InvalidBody, describe
+import orjson
+
+from serving.errors import HTTPError, InvalidBody, clip, describe
+from store.window_events import parse_time
+from transforms.errors import RequestError
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object (InvalidBody, HTTP 422, otherwise)."""
+    try:
+        req = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(f"malformed JSON: {clip(str(exc))}", None) from None
+    if not isinstance(req, dict):
+        raise InvalidBody(f"the body must be a JSON object, got {describe(req)}", None)
+    return req
+
+
+def request_time(value: Any) -> int:
+    """``request_time`` (a skewless extension: epoch microseconds or ISO-8601 with a zone)
+    in epoch microseconds; now when absent. Window features are computed as of it."""
+    if value is None:
+        return time.time_ns() // 1000
+    if type(value) is int and not _INT64[0] <= value <= _INT64[1]:
+        raise RequestError(f"'request_time' {value} is outside int64 microseconds", "request_time")
+    if type(value) is not int and type(value) is not str:
+        raise RequestError(
+            "'request_time' must be epoch microseconds or an ISO-8601 time with a zone, got "
+            f"{describe(value)}",
+            "request_time",
+        )
+    return parse_time(value, "request_time")
+
 
 # full_feature_names as Feast's server (pydantic's lax bool) reads it
 _FLAGS: dict[Any, bool] = {
