@@ -76,15 +76,33 @@ class RowWindows:
     def order(self, rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
         """Rows in the one order, duplicates of an event id dropped but the last."""
         out = list(rows)
-        if len(out) > 1 and not _strictly_increasing_times(out):
-            out.sort(key=self._sort_key)
+        if len(out) > 1:
+            times = [r[0] for r in out]
+            if times != sorted(times):
+                out.sort(key=_time)  # stable; ties are put in order below
+                times.sort()
+            if len(set(times)) < len(times):
+                self._order_ties(out, times)
         if self.has_id and len(out) > 1:
             ids = [r[1] for r in out]
-            last = {v: i for i, v in enumerate(ids)}
-            last.pop(None, None)  # an event without an id is never a duplicate
-            if len(last) + ids.count(None) < len(ids):
-                out = [r for i, r in enumerate(out) if r[1] is None or last[r[1]] == i]
+            if len(set(ids)) < len(ids):
+                last = {v: i for i, v in enumerate(ids)}
+                last.pop(None, None)  # an event without an id is never a duplicate
+                if len(last) + ids.count(None) < len(ids):
+                    out = [r for i, r in enumerate(out) if r[1] is None or last[r[1]] == i]
         return out
+
+    def _order_ties(self, out: list[Sequence[Any]], times: list[int]) -> None:
+        """Rows sorted by time: each run at one instant sorted by the rest of rule 29."""
+        n = len(times)
+        i = 0
+        while i < n:
+            j = i + 1
+            while j < n and times[j] == times[i]:
+                j += 1
+            if j - i > 1:
+                out[i:j] = sorted(out[i:j], key=self._sort_key)
+            i = j
 
     def _sort_key(self, r: Sequence[Any]) -> tuple[Any, ...]:
         ident = _nullable_key(r[1]) if self.has_id else (0,)
@@ -96,10 +114,14 @@ class RowWindows:
         """Every feature as of query time ``t`` (micros) over the entity's rows (any order;
         rows at or after ``t`` take part in dropping duplicates only)."""
         ordered = self.order(rows)
+        all_times = [r[0] for r in ordered]
         out: dict[str, Any] = {}
         for pos, vtype, features in self.plans:
-            times = [r[0] for r in ordered if r[pos] is not None]
-            values = [r[pos] for r in ordered if r[pos] is not None]
+            values = [r[pos] for r in ordered]
+            times = all_times
+            if None in values:  # missing values (or filtered out by where) are skipped
+                times = [t for t, v in zip(all_times, values, strict=True) if v is not None]
+                values = [v for v in values if v is not None]
             hi = bisect_left(times, t)  # events strictly before the query (rule 23)
             sums = _Sums(values, hi, vtype)
             for f in features:
@@ -134,13 +156,8 @@ def _int_sum(values: list[int]) -> int:
     return sum(values) << SHIFT
 
 
-def _strictly_increasing_times(rows: Sequence[Sequence[Any]]) -> bool:
-    prev = rows[0][0]
-    for r in rows[1:]:
-        if r[0] <= prev:
-            return False
-        prev = r[0]
-    return True
+def _time(r: Sequence[Any]) -> Any:
+    return r[0]
 
 
 def exact_sum(values: Sequence[float]) -> int:
@@ -158,7 +175,6 @@ def _op(f: WindowFeature, values: list[Any], lo: int, hi: int, vtype: str, sums:
     op = f.op
     if op == "count":
         return hi - lo
-    part = values[lo:hi]
     if op in ("sum", "mean"):
         s = sums(lo)
         if op == "mean":
@@ -167,6 +183,7 @@ def _op(f: WindowFeature, values: list[Any], lo: int, hi: int, vtype: str, sums:
             return _round(s, _ONE)
         v = s >> SHIFT
         return v if _INT64[0] <= v <= _INT64[1] else None
+    part = values[lo:hi]
     if op in ("min", "max"):
         if not part:
             return None
