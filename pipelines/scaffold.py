@@ -26,6 +26,8 @@ from transforms import (
     Std,
     String,
     Timestamp,
+    WindowSet,
+    aggregate,
     transform,
 )
 from transforms.windows import window_count, window_mean
@@ -75,6 +77,23 @@ TRIP_REQUEST = FeatureSet(
     event_timestamp="pickup_at",
     description="Features of the trip being priced, computed when it is requested.",
     transforms=[distance_z, fare_per_km_vs_driver],
+)
+
+
+@aggregate(ops=("count", "sum", "mean", "max"), windows=("1h", "24h", "7d"))
+def trip_fare(fare: Nullable[Float64]) -> Float64:
+    """The fares of a driver's trips in each window before the request time."""
+    return fare
+
+
+DRIVER_WINDOWS = WindowSet(
+    name="driver_windows",
+    entities={"driver_id": String},
+    aggregations=[trip_fare],
+    event_timestamp="pickup_at",
+    event_id="trip_id",
+    description="A driver's trips in the windows ending just before the request time "
+    "(served from the online window state; `skewless stream` or POST /push keeps it fresh).",
 )
 '''
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
@@ -160,14 +161,13 @@ def run_stream(
 
     from pipelines.project import load_project
     from pipelines.spark_session import get_spark
-    from store.manifest import Manifest
     from store.window_state import WindowState
 
     project = load_project(repo)
     sets = [ws for ws in project.window_sets if window_sets is None or ws.name in window_sets]
     if not sets:
         raise ConfigError(f"{repo}: no window set to stream (known: {[w.name for w in project.window_sets]})")  # fmt: skip
-    states = [WindowState(Manifest.load(repo).project, ws) for ws in sets]
+    states = [WindowState(feast_project(Path(repo)), ws) for ws in sets]
     client = redis.Redis.from_url(redis_url)
     report = StreamReport()
     ckpt = Path(checkpoint)
@@ -201,17 +201,55 @@ def run_stream(
     writer = events.writeStream.foreachBatch(write_batch).option(
         "checkpointLocation", str(ckpt / "spark")
     )
-    if available_now:
-        writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=f"{trigger_ms} milliseconds")
-    query = writer.start()
+    query = writer.trigger(processingTime=f"{trigger_ms} milliseconds").start()
+    # Catch-up: Spark runs a Python source under Trigger.AvailableNow as one batch (only
+    # the batch a crash left uncommitted, after a restart), so the job polls instead and
+    # stops once a committed batch ends at the stream's last entry of the start.
+    target = _last_id(client, stream) if available_now else None
     try:
-        query.awaitTermination()
+        while query.isActive:
+            query.awaitTermination(0.2)
+            if available_now and (target is None or _done(query.lastProgress, target)):
+                break
     finally:
         if query.isActive:
             query.stop()
     return report
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _last_id(client: Any, stream: str) -> str | None:
+    last = client.xrevrange(stream, "+", "-", count=1)
+    return last[0][0].decode() if last else None
+
+
+def _done(progress: Any, target: str) -> bool:
+    """Whether the last finished batch ended at or past ``target``."""
+    if not progress:
+        return False
+    for source in progress.get("sources", []):
+        end = source.get("endOffset")
+        if isinstance(end, str):
+            end = json.loads(end)
+        if isinstance(end, dict) and _id_key(str(end.get("id", START))) >= _id_key(target):
+            return True
+    return False
+
+
+def feast_project(repo: Path) -> str:
+    """The project name in the repo's feature_store.yaml (the one the server reads)."""
+    path = repo / "feature_store.yaml"
+    try:
+        name = yaml.safe_load(path.read_text()).get("project")
+    except (OSError, AttributeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the project name: {exc}") from None
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: field 'project' is missing")
+    return name
 
 
 def _summary(lags: Sequence[float]) -> dict[str, float]:
