@@ -24,11 +24,11 @@ from transforms.aggregations import WindowSet
 from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
 from transforms.modules import (
+    D,
+    definitions_of,
     feature_set_ref,
-    feature_sets_of,
     import_definitions,
     window_set_ref,
-    window_sets_of,
 )
 
 PROJECT_FILE = "skewless.yaml"
@@ -132,11 +132,7 @@ class Project:
 
     @cached_property
     def feature_sets(self) -> list[FeatureSet]:
-        found: dict[str, FeatureSet] = {}
-        for module in self.modules:
-            for fs in feature_sets_of(module):
-                if found.setdefault(fs.name, fs) is not fs:
-                    raise SchemaError(f"feature set name '{fs.name}' is defined twice")
+        found = self._named(FeatureSet, "feature set")
         if not found:
             raise SchemaError(
                 f"{self.root / PROJECT_FILE}: the definitions {self.config.definitions} "
@@ -149,12 +145,17 @@ class Project:
     @cached_property
     def window_sets(self) -> list[WindowSet]:
         """The WindowSets of the definition modules (served from the online window state)."""
-        found: dict[str, WindowSet] = {}
+        return list(self._named(WindowSet, "window set").values())
+
+    def _named(self, kind: type[D], what: str) -> dict[str, D]:
+        """The definition modules' objects of ``kind`` by name (a name defined twice is an
+        error)."""
+        found: dict[str, D] = {}
         for module in self.modules:
-            for ws in window_sets_of(module):
-                if found.setdefault(ws.name, ws) is not ws:
-                    raise SchemaError(f"window set name '{ws.name}' is defined twice")
-        return list(found.values())
+            for obj in definitions_of(module, kind):
+                if found.setdefault(obj.name, obj) is not obj:
+                    raise SchemaError(f"{what} name '{obj.name}' is defined twice")
+        return found
 
     def window_set_ref(self, ws: WindowSet) -> str:
         """``module:attribute`` of a window set (what the serving manifest records)."""

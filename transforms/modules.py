@@ -8,10 +8,13 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 from transforms.aggregations import WindowSet
 from transforms.errors import SchemaError
 from transforms.feature_set import FeatureSet
+
+D = TypeVar("D", FeatureSet, WindowSet)
 
 
 def import_definitions(module: str, root: str | Path | None = None) -> ModuleType:
@@ -34,55 +37,47 @@ def import_definitions(module: str, root: str | Path | None = None) -> ModuleTyp
         raise SchemaError(f"definitions module '{module}' cannot be imported: {exc}") from None
 
 
-def feature_sets_of(module: ModuleType) -> list[FeatureSet]:
-    """Every FeatureSet a module defines at top level, in definition order, once each."""
-    seen: dict[int, FeatureSet] = {}
+def definitions_of(module: ModuleType, kind: type[D]) -> list[D]:
+    """Every ``kind`` object (FeatureSet, WindowSet) a module defines at top level, in
+    definition order, once each."""
+    seen: dict[int, D] = {}
     for value in vars(module).values():
-        if isinstance(value, FeatureSet):
+        if isinstance(value, kind):
             seen.setdefault(id(value), value)
     return list(seen.values())
+
+
+def resolve_definition(ref: str, kind: type[D], root: str | Path | None = None) -> D:
+    """The ``kind`` object named by ``"module:attribute"`` (what Feast's tags and the
+    serving manifest record)."""
+    module, _, attr = ref.partition(":")
+    found = getattr(import_definitions(module, root), attr, None)
+    if not isinstance(found, kind):
+        raise SchemaError(f"{ref} is not a {kind.__name__}")
+    return found
+
+
+def definition_ref(obj: FeatureSet | WindowSet, modules: list[ModuleType]) -> str:
+    """``"module:attribute"`` of ``obj`` among ``modules`` (inverse of resolve_definition)."""
+    for module in modules:
+        for attr, value in vars(module).items():
+            if value is obj:
+                return f"{module.__name__}:{attr}"
+    what = "feature set" if isinstance(obj, FeatureSet) else "window set"
+    raise SchemaError(f"{what} '{obj.name}' is not a top-level name of a definitions module")
 
 
 def resolve_feature_set(ref: str, root: str | Path | None = None) -> FeatureSet:
-    """The FeatureSet named by ``"module:attribute"`` (the tag Feast registers)."""
-    module, _, attr = ref.partition(":")
-    fs = getattr(import_definitions(module, root), attr, None)
-    if not isinstance(fs, FeatureSet):
-        raise SchemaError(f"{ref} is not a FeatureSet")
-    return fs
-
-
-def feature_set_ref(fs: FeatureSet, modules: list[ModuleType]) -> str:
-    """``"module:attribute"`` of ``fs`` among ``modules`` (inverse of resolve_feature_set)."""
-    for module in modules:
-        for attr, value in vars(module).items():
-            if value is fs:
-                return f"{module.__name__}:{attr}"
-    raise SchemaError(f"feature set '{fs.name}' is not a top-level name of a definitions module")
-
-
-def window_sets_of(module: ModuleType) -> list[WindowSet]:
-    """Every WindowSet a module defines at top level, in definition order, once each."""
-    seen: dict[int, WindowSet] = {}
-    for value in vars(module).values():
-        if isinstance(value, WindowSet):
-            seen.setdefault(id(value), value)
-    return list(seen.values())
+    return resolve_definition(ref, FeatureSet, root)
 
 
 def resolve_window_set(ref: str, root: str | Path | None = None) -> WindowSet:
-    """The WindowSet named by ``"module:attribute"`` (what the serving manifest records)."""
-    module, _, attr = ref.partition(":")
-    ws = getattr(import_definitions(module, root), attr, None)
-    if not isinstance(ws, WindowSet):
-        raise SchemaError(f"{ref} is not a WindowSet")
-    return ws
+    return resolve_definition(ref, WindowSet, root)
+
+
+def feature_set_ref(fs: FeatureSet, modules: list[ModuleType]) -> str:
+    return definition_ref(fs, modules)
 
 
 def window_set_ref(ws: WindowSet, modules: list[ModuleType]) -> str:
-    """``"module:attribute"`` of ``ws`` among ``modules`` (inverse of resolve_window_set)."""
-    for module in modules:
-        for attr, value in vars(module).items():
-            if value is ws:
-                return f"{module.__name__}:{attr}"
-    raise SchemaError(f"window set '{ws.name}' is not a top-level name of a definitions module")
+    return definition_ref(ws, modules)
