@@ -276,7 +276,7 @@ class LookupApp:
             plan = self.plans.for_features(refs, full)
         at = request_time(req.get("request_time"))
         n, entities = parse_entities(plan, req.get("entities"), self.config.max_entities)
-        keys = [encode_keys(g, entities, n) for g in plan.groups]
+        keys = [encode_keys(g, entities) for g in plan.groups]
         keys += [encode_window_keys(w, entities) for w in plan.windows]
         return plan, n, entities, keys, at
 

@@ -237,62 +237,76 @@ def _split_ref(ref: str) -> tuple[str, str]:
     return view, feat
 
 
-def compile_plan(
-    catalog: Catalog, refs: Sequence[str], full_feature_names: bool, name: str = ""
-) -> Plan:
-    """Resolve feature references against the manifest into a Plan (RequestError if unknown)."""
-    m = catalog.manifest
-    view_feats: dict[str, list[str]] = {}  # view -> features to read, in first-seen order
-    outputs_spec: list[tuple[str, str, str]] = []  # (kind, view/transform set, feature)
-    used_sets: dict[str, LoadedTransforms] = {}
-    window_reads: dict[str, WindowRead] = {}
+@dataclass
+class _Resolved:
+    """Feature references resolved against the catalog, in first-seen order."""
 
-    def need(view: str, feat: str) -> None:
-        feats = view_feats.setdefault(view, [])
+    view_feats: dict[str, list[str]] = field(default_factory=dict)  # view -> features to read
+    outputs_spec: list[tuple[str, str, str]] = field(default_factory=list)  # kind, source, feat
+    used_sets: dict[str, LoadedTransforms] = field(default_factory=dict)
+    window_reads: dict[str, WindowRead] = field(default_factory=dict)
+
+    def need(self, view: str, feat: str) -> None:
+        feats = self.view_feats.setdefault(view, [])
         if feat not in feats:
             feats.append(feat)
 
+
+def _resolve_ref(catalog: Catalog, r: _Resolved, ref: str, view: str, feat: str) -> None:
+    """Record one reference ``view:feat`` (RequestError if the view has no such feature)."""
+    m = catalog.manifest
+    if view in m.views:
+        if feat not in m.views[view].features:
+            raise RequestError(f"feature view '{view}' has no feature '{clip(feat)}'", clip(ref))
+        r.need(view, feat)
+        r.outputs_spec.append(("view", view, feat))
+    elif view in catalog.transforms:
+        lt = catalog.transforms[view]
+        if feat not in lt.outputs:
+            raise RequestError(
+                f"on-demand feature view '{view}' has no feature '{clip(feat)}'", clip(ref)
+            )
+        r.used_sets[view] = lt
+        r.outputs_spec.append(("transform", view, feat))
+    elif view in catalog.windows:
+        if feat not in catalog.windows[view].spec.features:
+            raise RequestError(f"window set '{view}' has no feature '{clip(feat)}'", clip(ref))
+        wr = r.window_reads.get(view)
+        if wr is None:
+            wr = r.window_reads[view] = WindowRead(catalog.windows[view])
+        wr.features.append(feat)
+        r.outputs_spec.append(("window", view, feat))
+    else:
+        raise UnknownView(f"unknown feature view '{clip(view)}'", clip(ref))
+
+
+def _resolve(catalog: Catalog, refs: Sequence[str]) -> _Resolved:
+    """All references, duplicates dropped, plus the hidden view inputs of the transforms."""
+    m = catalog.manifest
+    r = _Resolved()
     seen: set[tuple[str, str]] = set()
     for ref in refs:
         if not isinstance(ref, str):
             raise RequestError("feature references must be strings", "features")
         view, feat = _split_ref(ref)
-        if (view, feat) in seen:
-            continue
-        seen.add((view, feat))
-        if view in m.views:
-            if feat not in m.views[view].features:
-                raise RequestError(
-                    f"feature view '{view}' has no feature '{clip(feat)}'", clip(ref)
-                )
-            need(view, feat)
-            outputs_spec.append(("view", view, feat))
-        elif view in catalog.transforms:
-            lt = catalog.transforms[view]
-            if feat not in lt.outputs:
-                raise RequestError(
-                    f"on-demand feature view '{view}' has no feature '{clip(feat)}'", clip(ref)
-                )
-            used_sets[view] = lt
-            outputs_spec.append(("transform", view, feat))
-        elif view in catalog.windows:
-            if feat not in catalog.windows[view].spec.features:
-                raise RequestError(f"window set '{view}' has no feature '{clip(feat)}'", clip(ref))
-            wr = window_reads.get(view)
-            if wr is None:
-                wr = window_reads[view] = WindowRead(catalog.windows[view])
-            wr.features.append(feat)
-            outputs_spec.append(("window", view, feat))
-        else:
-            raise UnknownView(f"unknown feature view '{clip(view)}'", clip(ref))
+        if (view, feat) not in seen:
+            seen.add((view, feat))
+            _resolve_ref(catalog, r, ref, view, feat)
     # Hidden inputs of request-time transforms are read but not returned (as Feast drops them).
-    for lt in used_sets.values():
+    for lt in r.used_sets.values():
         for inp, src in lt.spec.view_inputs.items():
             v, f = _split_ref(src)
             if v not in m.views or f not in m.views[v].features:
                 raise ArtifactError(f"'{lt.spec.name}': input {inp} reads unknown {src}")
-            need(v, f)
+            r.need(v, f)
+    return r
 
+
+def _key_groups(
+    m: Manifest, view_feats: dict[str, list[str]]
+) -> tuple[list[KeyGroup], dict[str, tuple[int, int]]]:
+    """Views grouped by join-key set (one HMGET per entity per group), and where each view
+    sits: view -> (group index, view index in the group)."""
     groups: list[KeyGroup] = []
     where: dict[str, tuple[int, int]] = {}
     for view_name, feats in view_feats.items():
@@ -316,9 +330,12 @@ def compile_plan(
                 [spec.features[f] for f in feats],
             )
         )
-
     for g in groups:
         g.hmget_head, g.hmget_tail = hmget_parts(g.fields)
+    return groups, where
+
+
+def _entity_names(groups: list[KeyGroup], window_reads: Mapping[str, WindowRead]) -> list[str]:
     entity_names: list[str] = []
     key_sets = [g.join_keys for g in groups]
     key_sets += [wr.windows.layout.join_keys for wr in window_reads.values()]
@@ -326,34 +343,61 @@ def compile_plan(
         for k in join_keys:
             if k not in entity_names:
                 entity_names.append(k)
-    window_index = {name: i for i, name in enumerate(window_reads)}
+    return entity_names
 
+
+def _outputs(
+    catalog: Catalog,
+    r: _Resolved,
+    groups: list[KeyGroup],
+    where: dict[str, tuple[int, int]],
+    full_feature_names: bool,
+) -> tuple[list[tuple[str, str, Any, Any]], dict[str, str]]:
+    """The plan's outputs (name, kind, where to read, which feature) and their types."""
+    window_index = {name: i for i, name in enumerate(r.window_reads)}
     outputs: list[tuple[str, str, Any, Any]] = []
     output_types: dict[str, str] = {}
-    for kind, src, feat in outputs_spec:
+    for kind, src, feat in r.outputs_spec:
         out_name = f"{src}__{feat}" if full_feature_names else feat
         if kind == "view":
             gi, vi = where[src]
             outputs.append((out_name, kind, (gi, vi), groups[gi].views[vi].features.index(feat)))
-            output_types[out_name] = m.views[src].features[feat]
+            output_types[out_name] = catalog.manifest.views[src].features[feat]
         elif kind == "window":
             outputs.append((out_name, kind, window_index[src], feat))
             output_types[out_name] = catalog.windows[src].spec.features[feat]
         else:
             outputs.append((out_name, kind, src, feat))
             output_types[out_name] = catalog.transforms[src].output_types[feat]
-    names = entity_names + [o[0] for o in outputs]
+    return outputs, output_types
+
+
+def _check_collisions(names: list[str]) -> None:
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise RequestError(
             f"feature names collide: {dupes}; set full_feature_names to true", "features"
         )
 
-    transform_sets = []
+
+def _wire_transforms(
+    r: _Resolved,
+    groups: list[KeyGroup],
+    where: dict[str, tuple[int, int]],
+    outputs: list[tuple[str, str, Any, Any]],
+) -> tuple[
+    list[tuple[LoadedTransforms, dict[str, tuple[int, int, int]]]],
+    dict[str, str],
+    dict[str, str],
+    dict[str, str],
+]:
+    """Each used transform set with its view inputs' positions; the request fields,
+    fingerprints and artifact hashes of the plan."""
+    transform_sets: list[tuple[LoadedTransforms, dict[str, tuple[int, int, int]]]] = []
     request_fields: dict[str, str] = {}
     fingerprints: dict[str, str] = {}
     hashes: dict[str, str] = {}
-    for set_name, lt in used_sets.items():
+    for set_name, lt in r.used_sets.items():
         wiring: dict[str, tuple[int, int, int]] = {}
         for inp, src in lt.spec.view_inputs.items():
             v, f = _split_ref(src)
@@ -366,6 +410,21 @@ def compile_plan(
         wanted = {o[3] for o in outputs if o[1] == "transform" and o[2] == set_name}
         fingerprints.update({k: v for k, v in lt.fingerprints.items() if k in wanted})
         hashes[lt.engine.runner.feature_set.name] = lt.artifact_hash
+    return transform_sets, request_fields, fingerprints, hashes
+
+
+def compile_plan(
+    catalog: Catalog, refs: Sequence[str], full_feature_names: bool, name: str = ""
+) -> Plan:
+    """Resolve feature references against the manifest into a Plan (RequestError if unknown)."""
+    r = _resolve(catalog, refs)
+    groups, where = _key_groups(catalog.manifest, r.view_feats)
+    entity_names = _entity_names(groups, r.window_reads)
+    outputs, output_types = _outputs(catalog, r, groups, where, full_feature_names)
+    _check_collisions(entity_names + [o[0] for o in outputs])
+    transform_sets, request_fields, fingerprints, hashes = _wire_transforms(
+        r, groups, where, outputs
+    )
     return Plan(
         name,
         entity_names,
@@ -376,7 +435,7 @@ def compile_plan(
         fingerprints,
         hashes,
         output_types,
-        list(window_reads.values()),
+        list(r.window_reads.values()),
     )
 
 

@@ -38,6 +38,24 @@ def parse_entities(
     exactly or not at all (RequestError naming the key and both types)."""
     if not isinstance(entities, dict):
         raise InvalidBody("'entities' must be an object of equal-length lists", "entities")
+    n = _row_count(entities, max_entities)
+    for k in plan.entity_names:
+        if k not in entities:
+            raise RequestError(f"missing entity key '{k}'", k)
+    for g in plan.groups:
+        for k, t in zip(g.join_keys, g.key_types, strict=True):
+            entities[k] = key_column(k, t, entities[k])
+    for w in plan.windows:
+        layout = w.windows.layout
+        for k, t in zip(layout.join_keys, layout.key_types, strict=True):
+            entities[k] = key_column(k, t, entities[k])
+    if plan.request_fields:
+        _check_request_data(plan.request_fields, entities)
+    return n, entities
+
+
+def _row_count(entities: dict[Any, Any], max_entities: int) -> int:
+    """The common length of the entity and request-data lists (RequestError otherwise)."""
     n = -1
     for k, v in entities.items():
         if not isinstance(v, list):
@@ -52,17 +70,12 @@ def parse_entities(
         raise RequestError("no entities given", "entities")
     if n > max_entities:
         raise TooManyEntities(f"{n} entities exceed the limit of {max_entities}", "entities")
-    for k in plan.entity_names:
-        if k not in entities:
-            raise RequestError(f"missing entity key '{k}'", k)
-    for g in plan.groups:
-        for k, t in zip(g.join_keys, g.key_types, strict=True):
-            entities[k] = key_column(k, t, entities[k])
-    for w in plan.windows:
-        layout = w.windows.layout
-        for k, t in zip(layout.join_keys, layout.key_types, strict=True):
-            entities[k] = key_column(k, t, entities[k])
-    for k, type_name in plan.request_fields.items():
+    return n
+
+
+def _check_request_data(fields: Mapping[str, str], entities: dict[Any, Any]) -> None:
+    """Every request-data field is present and its values have the declared type."""
+    for k, type_name in fields.items():
         col = entities.get(k)
         if col is None:
             raise MissingRequestData(f"missing request data field '{k}'", k)
@@ -73,7 +86,6 @@ def parse_entities(
                     raise RequestError(
                         f"request data '{k}' expects {type_name}, got {describe(v)}", k
                     )
-    return n, entities
 
 
 def key_column(key: str, type_name: str, col: list[Any]) -> list[Any]:
@@ -101,6 +113,7 @@ def _exact_int(key: str, type_name: str, v: Any, lo: int, hi: int) -> int:
     (as Feast does: sign, spaces, leading zeros, ``_``), or a float with no fraction within
     2**53 (larger floats may already have lost digits in the JSON parser)."""
     t = type(v)
+    out: int
     if t is int:
         out = v
     elif t is str:
@@ -124,7 +137,7 @@ def _wrong_key(key: str, type_name: str, v: Any, why: str = "") -> RequestError:
     return RequestError(f"entity key '{key}' expects {type_name}, got {describe(v)}{detail}", key)
 
 
-def encode_keys(group: KeyGroup, entities: Mapping[str, list[Any]], n: int) -> list[bytes]:
+def encode_keys(group: KeyGroup, entities: Mapping[str, list[Any]]) -> list[bytes]:
     """Redis keys of the group's entities, whose key columns :func:`parse_entities` has
     checked and converted to the key types."""
     return group.encoder.encode_columns([entities[k] for k in group.join_keys])

@@ -141,6 +141,36 @@ class FeatureLogger:
                         self.dropped += len(batch)
                         self.metrics.log_dropped.inc(len(batch))
 
+    def _arrow_types(self, plan: Plan, view_outputs: list[str]) -> dict[str, Any]:
+        """Arrow type of each logged column whose declared type maps to one."""
+        import pyarrow as pa
+
+        types: dict[str, Any] = {"request_ts": pa.timestamp("us", tz="UTC")}
+        for name in view_outputs:
+            types[f"{name}__event_ts"] = pa.timestamp("us", tz="UTC")
+        for name, tn in {**self.entity_types, **self.request_types, **plan.output_types}.items():
+            if tn in _ARROW_TYPES:
+                types[name] = getattr(pa, _ARROW_TYPES[tn])()
+            elif tn in ("timestamp", "unix_timestamp"):
+                types[name] = pa.timestamp("us", tz="UTC")
+        return types
+
+    @staticmethod
+    def _arrays(cols: dict[str, list[Any]], types: dict[str, Any]) -> dict[str, Any]:
+        """Each column as an Arrow array of its type; as strings when the values don't fit."""
+        import pyarrow as pa
+
+        arrays = {}
+        for name, values in cols.items():
+            t = types.get(name)
+            try:
+                arrays[name] = pa.array(values, t) if t is not None else pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                arrays[name] = pa.array(
+                    [None if v is None else str(v) for v in values], pa.string()
+                )
+        return arrays
+
     def _write(self, key: str, batch: list[tuple[int, Result]]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -183,24 +213,7 @@ class FeatureLogger:
                     )
             cols["fingerprints"].extend([fp] * n)
             cols["artifact_hashes"].extend([hashes] * n)
-        types: dict[str, Any] = {"request_ts": pa.timestamp("us", tz="UTC")}
-        for name in view_outputs:
-            types[f"{name}__event_ts"] = pa.timestamp("us", tz="UTC")
-        for name, tn in {**self.entity_types, **self.request_types, **plan.output_types}.items():
-            if tn in _ARROW_TYPES:
-                types[name] = getattr(pa, _ARROW_TYPES[tn])()
-            elif tn in ("timestamp", "unix_timestamp"):
-                types[name] = pa.timestamp("us", tz="UTC")
-        arrays = {}
-        for name, values in cols.items():
-            t = types.get(name)
-            try:
-                arrays[name] = pa.array(values, t) if t is not None else pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-                arrays[name] = pa.array(
-                    [None if v is None else str(v) for v in values], pa.string()
-                )
-        table = pa.table(arrays)
+        table = pa.table(self._arrays(cols, self._arrow_types(plan, view_outputs)))
         folder = self.dir / key
         folder.mkdir(parents=True, exist_ok=True)
         self._seq += 1

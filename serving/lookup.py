@@ -134,7 +134,8 @@ def _transform_inputs(
 
 def _run_set(lt: LoadedTransforms, inputs: dict[str, list[Any]], n: int) -> dict[str, list[Any]]:
     try:
-        return lt.engine.runner.run_python_columns(inputs, n)
+        columns: dict[str, list[Any]] = lt.engine.runner.run_python_columns(inputs, n)
+        return columns
     except TransformError:
         raise
     except SkewlessError as exc:

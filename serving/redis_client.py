@@ -216,7 +216,8 @@ class RedisPipeline:
 
     async def ping(self) -> bool:
         try:
-            return (await self.execute(_PING, 1))[0] == b"PONG"
+            reply: bytes = (await self.execute(_PING, 1))[0]
+            return reply == b"PONG"
         except StoreUnavailable:
             return False
 

@@ -57,7 +57,7 @@ def feature_names_flag(value: Any) -> bool:
     kind = type(value)
     if kind is int or kind is float:
         if value in (0, 1):
-            return value == 1
+            return bool(value == 1)
     elif kind is str and len(value) <= 5:
         flag = _FLAGS.get(value.lower())
         if flag is not None:

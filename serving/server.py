@@ -98,7 +98,8 @@ async def serve(
     """Serve until ``stop`` is set, then stop accepting, let requests in flight finish
     (up to ``grace_s``), close connections, flush the feature log and close Redis.
     Connections idle for ``app.config.keep_alive_s`` are closed meanwhile."""
-    from serving.http import HttpProtocol, ServerState
+    from serving.framing import ServerState
+    from serving.http import HttpProtocol
 
     loop = asyncio.get_running_loop()
     state = ServerState(loop, app)
