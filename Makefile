@@ -27,7 +27,8 @@ lint: venv
 	$(BIN)/ruff check transforms store pipelines serving feature_repo bench cli tests
 	$(BIN)/ruff format --check transforms store pipelines serving feature_repo bench cli tests
 	$(BIN)/mypy transforms store serving cli pipelines bench
-	$(BIN)/mypy --strict transforms store
+	$(BIN)/mypy --strict transforms store serving
+	$(BIN)/mypy tests feature_repo
 
 test: lint
 	$(BIN)/python -m pytest

@@ -351,7 +351,7 @@ EVENTS_SCHEMA = pa.schema(
 QUERIES_SCHEMA = pa.schema(
     [("qid", pa.int64()), ("user", pa.int64()), (QUERY_TIME, pa.timestamp("us", tz="UTC"))]
 )
-EMPTY = {
+EMPTY: dict[str, Any] = {
     "x_count_1h": 0,
     "x_sum_1h": 0.0,
     "x_mean_1h": None,
@@ -649,6 +649,7 @@ def _qty(rng: random.Random) -> int:
 def random_case(composite: bool, seed: int) -> tuple[WindowSet, pa.Table, pa.Table]:
     """>= 20,000 events over 200 entities with every hard case, and 5,000 queries."""
     rng = random.Random(seed)
+    entities: list[tuple[Any, ...]]
     if composite:
         entities = [(shop, u) for shop in SHOPS for u in range(40)]
         keys = ["shop", "user"]

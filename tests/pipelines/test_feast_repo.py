@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from store.manifest import Manifest
 from tests.support import EXAMPLE_DIR, EXAMPLE_FILES, example_project
 
 START = datetime(2026, 2, 1, tzinfo=UTC)
-FEAST = str(Path(os.sys.executable).parent / "feast")
+FEAST = str(Path(sys.executable).parent / "feast")
 
 
 @pytest.fixture(scope="module")

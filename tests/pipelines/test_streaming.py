@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow.parquet as pq
 import pytest
@@ -35,7 +35,7 @@ def _digest(client: redis.Redis, project: str) -> dict[tuple[str, bytes], list[A
         parsed = parse_key(key)
         assert parsed is not None
         _, ws, entity = parsed
-        out[(ws, entity)] = list(client.zrange(key, 0, -1, withscores=True))
+        out[(ws, entity)] = list(cast(list[Any], client.zrange(key, 0, -1, withscores=True)))
     return out
 
 

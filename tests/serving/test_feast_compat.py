@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -40,7 +40,7 @@ def _config(demo: DemoRepo, redis_url: str, **kw: Any) -> ServeConfig:
 async def _post_all(
     app: LookupApp, requests: list[tuple[bytes, dict[str, str]]]
 ) -> list[httpx.Response]:
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=cast(Any, app))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         out = [await c.post("/get-online-features", content=b, headers=h) for b, h in requests]
     await app.shutdown()
@@ -64,7 +64,9 @@ def test_deep_nesting_at_every_depth_is_a_4xx_json_answer(demo: DemoRepo, redis_
     """The issue's body at depths 1..2000: depth 1 is the valid ``[1]``; every other depth
     is a 4xx JSON error, never a 500 from formatting the message (no recursion)."""
     head, tail = b'{"features":["user_stats:txn_count"],"entities":{"user_id":', b"}}"
-    bodies = [(head + b"[" * d + b"1" + b"]" * d + tail, {}) for d in range(1, 2001)]
+    bodies: list[tuple[bytes, dict[str, str]]] = [
+        (head + b"[" * d + b"1" + b"]" * d + tail, {}) for d in range(1, 2001)
+    ]
     answers = _in_process(demo, redis_url, bodies)
     assert answers[0].status_code == 200
     for depth, r in enumerate(answers[1:], start=2):
@@ -244,7 +246,11 @@ def _corpus() -> list[Case]:
         ),
     ]
     for flag in (True, False, "true", "false", "TRUE", "yes", "on", "t", "n", 1, 0, 1.0, 0.0):
-        body = {"features": REFS, "entities": {"user_id": [8, 2]}, "full_feature_names": flag}
+        body: dict[str, Any] = {
+            "features": REFS,
+            "entities": {"user_id": [8, 2]},
+            "full_feature_names": flag,
+        }
         ok.append(Case(f"full_feature_names={flag!r}", body, 200, 200))
     for amount in (10.0, 10, None, 0.0):
         body = {

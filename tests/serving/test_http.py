@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow.parquet as pq
 import pytest
@@ -172,7 +172,7 @@ def test_same_answers_as_the_asgi_entry(demo: DemoRepo, redis_url: str) -> None:
     async def via_asgi() -> list[tuple[int, Any]]:
         app = LookupApp(config)
         out = []
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=cast(Any, app))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             for path, body in cases:
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()

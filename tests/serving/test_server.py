@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pyarrow.parquet as pq
@@ -55,7 +55,7 @@ def _post(
     app: LookupApp, path: str, body: Any, headers: dict[str, str] | None = None
 ) -> httpx.Response:
     async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=cast(Any, app))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             content = body if isinstance(body, bytes) else json.dumps(body).encode()
             return await c.post(path, content=content, headers=headers or {})
@@ -65,7 +65,7 @@ def _post(
 
 def _get(app: LookupApp, path: str) -> httpx.Response:
     async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=cast(Any, app))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             return await c.get(path)
 
@@ -316,7 +316,7 @@ def test_single_entity_decode_equals_columnar_decode(demo: DemoRepo, redis_url: 
     rng = random.Random(3)
     users = [rng.randrange(demo.users + 40) for _ in range(300)] + sorted(demo.expired)
     now = time.time_ns()
-    seen = set()
+    seen: set[int] = set()
 
     async def lookup(body: dict[str, Any]) -> Any:
         pending = app.handle("POST", "/get-online-features", None, json.dumps(body).encode())
@@ -499,7 +499,7 @@ def test_redis_down_503_then_recovers(demo: DemoRepo) -> None:
 
         async def scenario() -> list[tuple[int, float]]:
             out = []
-            transport = httpx.ASGITransport(app=app)
+            transport = httpx.ASGITransport(app=cast(Any, app))
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 r = await c.post("/get-online-features", json=body)
                 out.append((r.status_code, 0.0))

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pyarrow as pa
@@ -221,7 +221,7 @@ def _queries(
     for r in rows:
         if r["user_id"] is not None and r["ts"] is not None:
             times.setdefault(r["user_id"], []).append(r["ts"])
-    out = []
+    out: list[tuple[int, int]] = []
     while len(out) < n:
         u = rng.randrange(users)
         newest = max(times[u])
@@ -275,11 +275,11 @@ def _mismatches(want: dict[str, Any], got: dict[str, Any], where: Any) -> list[s
 def _digest(client: redis.Redis, project: str) -> dict[tuple[str, bytes], list[Any]]:
     """Every key of the project's window state (without the project) -> its members and
     scores."""
-    out = {}
+    out: dict[tuple[str, bytes], list[Any]] = {}
     for key in wst.window_keys(client, project):
         parsed = wst.parse_key(key)
         assert parsed is not None and parsed[0] == project
-        out[(parsed[1], parsed[2])] = client.zrange(key, 0, -1, withscores=True)
+        out[(parsed[1], parsed[2])] = cast(list[Any], client.zrange(key, 0, -1, withscores=True))
     return out
 
 
@@ -344,14 +344,16 @@ def test_online_equals_offline_bit_for_bit_and_replays_change_nothing(
     runner = WindowRunner(ws)
     layout = state.layout
     for u, t in queries[:80]:
-        members = client.zrangebyscore(layout.key([u]), t - layout.max_window, "+inf")
+        members = cast(
+            list[bytes], client.zrangebyscore(layout.key([u]), t - layout.max_window, "+inf")
+        )
         ref = runner.aggregate_entity(layout.log_table(members), [t])
         got = layout.answer(members, t)
         assert not _mismatches({k: v[0] for k, v in ref.items()}, got, (u, t))
 
     # Retention: each key holds exactly its events since newest - (longest window + grace).
     for key in wst.window_keys(client, project):
-        scores = [s for _, s in client.zrange(key, 0, -1, withscores=True)]
+        scores = [s for _, s in cast(list[Any], client.zrange(key, 0, -1, withscores=True))]
         assert min(scores) >= max(scores) - layout.span
 
     before = _digest(client, project)
@@ -483,7 +485,7 @@ def _app(defs_dir: Path, project: str, redis_url: str, defs: Any) -> LookupApp:
 
 def _post(app: LookupApp, path: str, body: Any) -> httpx.Response:
     async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=cast(Any, app))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             content = body if isinstance(body, bytes) else json.dumps(body).encode()
             return await c.post(path, content=content)
