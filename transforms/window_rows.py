@@ -1,49 +1,86 @@
-"""One entity's window features at one query time, from plain Python rows: the lookup
-server's path, with the bits of :meth:`WindowRunner.aggregate_entity`.
+"""Window features (rules 23-30) from one entity's event log rows: the one implementation.
 
-``aggregate_entity`` builds and sorts Arrow tables, which costs about half a millisecond
-per call whatever the number of events; a request for one entity cannot afford that. This
-is the same computation (rules 23-30) for a single query time over a short list of rows,
-in plain Python, with the same exact arithmetic (the sums of
-:func:`transforms.window_runtime.exact_int`, added by exponent first, and the one rounding):
+Every engine computes window aggregations with :meth:`RowWindows.aggregate_many`: the
+local reference (:meth:`WindowRunner.run_local`), Spark (``apply_windows``) and Beam
+(``ComputeWindows``) through :meth:`WindowRunner.aggregate_entity`, which turns an entity's
+Arrow log into these rows, and the lookup server (:meth:`RowWindows.aggregate`, one query
+time over the rows it read from Redis, ``store/window_state.py``). So the bits cannot
+differ between engines. In plain Python with exact arithmetic:
 
 * a row is ``[event time micros, event id, value per aggregation...]`` with the values in
   the window set's aggregation order, ``None`` for a missing value (the event log form of
-  :meth:`WindowRunner.event_values`, one row per event; the event id is ``None`` when the
-  set declares none, and is then ignored; items after the values are ignored);
+  :meth:`WindowRunner.event_values`, one row per event, timestamps as micros; the event id
+  is ``None`` when the set declares none, and is then ignored; items after the values are
+  ignored);
 * rows are put in the one order of rule 29 (event time, event id, the values by
   aggregation name, nulls first, floats by their total order so ``-0.0 < 0.0``), copies
   of an event id dropped but the last (rule 27; an event without an id is never a
-  duplicate), exactly as :meth:`WindowRunner.order` does;
-* each feature is then the window ``[t - w, t)`` of the present values.
+  duplicate);
+* each feature is then the window ``[t - w, t)`` of the present values, for every query
+  time ``t``. The queries are answered in time order, so each window's two ends only move
+  forward: per (aggregation, window) the work is O(events + queries). Sums are exact
+  integers (:func:`exact_int`'s scaling, the mantissas of one exponent added first)
+  updated by what enters and leaves the window and rounded once; min/max use a monotonic
+  deque (or, when the windows are short, the slices themselves); distinct a counter.
 
-``tests/serving/test_window_state.py`` checks it bit for bit against
-:meth:`WindowRunner.run_local` on random events.
+``tests/parity/test_window_contract.py`` compares the engines bit for bit with an oracle
+in exact fractions; ``tests/serving/test_window_state.py`` the online state with
+:meth:`WindowRunner.run_local`.
 """
 
 from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from math import frexp
 from typing import Any
 
 from transforms._exact import SHIFT
 from transforms.aggregations import WindowFeature, WindowSet
+from transforms.errors import SchemaError
 from transforms.types import Float64Type, TimestampType
-from transforms.window_runtime import _INT64, _ONE, _round
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BITS = struct.Struct("<q")
 _FLOAT = struct.Struct("<d")
 _FLIP = 0x7FFF_FFFF_FFFF_FFFF
 _TWO53 = float(1 << 53)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_ONE = 1 << SHIFT
+
+_Plan = tuple[int, str, list[tuple[int, list[WindowFeature]]]]
+
+
+def exact_int(x: float) -> int:
+    """``x * 2**SHIFT`` as an exact integer (``x`` finite)."""
+    m, e = frexp(x)
+    return int(m * (1 << 53)) << (e - 53 + SHIFT)
+
+
+def exact_sum(values: Sequence[float]) -> int:
+    """``sum(exact_int(v) for v in values)``: the exact sum scaled by ``2**SHIFT``, with
+    the mantissas of one exponent added first (small integers) and shifted once."""
+    by_exp: dict[int, int] = {}
+    get = by_exp.get
+    for v in values:
+        m, e = frexp(v)
+        by_exp[e] = get(e, 0) + int(m * _TWO53)
+    return sum(mi << (e - 53 + SHIFT) for e, mi in by_exp.items())
+
+
+def _round(num: int, den: int) -> float | None:
+    """``num / den`` correctly rounded; null when it overflows float64 (rule 2)."""
+    try:
+        return (num / den) + 0.0  # int true division rounds once; -0.0 becomes 0.0
+    except OverflowError:
+        return None
 
 
 def _total(x: float) -> int:
-    """A float's IEEE total-order key (as ``WindowRunner.order`` sorts floats)."""
+    """A float's IEEE total-order key (``-0.0`` before ``0.0``)."""
     bits: int = _BITS.unpack(_FLOAT.pack(x))[0]
     return bits ^ _FLIP if bits < 0 else bits
 
@@ -58,7 +95,7 @@ def _nullable_key(v: Any) -> tuple[Any, ...]:
 
 
 class RowWindows:
-    """A window set's features over one entity's rows at one query time."""
+    """A window set's features over one entity's log rows, as of any query times."""
 
     def __init__(self, window_set: WindowSet) -> None:
         self.ws = window_set
@@ -67,9 +104,13 @@ class RowWindows:
         # row positions of the values in the order of rule 29 (by aggregation name)
         self.sort_positions = [2 + aggs.index(a) for a in sorted(aggs, key=lambda a: a.name)]
         self.has_id = window_set.event_id is not None
-        self.plans: list[tuple[int, str, list[WindowFeature]]] = []
+        self.names = [f.name for f in window_set.features]
+        self.plans: list[_Plan] = []
         for i, a in enumerate(aggs):
-            self.plans.append((2 + i, a.value.output.type.name, a.features()))
+            by_window: dict[int, list[WindowFeature]] = {}
+            for f in a.features():
+                by_window.setdefault(f.window.micros, []).append(f)
+            self.plans.append((2 + i, a.value.output.type.name, sorted(by_window.items())))
 
     # ------------------------------------------------------------ order (rules 27, 29)
 
@@ -111,95 +152,198 @@ class RowWindows:
     # ------------------------------------------------------------ features
 
     def aggregate(self, rows: Sequence[Sequence[Any]], t: int) -> dict[str, Any]:
-        """Every feature as of query time ``t`` (micros) over the entity's rows (any order;
-        rows at or after ``t`` take part in dropping duplicates only)."""
+        """Every feature as of one query time ``t`` (micros): the server's call."""
+        return {k: v[0] for k, v in self.aggregate_many(rows, [t]).items()}
+
+    def aggregate_many(
+        self, rows: Sequence[Sequence[Any]], queries: Sequence[int]
+    ) -> dict[str, list[Any]]:
+        """Every feature as of each query time (micros; in the queries' order) over the
+        entity's rows (any order; rows at or after a query time take part in dropping
+        duplicates only)."""
+        if not queries:
+            return {name: [] for name in self.names}
         ordered = self.order(rows)
+        q_order = sorted(range(len(queries)), key=queries.__getitem__)
+        qs = [queries[i] for i in q_order]
+        if all(i == p for p, i in enumerate(q_order)):
+            q_order = []  # already in time order: nothing to put back
         all_times = [r[0] for r in ordered]
-        out: dict[str, Any] = {}
-        for pos, vtype, features in self.plans:
+        out: dict[str, list[Any]] = {}
+        for pos, vtype, windows in self.plans:
             values = [r[pos] for r in ordered]
             times = all_times
             if None in values:  # missing values (or filtered out by where) are skipped
                 times = [t for t, v in zip(all_times, values, strict=True) if v is not None]
                 values = [v for v in values if v is not None]
-            hi = bisect_left(times, t)  # events strictly before the query (rule 23)
-            sums = _Sums(values, hi, vtype)
-            for f in features:
-                lo = bisect_left(times, t - f.window.micros, 0, hi)
-                out[f.name] = _op(f, values, lo, hi, vtype, sums)
+            _aggregation(values, times, qs, vtype, windows, out)
+        if q_order:
+            for name, col in out.items():
+                back: list[Any] = [None] * len(col)
+                for p, v in zip(q_order, col, strict=True):
+                    back[p] = v
+                out[name] = back
         return out
-
-
-class _Sums:
-    """Exact scaled sums of ``values[lo:hi]`` for the windows of one query: they all end
-    at ``hi``, so each is the sum of a shorter one plus the values before it."""
-
-    def __init__(self, values: list[Any], hi: int, vtype: str) -> None:
-        self.values = values
-        self.hi = hi
-        self.exact = exact_sum if vtype == Float64Type.name else _int_sum
-        self.done: list[tuple[int, int]] = []  # (lo, sum of values[lo:hi]), lo descending
-
-    def __call__(self, lo: int) -> int:
-        best_lo, best = self.hi, 0
-        for done_lo, s in self.done:
-            if done_lo == lo:
-                return s
-            if lo < done_lo < best_lo:
-                best_lo, best = done_lo, s
-        s = best + self.exact(self.values[lo:best_lo])
-        self.done.append((lo, s))
-        return s
-
-
-def _int_sum(values: list[int]) -> int:
-    return sum(values) << SHIFT
 
 
 def _time(r: Sequence[Any]) -> Any:
     return r[0]
 
 
-def exact_sum(values: Sequence[float]) -> int:
-    """``sum(exact_int(v) for v in values)``: the exact sum scaled by ``2**SHIFT``, with
-    the mantissas of one exponent added first (small integers) and shifted once."""
-    by_exp: dict[int, int] = {}
-    get = by_exp.get
-    for v in values:
-        m, e = frexp(v)
-        by_exp[e] = get(e, 0) + int(m * _TWO53)
-    return sum(mi << (e - 53 + SHIFT) for e, mi in by_exp.items())
+def _starts(times: list[int], xs: list[int]) -> list[int]:
+    """``bisect_left(times, x)`` for each of the ascending ``xs`` (each search starts at
+    the previous answer)."""
+    out = []
+    i = 0
+    for x in xs:
+        i = bisect_left(times, x, i)
+        out.append(i)
+    return out
 
 
-def _op(f: WindowFeature, values: list[Any], lo: int, hi: int, vtype: str, sums: _Sums) -> Any:
+def _aggregation(
+    values: list[Any],
+    times: list[int],
+    qs: list[int],
+    vtype: str,
+    windows: list[tuple[int, list[WindowFeature]]],
+    out: dict[str, list[Any]],
+) -> None:
+    """Every (op, window) of one aggregation over its present values, for the ascending
+    query times ``qs``; windows ascending. Each window's exact sums are the previous
+    (shorter) window's plus the slide over ``[lo, previous lo)``."""
+    his = _starts(times, qs)  # events strictly before the query (rule 23)
+    exact: Callable[[list[Any]], int] = exact_sum if vtype == Float64Type.name else sum
+    needs_sums = any(f.op in ("sum", "mean") for f in windows[0][1])
+    prev_los, sums = his, [0] * len(his)
+    for w, features in windows:
+        los = _starts(times, [q - w for q in qs])
+        if needs_sums:
+            extra = _slide(values, los, prev_los, exact)
+            prev_los, sums = los, [s + e for s, e in zip(sums, extra, strict=True)]
+        for f in features:
+            out[f.name] = _op(f, values, los, his, vtype, sums)
+
+
+def _slide(
+    values: list[Any], los: list[int], his: list[int], exact: Callable[[list[Any]], int]
+) -> list[int]:
+    """``exact(values[lo:hi])`` per window, both ends nondecreasing: each value is added
+    when it enters and subtracted when it leaves (or the slice summed when it is new)."""
+    out = []
+    s = a0 = b0 = 0
+    for a, b in zip(los, his, strict=True):
+        if a >= b0:
+            s = exact(values[a:b]) if b > a else 0
+        else:
+            if b > b0:
+                s += exact(values[b0:b])
+            if a > a0:
+                s -= exact(values[a0:a])
+        a0, b0 = a, b
+        out.append(s)
+    return out
+
+
+def _op(
+    f: WindowFeature, values: list[Any], los: list[int], his: list[int], vtype: str, sums: list[int]
+) -> list[Any]:
     op = f.op
+    pairs = zip(los, his, strict=True)
     if op == "count":
-        return hi - lo
+        return [b - a for a, b in pairs]
     if op in ("sum", "mean"):
-        s = sums(lo)
-        if op == "mean":
-            return None if hi == lo else _round(s, (hi - lo) << SHIFT)
-        if vtype == Float64Type.name:
-            return _round(s, _ONE)
-        v = s >> SHIFT
-        return v if _INT64[0] <= v <= _INT64[1] else None
-    part = values[lo:hi]
+        return _sum_or_mean(op == "mean", vtype == Float64Type.name, sums, los, his)
     if op in ("min", "max"):
-        if not part:
-            return None
-        got = min(part) if op == "min" else max(part)
-        return got + 0.0 if vtype == Float64Type.name else got  # -0.0 reported as 0.0
+        return _extremes(values, los, his, op == "min", vtype == Float64Type.name)
+    conv = _value if vtype == TimestampType.name else None
     if op == "last":
-        return _value(part[-1], vtype) if part else None
+        got = [values[b - 1] if b > a else None for a, b in pairs]
+        return [None if v is None else conv(v) for v in got] if conv else got
     if op == "last_k":
-        return [_value(v, vtype) for v in part[max(0, len(part) - f.k) :][::-1]]
+        k = f.k
+        parts = [values[max(a, b - k) : b][::-1] for a, b in pairs]
+        return [[conv(v) for v in p] for p in parts] if conv else parts
     if op == "distinct":
-        return len(set(part))
-    raise ValueError(f"unknown op {op}")
+        return _distinct(values, los, his)
+    raise SchemaError(f"unknown op {op}")
 
 
-def _value(v: Any, vtype: str) -> Any:
-    """A stored value as the log gives it: timestamps (micros in rows) as UTC datetimes."""
-    if vtype == TimestampType.name:
-        return _EPOCH + timedelta(microseconds=v)
-    return v
+def _sum_or_mean(
+    mean: bool, is_float: bool, sums: list[int], los: list[int], his: list[int]
+) -> list[Any]:
+    """Exact sums (scaled by ``2**SHIFT`` for floats) to the reported values."""
+    if mean:
+        den = SHIFT if is_float else 0
+        return [
+            None if b == a else _round(s, (b - a) << den)
+            for s, a, b in zip(sums, los, his, strict=True)
+        ]
+    if is_float:
+        return [_round(s, _ONE) for s in sums]
+    return [s if _INT64[0] <= s <= _INT64[1] else None for s in sums]
+
+
+def _short(los: list[int], his: list[int], n: int) -> bool:
+    """Whether reading every window's slice costs no more than one pass would."""
+    return sum(his) - sum(los) <= 2 * n + len(los)
+
+
+def _extremes(
+    values: list[Any], los: list[int], his: list[int], is_min: bool, is_float: bool
+) -> list[Any]:
+    """min or max per window; ``-0.0`` and ``0.0`` are one value, reported as ``0.0``
+    (rule 26)."""
+    if _short(los, his, len(values)):
+        pick = min if is_min else max
+        got = [pick(values[a:b]) if b > a else None for a, b in zip(los, his, strict=True)]
+    else:
+        got = _deque_extremes(values, los, his, is_min)
+    if is_float:
+        return [None if v is None else v + 0.0 for v in got]
+    return got
+
+
+def _deque_extremes(values: list[Any], los: list[int], his: list[int], is_min: bool) -> list[Any]:
+    """min or max per window by a monotonic deque of indices (windows slide forward)."""
+    keys = values if is_min else [-v for v in values]  # exact for ints and floats
+    dq: deque[int] = deque()
+    nxt = 0
+    out: list[Any] = []
+    for a, b in zip(los, his, strict=True):
+        while nxt < b:
+            v = keys[nxt]
+            while dq and keys[dq[-1]] >= v:
+                dq.pop()
+            dq.append(nxt)
+            nxt += 1
+        while dq and dq[0] < a:
+            dq.popleft()
+        out.append(values[dq[0]] if dq else None)
+    return out
+
+
+def _distinct(values: list[Any], los: list[int], his: list[int]) -> list[int]:
+    """Distinct values per window; the windows slide forward, so each value enters and
+    leaves the counter once."""
+    if _short(los, his, len(values)):
+        return [len(set(values[a:b])) for a, b in zip(los, his, strict=True)]
+    seen: Counter[Any] = Counter()
+    a0 = b0 = 0
+    res = []
+    for a, b in zip(los, his, strict=True):
+        for v in values[b0:b]:
+            seen[v] += 1
+        b0 = max(b0, b)
+        for v in values[a0:a]:
+            seen[v] -= 1
+            if not seen[v]:
+                del seen[v]
+        a0 = max(a0, a)
+        res.append(len(seen))
+    return res
+
+
+def _value(v: Any) -> Any:
+    """A timestamp value (micros in rows) as the log gives it: a UTC datetime."""
+    return _EPOCH + timedelta(microseconds=v)

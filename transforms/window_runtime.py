@@ -1,4 +1,4 @@
-"""Window aggregations as of a query time: the one implementation every engine calls.
+"""Window aggregations as of a query time: what every engine calls.
 
 Two steps, both engine-neutral:
 
@@ -8,10 +8,13 @@ Two steps, both engine-neutral:
    value its function computed (null where it is missing or ``where`` is not true). The
    value functions run in the one executor (:class:`transforms.runtime.FeatureSetRunner`),
    row by row (rule 19), so any batching gives the same log.
-2. :meth:`WindowRunner.aggregate_entity` takes one entity's log rows (any order) and query
-   times and returns every window feature as of each query time (rules 23-30). Spark and
-   Beam call it once per entity after grouping, the server once per request with the rows
-   it read from Redis, and :meth:`WindowRunner.run_local` is the single-process reference.
+2. :meth:`WindowRunner.aggregate_entity` takes one entity's log (any order) and query
+   times and returns every window feature as of each query time (rules 23-30). It turns
+   the log into rows and calls :meth:`transforms.window_rows.RowWindows.aggregate_many`,
+   the one implementation of the window arithmetic, which the lookup server also calls
+   on the rows it reads from Redis. Spark and Beam call it once per entity after
+   grouping (:meth:`answer_arrow`, :meth:`answer_rows`), and :meth:`run_local` is the
+   single-process reference.
 
 Arithmetic is exact: sums are exact integers (:mod:`transforms._exact`'s scaling) rounded
 once, so any order or split of the events gives the same bits.
@@ -19,8 +22,6 @@ once, so any order or split of the events gives the same bits.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import _columns
-from transforms._exact import SHIFT
 from transforms.aggregations import (
     VALUE_SUFFIX,
     WHERE_SUFFIX,
@@ -39,12 +39,13 @@ from transforms.aggregations import (
 )
 from transforms.errors import SchemaError
 from transforms.runtime import FeatureSetRunner
-from transforms.types import Field, Float64Type, Int64Type, TimestampType
+from transforms.types import Field, TimestampType
+from transforms.window_rows import RowWindows, exact_int
+
+__all__ = ["EVENT_ID", "EVENT_TIME", "WindowRunner", "exact_int"]
 
 EVENT_TIME = "__event_time_us"
 EVENT_ID = "__event_id"
-_INT64 = (-(1 << 63), (1 << 63) - 1)
-_ONE = 1 << SHIFT
 
 
 def _micros(array: pa.Array | pa.ChunkedArray, where: str) -> np.ndarray:
@@ -73,12 +74,6 @@ def _micros_or_zero(array: pa.Array | pa.ChunkedArray, where: str) -> np.ndarray
     return np.asarray(ints.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def exact_int(x: float) -> int:
-    """``x * 2**SHIFT`` as an exact integer (``x`` finite)."""
-    m, e = math.frexp(x)
-    return int(m * (1 << 53)) << (e - 53 + SHIFT)
-
-
 def _arrow_type(f: WindowFeature) -> pa.DataType:
     base = TimestampType.arrow if f.type is TimestampType else f.type.arrow
     return pa.list_(base) if f.op == "last_k" else base
@@ -92,7 +87,7 @@ class WindowRunner:
         self.values = FeatureSetRunner(window_set.values, None)
         self.keys = list(window_set.entities)
         self.features = window_set.features
-        self._plans = [(a, a.features()) for a in window_set.aggregations]
+        self.rows = RowWindows(window_set)
         self.schema = pa.schema(
             [pa.field(f.name, _arrow_type(f), nullable=f.op not in ("count", "distinct"))
              for f in self.features]
@@ -151,42 +146,30 @@ class WindowRunner:
 
     # ------------------------------------------------------------ one entity
 
-    def order(self, log: pa.Table) -> pa.Table:
-        """One entity's log in its one order (rule 29), duplicates of an event id dropped
-        (rule 27): event time, then event id, then the values by aggregation name (nulls
-        first; floats by their total order, so ``-0.0`` comes before ``0.0`` and no two
-        distinct values tie). Rows equal in every column are interchangeable."""
-        if log.num_rows <= 1:
-            return log
-        names = [EVENT_TIME, *([EVENT_ID] if EVENT_ID in log.schema.names else [])]
-        names += sorted(a.name for a in self.ws.aggregations)
-        keyed = pa.table([_sort_key(log.column(c)) for c in names], names=names)
-        keys = [(c, "ascending", "at_start") for c in names]
-        log = log.take(pc.sort_indices(keyed, sort_keys=keys))
-        if EVENT_ID in log.schema.names:
-            ids = log.column(EVENT_ID).to_pylist()
-            last: dict[Any, int] = {}
-            for i, v in enumerate(ids):
-                if v is not None:  # an event without an id is never a duplicate
-                    last[v] = i
-            if len(last) < len(ids) - ids.count(None):
-                keep = sorted([*last.values(), *(i for i, v in enumerate(ids) if v is None)])
-                log = log.take(pa.array(keep, pa.int64()))
-        return log
+    def log_rows(self, log: pa.Table) -> list[tuple[Any, ...]]:
+        """One entity's log table as :class:`RowWindows` rows: event time, event id (None
+        without one), then the values in aggregation order (timestamps as micros)."""
+        n = log.num_rows
+        cols: list[list[Any]] = [log.column(EVENT_TIME).to_pylist()]
+        has_id = EVENT_ID in log.schema.names
+        cols.append(log.column(EVENT_ID).to_pylist() if has_id else [None] * n)
+        for a in self.ws.aggregations:
+            col = log.column(a.name)
+            if pa.types.is_timestamp(col.type):
+                col = col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+            cols.append(col.to_pylist())
+        return list(zip(*cols, strict=True))
 
     def aggregate_entity(
         self, log: pa.Table, query_micros: Sequence[int] | np.ndarray
     ) -> dict[str, list[Any]]:
-        """Every feature of one entity as of each query time (in the queries' order)."""
-        log = self.order(log)
-        q = np.asarray(query_micros, dtype=np.int64)
-        q_order = np.argsort(q, kind="stable")
-        qs = q[q_order]
-        t = np.asarray(log.column(EVENT_TIME).to_numpy(zero_copy_only=False), dtype=np.int64)
-        out: dict[str, list[Any]] = {}
-        for a, features in self._plans:
-            _aggregate(a, features, log.column(a.name), t, qs, q_order, out)
-        return out
+        """Every feature of one entity as of each query time (in the queries' order),
+        from its log rows in any order (rules 23-30, see the module doc)."""
+        if isinstance(query_micros, np.ndarray):
+            queries: list[int] = query_micros.astype(np.int64).tolist()
+        else:
+            queries = [int(q) for q in query_micros]
+        return self.rows.aggregate_many(self.log_rows(log), queries)
 
     # ------------------------------------------------------------ the local reference
 
@@ -284,20 +267,6 @@ class WindowRunner:
         return {**{c: row[c] for c in passthrough}, **dict.fromkeys(f.name for f in self.features)}
 
 
-def _sort_key(column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
-    """A float column as int64 in IEEE total order (``-0.0`` < ``0.0``), nulls kept:
-    Arrow compares ``-0.0`` and ``0.0`` as equal, which would leave their order to the
-    input's."""
-    if not pa.types.is_floating(column.type):
-        return column
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    f64 = column.cast(pa.float64())
-    bits = np.asarray(f64.fill_null(0.0).to_numpy(zero_copy_only=False), np.float64).view(np.int64)
-    total = np.where(bits < 0, bits ^ np.int64(0x7FFF_FFFF_FFFF_FFFF), bits)
-    return pa.array(total, pa.int64(), mask=f64.is_null().to_numpy(zero_copy_only=False))
-
-
 def _value_arrow(a: Aggregation) -> pa.DataType:
     t = a.value.output.type
     return pa.timestamp("us", tz="UTC") if t is TimestampType else t.arrow
@@ -316,125 +285,3 @@ def _group(
             continue
         out.setdefault(key, []).append(i)
     return out
-
-
-def _aggregate(
-    a: Aggregation,
-    features: Sequence[WindowFeature],
-    column: pa.ChunkedArray | pa.Array,
-    t: np.ndarray,
-    qs: np.ndarray,
-    q_order: np.ndarray,
-    out: dict[str, list[Any]],
-) -> None:
-    """Every (op, window) of aggregation ``a`` for the sorted query times ``qs``."""
-    valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    present = np.flatnonzero(valid)
-    values = [v for v, ok in zip(column.to_pylist(), valid.tolist(), strict=True) if ok]
-    tp = t[present]
-    hi = np.searchsorted(tp, qs, side="left")  # events strictly before the query (rule 23)
-    vtype = a.value.output.type
-    numeric = vtype in (Float64Type, Int64Type)
-    prefix: list[int] | None = None
-    if numeric and any(op in ("sum", "mean") for op in a.ops):
-        prefix = [0]
-        acc = 0
-        for v in values:
-            acc += exact_int(v) if vtype is Float64Type else v << SHIFT
-            prefix.append(acc)
-    arr = (
-        np.asarray(values, dtype=np.float64 if vtype is Float64Type else np.int64)
-        if numeric
-        else None
-    )
-    n_q = len(qs)
-    for f in features:
-        lo = np.searchsorted(tp, qs - f.window.micros, side="left")
-        res = _op(f, values, arr, prefix, lo, hi, vtype)
-        col: list[Any] = [None] * n_q
-        for pos, v in zip(q_order.tolist(), res, strict=True):
-            col[pos] = v
-        out[f.name] = col
-
-
-def _op(
-    f: WindowFeature,
-    values: list[Any],
-    arr: np.ndarray | None,
-    prefix: list[int] | None,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    vtype: type,
-) -> list[Any]:
-    los, his = lo.tolist(), hi.tolist()
-    op = f.op
-    if op == "count":
-        return [b - a for a, b in zip(los, his, strict=True)]
-    if op in ("sum", "mean"):
-        assert prefix is not None
-        res: list[Any] = []
-        for a, b in zip(los, his, strict=True):
-            s = prefix[b] - prefix[a]
-            if op == "mean":
-                res.append(None if b == a else _round(s, (b - a) << SHIFT))
-            elif vtype is Float64Type:
-                res.append(_round(s, _ONE))
-            else:
-                v = s >> SHIFT
-                res.append(v if _INT64[0] <= v <= _INT64[1] else None)
-        return res
-    if op in ("min", "max"):
-        assert arr is not None
-        return _extreme(arr, los, his, op == "min", vtype is Float64Type)
-    if op == "last":
-        return [values[b - 1] if b > a else None for a, b in zip(los, his, strict=True)]
-    if op == "last_k":
-        return [values[max(a, b - f.k) : b][::-1] for a, b in zip(los, his, strict=True)]
-    if op == "distinct":
-        return _distinct(values, los, his)
-    raise SchemaError(f"unknown op {op}")
-
-
-def _round(num: int, den: int) -> float | None:
-    """``num / den`` correctly rounded; null when it overflows float64 (rule 2)."""
-    try:
-        return (num / den) + 0.0  # int true division rounds once; -0.0 becomes 0.0
-    except OverflowError:
-        return None
-
-
-def _extreme(
-    arr: np.ndarray, los: list[int], his: list[int], is_min: bool, is_float: bool
-) -> list[Any]:
-    ufunc = np.minimum if is_min else np.maximum
-    res: list[Any] = [None] * len(los)
-    idx = [i for i, (a, b) in enumerate(zip(los, his, strict=True)) if b > a]
-    if not idx:
-        return res
-    padded = np.append(arr, arr[:1])
-    pairs = np.ravel(np.column_stack([[los[i] for i in idx], [his[i] for i in idx]]))
-    got = ufunc.reduceat(padded, pairs)[::2]
-    if is_float:
-        got = got + 0.0  # -0.0 and 0.0 are one value; it is reported as 0.0 (rule 26)
-    for i, v in zip(idx, got.tolist(), strict=True):
-        res[i] = v
-    return res
-
-
-def _distinct(values: list[Any], los: list[int], his: list[int]) -> list[int]:
-    """Distinct values per window; the windows slide forward (sorted queries), so each
-    value enters and leaves the counter once."""
-    seen: Counter[Any] = Counter()
-    a0 = b0 = 0
-    res = []
-    for a, b in zip(los, his, strict=True):
-        for v in values[b0:b]:
-            seen[v] += 1
-        b0 = max(b0, b)
-        for v in values[a0:a]:
-            seen[v] -= 1
-            if not seen[v]:
-                del seen[v]
-        a0 = max(a0, a)
-        res.append(len(seen))
-    return res
