@@ -56,44 +56,20 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 _FLOAT_INT = 1 << 1023  # an int beyond converts to no float
 
 
+def _bad(name: str, v: Any, want: str) -> RequestError:
+    shown = repr(v)[:40]
+    return RequestError(f"column '{name}' expects {want}, got {shown}", name)
+
+
 def _column(name: str, type_name: str, values: Sequence[Any]) -> Any:
     """One typed Arrow column of raw event values; RequestError naming the column."""
     import pyarrow as pa
-
-    def bad(v: Any, want: str) -> RequestError:
-        shown = repr(v)[:40]
-        return RequestError(f"column '{name}' expects {want}, got {shown}", name)
 
     if type_name == "timestamp":
         micros = [None if v is None else parse_time(v, name) for v in values]
         return pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     if type_name == "float64":
-        out: list[float | None] = []
-        for v in values:
-            if v is None:
-                out.append(None)
-            elif type(v) is float:
-                out.append(v)
-            elif type(v) is int and -_FLOAT_INT <= v <= _FLOAT_INT:
-                out.append(float(v))
-            else:
-                raise bad(v, "a number")
-        return pa.array(out, pa.float64())
-    if type_name == "int64":
-        for v in values:
-            if v is not None and not (type(v) is int and _INT64[0] <= v <= _INT64[1]):
-                raise bad(v, "an int64")
-        return pa.array(values, pa.int64())
-    if type_name == "string":
-        for v in values:
-            if v is not None and type(v) is not str:
-                raise bad(v, "a string")
-        return pa.array(values, pa.string())
-    if type_name == "bool":
-        for v in values:
-            if v is not None and type(v) is not bool:
-                raise bad(v, "a boolean")
-        return pa.array(values, pa.bool_())
+        return pa.array(_floats(name, values), pa.float64())
     if type_name == "id":
         kinds = {type(v) for v in values if v is not None}
         if kinds <= {int}:
@@ -101,7 +77,43 @@ def _column(name: str, type_name: str, values: Sequence[Any]) -> Any:
         if kinds == {str}:
             return pa.array(values, pa.string())
         raise RequestError(f"column '{name}' (the event id) takes integers or strings", name)
+    if type_name in ("int64", "string", "bool"):
+        return _exact_column(name, type_name, values)
     raise LayoutError(f"column '{name}': unsupported type {type_name}")
+
+
+def _floats(name: str, values: Sequence[Any]) -> list[float | None]:
+    out: list[float | None] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+        elif type(v) is float:
+            out.append(v)
+        elif type(v) is int and -_FLOAT_INT <= v <= _FLOAT_INT:
+            out.append(float(v))
+        else:
+            raise _bad(name, v, "a number")
+    return out
+
+
+def _exact_column(name: str, type_name: str, values: Sequence[Any]) -> Any:
+    """An int64, string or bool column: values of exactly that Python type, or None."""
+    import pyarrow as pa
+
+    if type_name == "int64":
+        for v in values:
+            if v is not None and not (type(v) is int and _INT64[0] <= v <= _INT64[1]):
+                raise _bad(name, v, "an int64")
+        return pa.array(values, pa.int64())
+    if type_name == "string":
+        for v in values:
+            if v is not None and type(v) is not str:
+                raise _bad(name, v, "a string")
+        return pa.array(values, pa.string())
+    for v in values:
+        if v is not None and type(v) is not bool:
+            raise _bad(name, v, "a boolean")
+    return pa.array(values, pa.bool_())
 
 
 def events_table(window_set: WindowSet, columns: Mapping[str, Sequence[Any]]) -> pa.Table:
