@@ -63,7 +63,7 @@ def redis_floor(repo: Path, chunk: int = 5000) -> dict[str, float]:
     def cpu_seconds(payloads: list[tuple[bytes, int]]) -> float:
         before = used()
         for payload, n_replies in payloads:
-            writer._raw(payload, n_replies)
+            writer.raw(payload, n_replies)
         return used() - before
 
     try:

@@ -531,7 +531,7 @@ class _progress:
 
     def __enter__(self) -> Any:
         if not self.enabled:
-            return lambda n: None
+            return lambda _n: None
         from rich.console import Console
         from rich.progress import (
             BarColumn,

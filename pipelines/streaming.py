@@ -143,7 +143,7 @@ class StreamReport:
     freshness_ms: list[float] = field(default_factory=list)  # per event of the last batches
 
 
-def run_stream(
+def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only past checkpoint)
     repo: str | Path,
     stream: str,
     checkpoint: str | Path,

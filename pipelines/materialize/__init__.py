@@ -119,7 +119,7 @@ def _progress(show: bool) -> Any:
     )
 
 
-def materialize(
+def materialize(  # noqa: PLR0913 (the materialize command's options, keyword-only past views)
     repo_path: str | Path,
     start: datetime | None,
     end: datetime,

@@ -134,7 +134,7 @@ class RedisWriter:
             conn.disconnect()
             raise self.unavailable(exc) from exc
 
-    def _raw(self, payload: bytes | memoryview, n_replies: int) -> list[Any]:
+    def raw(self, payload: bytes | memoryview, n_replies: int) -> list[Any]:
         """Send packed commands on one connection and read ``n_replies`` replies."""
         conn = self.connection()
         try:
@@ -153,7 +153,7 @@ class RedisWriter:
                 return list(pipe.execute())
             except self._cluster_errors as exc:
                 raise self.unavailable(exc) from exc
-        return self._raw(key_commands(*key_command_parts(b"HGET", [fld]), keys), len(keys))
+        return self.raw(key_commands(*key_command_parts(b"HGET", [fld]), keys), len(keys))
 
     def hmget_many(self, keys: Sequence[bytes], fields: Sequence[bytes]) -> list[list[Any]]:
         """HMGET ``fields`` of every key, in one pipelined round trip."""
@@ -165,7 +165,7 @@ class RedisWriter:
                 return list(pipe.execute())
             except self._cluster_errors as exc:
                 raise self.unavailable(exc) from exc
-        return self._raw(key_commands(*hmget_parts(fields), keys), len(keys))
+        return self.raw(key_commands(*hmget_parts(fields), keys), len(keys))
 
     def hset_many(
         self,

@@ -56,7 +56,7 @@ def _restore(
     kwargs = client.connection_pool.connection_kwargs
     writer = RedisWriter("redis", f"{kwargs['host']}:{kwargs['port']},db=0")
     try:
-        return writer._raw(bytes(payload), len(keys)), listpack.tolist()
+        return writer.raw(bytes(payload), len(keys)), listpack.tolist()
     finally:
         writer.close()
 
