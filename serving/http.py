@@ -9,18 +9,13 @@ request-time transforms run as one batch. Per request: no task, no ASGI messages
 ``transport.write``.
 
 HTTP behaviour: keep-alive (HTTP/1.1 default, ``Connection: close`` honoured, HTTP/1.0
-closes unless keep-alive is asked for); pipelined requests on one connection are answered
-in order (reading pauses while a backlog waits). Input is buffered once (a bytearray) and
-fed to the parser in pieces that end where a request head, a body or a chunk ends, so every
-limit is enforced as soon as it is crossed: a request line and headers over
-``max_header_bytes`` or more than ``max_headers`` fields get 431, a request target over
-8 KiB 414, a ``Content-Length`` or a chunk size that takes the body over ``max_body_bytes``
-413 before the body is read, anything malformed (bad framing, an overlong chunk-size line)
-400. A refusal is answered after the complete requests before it, then the connection
-stops reading requests: input is dropped until the client closes (at most ``keep_alive_s``,
-2 s at most), so the client reads the answer instead of a reset. A connection idle (or with
-a request that stops arriving) for ``keep_alive_s`` is closed. Responses carry
-``content-type`` and ``content-length`` only.
+closes unless asked); pipelined requests are answered in order. Input is fed to the parser
+in pieces ending where a head, a body or a chunk ends, so each limit is enforced when
+crossed: 431 (head over ``max_header_bytes`` or over ``max_headers`` fields), 414 (target
+over 8 KiB), 413 (``Content-Length`` or chunk size over ``max_body_bytes``, body unread),
+400 (anything malformed). A refusal is answered after the requests before it; then input is
+dropped until the client closes (at most ``keep_alive_s``, 2 s at most), so it reads the
+answer instead of a reset. Idle connections close after ``keep_alive_s``.
 """
 
 from __future__ import annotations
@@ -171,10 +166,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _whole_request(self, data: bytes) -> bool:
         """The common case, one read holding exactly one request with a Content-Length
-        body (or none): its head and its body are fed as two pieces, as the steps would,
-        without the step machinery. False (nothing fed) when the read is anything else;
-        when the head turns out to be followed by anything but exactly its body, the
-        steps take over after the head (True)."""
+        body (or none), fed as head and body without the step machinery. False (nothing
+        fed) for any other read; after the head, anything but its exact body goes on
+        through the steps (True)."""
         end = data.find(b"\r\n\r\n") + 4
         if end < 5 or end > self.max_head or self.processing or self.backlog:
             return False

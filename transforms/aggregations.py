@@ -11,7 +11,7 @@ training set, by the streaming job and by the server.
         return amount
 
     user_windows = WindowSet("user_windows", {"user_id": Int64Type}, [txn_amount],
-                             event_timestamp="event_ts", event_id="txn_id")
+                             event_timestamp="event_ts", event_id="event_id")
 
 gives ``txn_amount_count_1h``, ``txn_amount_sum_1h``, ``txn_amount_mean_1h`` and the same
 over ``7d``.
