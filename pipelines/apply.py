@@ -20,7 +20,7 @@ from pipelines.feast_objects import (
 from pipelines.project import Project, load_project
 from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 from store.redis_layout import feast_connection_string
-from store.window_state import window_set_spec
+from store.window_layout import window_set_spec
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
 from transforms.modules import resolve_feature_set

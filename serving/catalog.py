@@ -13,7 +13,7 @@ from serving.errors import UnknownService, UnknownView, clip
 from store import redis_layout as rl
 from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec, WindowSetSpec
 from store.resp import hmget_parts
-from store.window_state import WindowLayout, window_set_spec
+from store.window_layout import WindowLayout, window_set_spec
 from transforms.errors import ArtifactError, RequestError, SchemaError
 
 PLAN_CACHE_SIZE = 512

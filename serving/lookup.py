@@ -68,7 +68,7 @@ WindowColumns = list[dict[str, list[Any]]]
 def decode_windows(plan: Plan, n: int, replies: list[list[Any]], at_micros: int) -> WindowColumns:
     """The window features of one lookup as of ``at_micros``: each entity's members (the
     replies after the groups', one list per window set) aggregated by the set's layout
-    (:meth:`store.window_state.WindowLayout.answer`, the bits of the offline path)."""
+    (:meth:`store.window_layout.WindowLayout.answer`, the bits of the offline path)."""
     out: WindowColumns = []
     base = len(plan.groups)
     for wi, wr in enumerate(plan.windows):

@@ -4,7 +4,7 @@ Every engine computes window aggregations with :meth:`RowWindows.aggregate_many`
 local reference (:meth:`WindowRunner.run_local`), Spark (``apply_windows``) and Beam
 (``ComputeWindows``) through :meth:`WindowRunner.aggregate_entity`, which turns an entity's
 Arrow log into these rows, and the lookup server (:meth:`RowWindows.aggregate`, one query
-time over the rows it read from Redis, ``store/window_state.py``). So the bits cannot
+time over the rows it read from Redis, ``store/window_layout.py``). So the bits cannot
 differ between engines. In plain Python with exact arithmetic:
 
 * a row is ``[event time micros, event id, value per aggregation...]`` with the values in

@@ -22,7 +22,8 @@ from pipelines.apply import configure_repo
 from pipelines.project import load_project
 from pipelines.scaffold import init_project
 from pipelines.streaming import append_events
-from store.window_state import WindowState, clear_windows, parse_key, window_keys
+from store.window_layout import parse_key
+from store.window_state import WindowState, clear_windows, window_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -27,6 +27,7 @@ import redis
 from serving.app import LookupApp
 from serving.config import ServeConfig
 from store import redis_layout as rl
+from store import window_layout as wl
 from store import window_state as wst
 from store.manifest import Manifest, ServiceSpec
 from transforms.errors import ArtifactError, RequestError
@@ -225,7 +226,7 @@ def _queries(
     while len(out) < n:
         u = rng.randrange(users)
         newest = max(times[u])
-        lo, hi = newest - wst.GRACE_MICROS, newest + DAY + HOUR
+        lo, hi = newest - wl.GRACE_MICROS, newest + DAY + HOUR
         pick = rng.random()
         if pick < 0.4:
             t = rng.randint(lo, hi)
@@ -277,7 +278,7 @@ def _digest(client: redis.Redis, project: str) -> dict[tuple[str, bytes], list[A
     scores."""
     out: dict[tuple[str, bytes], list[Any]] = {}
     for key in wst.window_keys(client, project):
-        parsed = wst.parse_key(key)
+        parsed = wl.parse_key(key)
         assert parsed is not None and parsed[0] == project
         out[(parsed[1], parsed[2])] = cast(list[Any], client.zrange(key, 0, -1, withscores=True))
     return out
@@ -298,7 +299,7 @@ def test_keys_are_exact_per_project_and_never_feast_keys(client: redis.Redis, de
         for p in projects:
             keys = wst.window_keys(client, p)
             assert len(keys) == 1, (p, keys)
-            parsed = wst.parse_key(keys[0])
+            parsed = wl.parse_key(keys[0])
             assert parsed == (p, "user_windows", rl.serialize_entity_key(["user_id"], [7]))
             assert rl.key_project(keys[0]) is None  # Feast's key scan never takes it
     finally:
@@ -315,10 +316,10 @@ def test_members_round_trip_every_float_bit_pattern() -> None:
         if x == x and abs(x) != float("inf"):
             values.append(x)
     for x in values:
-        row = wst.decode_member(wst.encode_member(END, 3, [x, None, "é", True]))
+        row = wl.decode_member(wl.encode_member(END, 3, [x, None, "é", True]))
         assert struct.pack("<d", row[2]) == struct.pack("<d", x)
         assert row == [END, 3, row[2], None, "é", True]
-    assert wst.decode_member(wst.encode_member(END, None, [1.5], 2)) == [END, None, 1.5, 2]
+    assert wl.decode_member(wl.encode_member(END, None, [1.5], 2)) == [END, None, 1.5, 2]
 
 
 # ------------------------------------------------------------------------ online == offline
@@ -369,7 +370,7 @@ def test_the_light_path_equals_aggregate_entity_on_ties_in_any_order(defs: Any) 
     """Rows at one instant with one id and values equal but for the sign of zero: the
     order of rule 29 (not the input's) decides which copy counts and what ``last`` is."""
     ws = defs.user_windows
-    layout = wst.WindowLayout("p", ws)
+    layout = wl.WindowLayout("p", ws)
     runner = WindowRunner(ws)
     rng = random.Random(3)
     bad: list[str] = []
@@ -381,7 +382,7 @@ def test_the_light_path_equals_aggregate_entity_on_ties_in_any_order(defs: Any) 
             big = rng.choice([None, -0.0, 0.0, 60.0])
             row = [amount, rng.choice([None, 1, 2]), rng.choice([None, "a", "é"]), big, t]
             ident = rng.choice([None, 1, 2, 3])
-            members.append(wst.encode_member(t, ident, row, rng.randint(0, 1)))
+            members.append(wl.encode_member(t, ident, row, rng.randint(0, 1)))
         members = list(dict.fromkeys(members))  # a sorted set holds each member once
         for t in (END, END - MINUTE, END + HOUR):
             ref = runner.aggregate_entity(layout.log_table(members), [t])
@@ -468,7 +469,7 @@ def _app(defs_dir: Path, project: str, redis_url: str, defs: Any) -> LookupApp:
     repo.mkdir()
     (repo / f"{DEFS_MODULE}.py").write_text(DEFS)
     specs = {
-        name: wst.window_set_spec(getattr(defs, attr), f"{DEFS_MODULE}:{attr}")
+        name: wl.window_set_spec(getattr(defs, attr), f"{DEFS_MODULE}:{attr}")
         for name, attr in (("user_windows", "user_windows"), ("shop_windows", "shop_windows"))
     }
     refs = ["user_windows:amt_sum_1h", "user_windows:seen_last_1d", "user_windows:shop_last2_1d"]
