@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.training_set import get_training_set, write_training_set
+from pipelines.training_set import LOCAL, Engine, get_training_set, write_training_set
 from store.manifest import Manifest
 from transforms.artifact import StatisticsArtifact
 from transforms.errors import SchemaError
@@ -27,12 +27,14 @@ def model_inputs(
     *,
     timestamp_column: str = "event_timestamp",
     strict_before: bool = True,
+    engine: Engine = LOCAL,
 ) -> tuple[pa.Table, dict[str, str]]:
     """``entities`` (keys, request time, request data, any labels) + every feature of
     ``service``, one output row per input row in input order; and its metadata.
 
     View features are joined strictly before the request time unless ``strict_before`` is
-    False (then a feature row at the request instant joins too)."""
+    False (then a feature row at the request instant joins too). ``engine`` says where
+    the joins run (:class:`pipelines.training_set.Engine`); every engine gives the same rows."""
     manifest = Manifest.load(repo)
     try:
         spec = manifest.services[service]
@@ -44,7 +46,12 @@ def model_inputs(
     request_views = set(manifest.request_transforms)
     view_refs = [f for f in spec.features if f.split(":")[0] not in request_views]
     table = get_training_set(
-        repo, entities, view_refs, timestamp_column=timestamp_column, strict_before=strict_before
+        repo,
+        entities,
+        view_refs,
+        timestamp_column=timestamp_column,
+        strict_before=strict_before,
+        engine=engine,
     )
     request_fields = sorted(
         {f for rt in manifest.request_transforms.values() for f in rt.request_schema}
@@ -81,6 +88,7 @@ def build_training_set(
     timestamp_column: str = "event_timestamp",
     strict_before: bool = True,
     stats_engine: str = "python",
+    engine: Engine = LOCAL,
 ) -> pa.Table:
     """Write the training set to ``out`` (Parquet, artifact hash and fingerprints in its
     schema metadata, atomically) and its per-feature statistics next to it
@@ -91,7 +99,12 @@ def build_training_set(
     from pipelines.skew.statistics import statistics_for_training_set
 
     table, meta = model_inputs(
-        repo, entities, service, timestamp_column=timestamp_column, strict_before=strict_before
+        repo,
+        entities,
+        service,
+        timestamp_column=timestamp_column,
+        strict_before=strict_before,
+        engine=engine,
     )
     write_training_set(table, out, meta)
     statistics_for_training_set(out, engine=stats_engine)

@@ -56,6 +56,18 @@ from transforms.errors import SchemaError
 _NS = pa.timestamp("ns", tz="UTC")
 
 
+@dataclass(frozen=True)
+class Engine:
+    """Where a training set is built: ``local`` (this process) or ``spark`` (``master``:
+    the Spark master URL, ``local[*]`` when None). Every engine gives the same rows."""
+
+    name: str = "local"
+    master: str | None = None
+
+
+LOCAL = Engine()
+
+
 # ---------------------------------------------------------------------- requests
 
 
@@ -253,6 +265,7 @@ def get_training_set(
     timestamp_column: str = "event_timestamp",
     strict_before: bool = True,
     stats: list[ViewStats] | None = None,
+    engine: Engine = LOCAL,
 ) -> pa.Table:
     """Point-in-time join of ``features`` ("view:feature" refs or a feature service name)
     onto ``entity_df`` (join keys + a tz-aware ``timestamp_column``), like Feast's
@@ -261,8 +274,11 @@ def get_training_set(
     By default only feature rows strictly before the entity timestamp join, what the online
     store can hold at that instant (the same default as ``skewless training-set``);
     ``strict_before=False`` also joins a row at the very instant, as Feast does. ``stats``,
-    when given, receives one ``ViewStats`` per view.
+    when given, receives one ``ViewStats`` per view. ``engine`` says where the join
+    runs (:class:`Engine`); only local is built so far.
     """
+    if engine.name != "local":
+        raise SchemaError(f"--engine {engine.name!r}: only 'local' builds training sets so far")
     table = _entity_table(entity_df)
     requests = resolve_features(repo_path, features, full_feature_names)
     e_ts = _entity_timestamps(table, timestamp_column)
