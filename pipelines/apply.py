@@ -17,6 +17,7 @@ from pipelines.feast_objects import (
     VALUE_TYPES,
     repo_objects,
 )
+from pipelines.feast_windows import WINDOW_SET_TAG
 from pipelines.project import Project, load_project
 from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec
 from store.redis_layout import feast_connection_string
@@ -75,6 +76,8 @@ def manifest_from_registry(store: Any) -> Manifest:
     untagged: dict[str, list[str]] = {}  # ODFV -> the tags it lacks
     for odfv in store.list_on_demand_feature_views():
         tags = odfv.tags
+        if WINDOW_SET_TAG in tags:
+            continue  # a window set (pipelines.feast_windows): with_window_sets adds it
         missing = [t for t in ODFV_TAGS if t not in tags]
         if missing:
             untagged[odfv.name] = missing
@@ -133,10 +136,31 @@ def manifest_from_registry(store: Any) -> Manifest:
 def with_window_sets(manifest: Manifest, project: Project) -> Manifest:
     """The manifest plus the project's WindowSets (not Feast objects: the server reads
     their features from the online window state, :mod:`store.window_state`)."""
-    specs = {ws.name: window_set_spec(ws, project.window_set_ref(ws)) for ws in project.window_sets}
+    specs = {
+        ws.name: dataclasses.replace(
+            window_set_spec(ws, project.window_set_ref(ws)),
+            source=project.source_path(project.source_of(ws)),
+        )
+        for ws in project.window_sets
+    }
     clash = sorted(set(specs) & (set(manifest.views) | set(manifest.request_transforms)))
     if clash:
         raise SchemaError(f"window set names {clash} are also feature view names")
+    for svc in manifest.services.values():
+        unknown = sorted(
+            {
+                ref.partition(":")[0]
+                for ref in svc.features
+                if ref.partition(":")[0] not in specs
+                and ref.partition(":")[0] not in manifest.views
+                and ref.partition(":")[0] not in manifest.request_transforms
+            }
+        )
+        if unknown:
+            raise SchemaError(
+                f"feature service '{svc.name}' reads {unknown}, which the project defines "
+                "neither as feature sets nor as window sets"
+            )
     return dataclasses.replace(manifest, window_sets=specs)
 
 

@@ -194,8 +194,7 @@ def plan_demo(repo: Path) -> DemoPlan:
             f"{project.root / 'skewless.yaml'}: field 'demo.service': name one of "
             f"{', '.join(services)}"
         )
-    first = project.feature_set(services[service].feature_sets[0])
-    source = project.source_of(first)
+    source = project.source_of(project.definition(services[service].feature_sets[0]))
     src = project.config.sources[source]
     return DemoPlan(
         repo=project.root,
@@ -307,6 +306,7 @@ class _DemoRun:
         if not r.ok:
             raise StoreError("materialization verification found lost entities")
         written = sum(v.written for v in r.views)
+        events = self.backfill_windows()
         if self.fault == "missing-keys":
             self.state["deleted"] = _delete_some_keys(
                 self.state["manifest"], self.placed_rows(), self.redis_url
@@ -314,12 +314,39 @@ class _DemoRun:
         return (
             f"{removed:,} keys of the previous run removed, {r.rows_scanned:,} rows "
             f"scanned, {written:,} entity keys written, verified"
+            + (f"; {events:,} events backfilled into the window state" if events else "")
             + (
                 f"; fault: {self.state['deleted']:,} keys deleted"
                 if self.fault == "missing-keys"
                 else ""
             )
         )
+
+    def backfill_windows(self) -> int:
+        """Write every window set's source into the online window state (the demo's
+        stand-in for `skewless stream` having consumed the event log)."""
+        import redis
+
+        from pipelines.training_windows import load_window_set
+        from store.window_state import backfill
+
+        manifest = self.state["manifest"]
+        if not manifest.window_sets:
+            return 0
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            return sum(
+                backfill(
+                    client,
+                    manifest.project,
+                    load_window_set(self.repo, spec),
+                    spec.source,
+                    grace_micros=spec.grace_micros,
+                )
+                for spec in manifest.window_sets.values()
+            )
+        finally:
+            client.close()
 
     def placed_rows(self) -> pa.Table:
         """The source's rows with every key present (read once; the training entity

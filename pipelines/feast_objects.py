@@ -265,7 +265,14 @@ def repo_objects(project: Project, base: Path | None = None) -> dict[str, Any]:
             tags=odfv_tags(ref, _relative(path, project.root), art, fs),
         )
         tags[fs.name] = service_tags(art, fs)
-    members = {**views, **odfvs}
+    from pipelines.feast_windows import window_view
+
+    windows = {}
+    for ws in project.window_sets:
+        if ws.name in views or ws.name in odfvs:
+            raise SchemaError(f"window set name '{ws.name}' is also a feature set name")
+        windows[ws.name] = objects[ws.name] = window_view(ws, project.window_set_ref(ws))
+    members = {**views, **odfvs, **windows}
     for name, svc in project.services.items():
         unknown = [f for f in svc.feature_sets if f not in members]
         if unknown:

@@ -175,12 +175,20 @@ class Project:
                 return fs
         raise SchemaError(f"no feature set '{name}' in {self.config.definitions}")
 
+    def definition(self, name: str) -> FeatureSet | WindowSet:
+        """The feature set or window set called ``name``."""
+        for ws in self.window_sets:
+            if ws.name == name:
+                return ws
+        return self.feature_set(name)
+
     def ref(self, fs: FeatureSet) -> str:
         """``module:attribute`` of a feature set (what Feast's tags record)."""
         return feature_set_ref(fs, self.modules)
 
-    def source_of(self, fs: FeatureSet) -> str:
-        """The source a feature set reads: its ``source`` tag, or the only source."""
+    def source_of(self, fs: FeatureSet | WindowSet) -> str:
+        """The source a feature set or window set reads: its ``source`` tag, or the only
+        source."""
         name = fs.tags.get("source")
         if name is None:
             if len(self.config.sources) != 1:

@@ -118,7 +118,7 @@ sources:
     entities: {driver_id: string}
 services:
   pricing_v1:
-    feature_sets: [driver_stats, trip_request]
+    feature_sets: [driver_stats, trip_request, driver_windows]
     description: Trip pricing model, version 1.
 """
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.training_set import LOCAL, Engine, get_training_set, write_training_set
+from pipelines.training_windows import window_columns
 from store.manifest import Manifest
 from transforms.artifact import StatisticsArtifact
 from transforms.errors import SchemaError
@@ -28,13 +29,18 @@ def model_inputs(
     timestamp_column: str = "event_timestamp",
     strict_before: bool = True,
     engine: Engine = LOCAL,
+    window_time_column: str | None = None,
 ) -> tuple[pa.Table, dict[str, str]]:
     """``entities`` (keys, request time, request data, any labels) + every feature of
     ``service``, one output row per input row in input order; and its metadata.
 
     View features are joined strictly before the request time unless ``strict_before`` is
     False (then a feature row at the request instant joins too). ``engine`` says where
-    the joins run (:class:`pipelines.training_set.Engine`); every engine gives the same rows."""
+    the joins run (:class:`pipelines.training_set.Engine`); every engine gives the same rows.
+
+    Window features are each row's windows ``[t - w, t)`` as of ``window_time_column``
+    (default: the request time; the skew report passes the time the server computed them
+    at), from the window set's raw events (:mod:`pipelines.training_windows`)."""
     manifest = Manifest.load(repo)
     try:
         spec = manifest.services[service]
@@ -43,8 +49,8 @@ def model_inputs(
             f"feature service '{service}' is not in the manifest "
             f"(known: {sorted(manifest.services)})"
         ) from None
-    request_views = set(manifest.request_transforms)
-    view_refs = [f for f in spec.features if f.split(":")[0] not in request_views]
+    not_views = set(manifest.request_transforms) | set(manifest.window_sets)
+    view_refs = [f for f in spec.features if f.split(":")[0] not in not_views]
     table = get_training_set(
         repo,
         entities,
@@ -53,6 +59,11 @@ def model_inputs(
         strict_before=strict_before,
         engine=engine,
     )
+    windows = window_columns(
+        repo, manifest, table, spec.features, window_time_column or timestamp_column
+    )
+    for name, column in windows.items():
+        table = table.append_column(name, column)
     request_fields = sorted(
         {f for rt in manifest.request_transforms.values() for f in rt.request_schema}
     )

@@ -3,6 +3,7 @@ from it once per feature service or feature list."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,7 +111,9 @@ def load_window_set(repo: Path, project: str, spec: WindowSetSpec) -> LoadedWind
         ws = resolve_window_set(spec.window_set, repo)
     except SchemaError as exc:
         raise ArtifactError(f"window set '{spec.name}': {exc}") from None
-    now = window_set_spec(ws, spec.window_set, spec.grace_micros)
+    now = dataclasses.replace(
+        window_set_spec(ws, spec.window_set, spec.grace_micros), source=spec.source
+    )
     if now != spec:
         diff = [k for k, v in vars(now).items() if getattr(spec, k) != v]
         raise ArtifactError(

@@ -3,8 +3,9 @@
 The request path only samples and does ``queue.put_nowait`` (never blocks, never raises:
 a full queue drops the record and counts it). One writer thread turns records into one
 row per entity: ``request_ts`` (UTC), ``service``, the entity keys, the request data, every
-served value, ``<feature>__status``, ``<feature>__event_ts`` (event time of the served row,
-for view features), the transform ``fingerprints`` and ``artifact_hashes`` (JSON), then writes
+served value, ``<feature>__status``, ``<feature>__event_ts`` (event time of the served row
+for view features; for window features the newest event the state held before the time
+they were computed as of, which is ``window_ts``), the transform ``fingerprints`` and ``artifact_hashes`` (JSON), then writes
 ``<log-dir>/<service>/part-<utc time>-<pid>-<seq>.parquet`` via a temporary file and
 ``os.replace`` (readers never see half a file). Files roll when ``rows_per_file`` rows are
 buffered or ``roll_seconds`` passed; ``close()`` flushes what is left.
@@ -145,7 +146,10 @@ class FeatureLogger:
         """Arrow type of each logged column whose declared type maps to one."""
         import pyarrow as pa
 
-        types: dict[str, Any] = {"request_ts": pa.timestamp("us", tz="UTC")}
+        types: dict[str, Any] = {
+            "request_ts": pa.timestamp("us", tz="UTC"),
+            "window_ts": pa.timestamp("us", tz="UTC"),
+        }
         for name in view_outputs:
             types[f"{name}__event_ts"] = pa.timestamp("us", tz="UTC")
         for name, tn in {**self.entity_types, **self.request_types, **plan.output_types}.items():
@@ -186,9 +190,11 @@ class FeatureLogger:
         for name in out_names:
             cols[name] = []
             cols[f"{name}__status"] = []
-        view_outputs = [o[0] for o in plan.outputs if o[1] == "view"]
+        view_outputs = [o[0] for o in plan.outputs if o[1] in ("view", "window")]
         for name in view_outputs:
             cols[f"{name}__event_ts"] = []  # event time of the served row: freshness audits
+        if plan.windows:
+            cols["window_ts"] = []  # what window features were computed as of
         cols["fingerprints"] = []
         cols["artifact_hashes"] = []
         fp = json.dumps(plan.fingerprints, sort_keys=True)
@@ -206,11 +212,13 @@ class FeatureLogger:
             for i, (name, out) in enumerate(zip(out_names, plan.outputs, strict=True), start=n_ent):
                 cols[name].extend(r.values[i])
                 cols[f"{name}__status"].extend(STATUS_NAMES[s] for s in r.statuses[i])
-                if out[1] == "view":
+                if out[1] in ("view", "window"):
                     cols[f"{name}__event_ts"].extend(
                         None if (sec, nanos) == (0, 0) else sec * 1_000_000 + nanos // 1000
                         for sec, nanos in r.timestamps[i]
                     )
+            if plan.windows:
+                cols["window_ts"].extend([r.at_micros] * n)
             cols["fingerprints"].extend([fp] * n)
             cols["artifact_hashes"].extend([hashes] * n)
         table = pa.table(self._arrays(cols, self._arrow_types(plan, view_outputs)))

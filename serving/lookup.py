@@ -31,6 +31,7 @@ class Result:
     timestamps: list[list[tuple[int, int]]]
     request_data: dict[str, list[Any]]
     entities: dict[str, list[Any]]
+    at_micros: int | None = None  # the time window features were computed as of
 
 
 def decode(
@@ -54,15 +55,18 @@ def decode(
     now = time.time_ns() if now_ns is None else now_ns
     decoded = decode_views(plan, n, replies, now)
     (transformed,) = run_transforms(plan, [(n, decoded, entities)])
-    windows = None
-    if plan.windows:
-        at = now // 1000 if at_micros is None else at_micros
-        windows = decode_windows(plan, n, replies, at)
-    return assemble(plan, n, decoded, transformed, entities, windows)
+    if not plan.windows:
+        return assemble(plan, n, decoded, transformed, entities)
+    at = now // 1000 if at_micros is None else at_micros
+    result = assemble(plan, n, decoded, transformed, entities, decode_windows(plan, n, replies, at))
+    result.at_micros = at
+    return result
 
 
 WindowColumns = list[dict[str, list[Any]]]
-"""Per window read of a plan: feature -> column (one value per entity)."""
+"""Per window read of a plan: feature -> column (one value per entity), and under
+``NEWEST`` each entity's newest event before the request time as (seconds, nanos)."""
+NEWEST = "\0newest"
 
 
 def decode_windows(plan: Plan, n: int, replies: list[list[Any]], at_micros: int) -> WindowColumns:
@@ -74,11 +78,17 @@ def decode_windows(plan: Plan, n: int, replies: list[list[Any]], at_micros: int)
     for wi, wr in enumerate(plan.windows):
         answer = wr.windows.layout.answer
         feats = wr.features
+        newest_before = wr.windows.layout.newest_before
         cols: dict[str, list[Any]] = {f: [None] * n for f in feats}
+        newest: list[Any] = [EPOCH_TS] * n
         for e, members in enumerate(replies[base + wi]):
             got = answer(members, at_micros)
             for f in feats:
                 cols[f][e] = got[f]
+            t = newest_before(members, at_micros)
+            if t is not None:
+                newest[e] = (t // 1_000_000, t % 1_000_000 * 1000)
+        cols[NEWEST] = newest
         out.append(cols)
     return out
 
@@ -173,8 +183,9 @@ def assemble(
     entities: dict[str, list[Any]],
     windows: WindowColumns | None = None,
 ) -> Result:
-    """The Result of one lookup: entity keys, then the plan's outputs in order (window
-    features, like request-time outputs, are PRESENT or NULL_VALUE with no event time)."""
+    """The Result of one lookup: entity keys, then the plan's outputs in order. Window
+    features, like request-time outputs, are PRESENT or NULL_VALUE; their event time is the
+    entity's newest event before the request time (none: the epoch)."""
     values: list[list[Any]] = [entities[k] for k in plan.entity_names]
     present = _all_present(n)  # shared, never mutated
     statuses: list[list[int]] = [present for _ in plan.entity_names]
@@ -193,7 +204,7 @@ def assemble(
                 statuses.append([NULL_VALUE if v is None else PRESENT for v in col])
             else:
                 statuses.append(present)
-            timestamps.append(epoch)
+            timestamps.append(epoch if kind == "transform" else _window_column(windows, a, NEWEST))
     request_data = {k: entities[k] for k in plan.request_fields}
     ent = {k: entities[k] for k in plan.entity_names}
     return Result(plan, n, plan.column_names, values, statuses, timestamps, request_data, ent)

@@ -65,6 +65,7 @@ class WindowSetSpec:
     event_id: str | None
     max_window_micros: int
     grace_micros: int
+    source: str = ""  # the raw events offline (Parquet path or URI), "" when not known
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,7 @@ def _attribute_view(
             )  # fmt: skip
             causes[i] = cause
             fc.causes[cause] += 1
-            _example(fc, served, offline, i, join_keys, status[i], cause, extra)
+            record_example(fc, served, offline, i, join_keys, status[i], cause, extra)
 
 
 def _view_cause(
@@ -288,7 +288,7 @@ def _attribute_transforms(
             cause = found or CODE_SKEW
             causes[i] = cause
             fc.causes[cause] += 1
-            _example(fc, served, offline, i, keys, None, cause, {})
+            record_example(fc, served, offline, i, keys, None, cause, {})
 
 
 def _fingerprint_cause(
@@ -314,7 +314,7 @@ def _fingerprint_cause(
     return TRANSFORM_FINGERPRINT
 
 
-def _example(
+def record_example(
     fc: Any,
     served: pa.Table,
     offline: pa.Table,

@@ -61,8 +61,8 @@ class FeatureConsistency:
     """One feature's online vs offline comparison."""
 
     name: str
-    kind: str  # "view" or "transform"
-    source: str  # view or request-time feature set
+    kind: str  # "view", "window" or "transform"
+    source: str  # view, window set or request-time feature set
     rows: int = 0
     exact: int = 0
     missing: int = 0  # served null, offline has a value
@@ -142,21 +142,33 @@ def entity_frame(
         view, _, _ = ref.partition(":")
         if view in manifest.views:
             keys += [k for k in manifest.views[view].entities if k not in keys]
+        elif view in manifest.window_sets:
+            keys += [k for k in manifest.window_sets[view].entities if k not in keys]
         elif view in manifest.request_transforms:
             rt = manifest.request_transforms[view]
             request += [k for k in rt.request_schema if k not in request and k not in keys]
+    request = [k for k in request if k not in keys]
+    times = ["request_ts", *(["window_ts"] if "window_ts" in log.column_names else [])]
     missing = [c for c in (*keys, *request) if c not in log.column_names]
     if missing:
         raise SchemaError(f"feature logs of '{service}' lack columns {missing}")
-    return log.select([*keys, "request_ts", *request]), keys, request
+    return log.select([*keys, *times, *request]), keys, request
 
 
 def feature_sources(manifest: Manifest, service: str) -> dict[str, tuple[str, str]]:
-    """Output name -> ("view" | "transform", view or request-time set)."""
+    """Output name -> ("view" | "window" | "transform", view, window set or request-time
+    set)."""
     out = {}
     for ref in manifest.services[service].features:
         src, _, feat = ref.partition(":")
-        out[feat] = ("view" if src in manifest.views else "transform", src)
+        kind = (
+            "view"
+            if src in manifest.views
+            else "window"
+            if src in manifest.window_sets
+            else "transform"
+        )
+        out[feat] = (kind, src)
     return out
 
 
@@ -166,7 +178,10 @@ def recompute(repo: str | Path, log: pa.Table, service: str) -> pa.Table:
 
     manifest = Manifest.load(repo)
     entities, _, _ = entity_frame(log, manifest, service)
-    offline, _ = model_inputs(repo, entities, service, timestamp_column="request_ts")
+    window_time = "window_ts" if "window_ts" in entities.column_names else None
+    offline, _ = model_inputs(
+        repo, entities, service, timestamp_column="request_ts", window_time_column=window_time
+    )
     return offline
 
 

@@ -45,6 +45,7 @@ from pipelines.skew.statistics import (
     statistics_for_training_set,
     stats_path,
 )
+from pipelines.skew.windows import WINDOW_CAUSES, attribute_windows
 from store.manifest import Manifest
 from transforms.atomic import atomic_file
 from transforms.errors import SchemaError
@@ -105,6 +106,7 @@ def build_report(
     result = compare(service, served, offline, sources)
     current = current_state(manifest)
     notes = attribute(repo, manifest, result, current)
+    freshness = attribute_windows(repo, manifest, result)
 
     overrides = load_thresholds(manifest)
     checks: list[Check] = [
@@ -144,7 +146,8 @@ def build_report(
         "rows": served.num_rows,
         "request_time_range": _time_range(served),
         "exact_match_rate": result.exact_match_rate,
-        "causes": {c: result.causes.get(c, 0) for c in CAUSES},
+        "causes": {c: result.causes.get(c, 0) for c in (*CAUSES, *WINDOW_CAUSES)},
+        "freshness": freshness,
         "attribution_notes": notes,
         "current": {
             "artifact_hashes": current.artifact_hashes,
@@ -298,6 +301,48 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return html.escape(str(v))
 
 
+def _freshness_html(freshness: dict[str, dict[str, Any]]) -> list[str]:
+    """Freshness of the window features: the online state's lag behind the source."""
+    if not freshness:
+        return []
+    e = html.escape
+    out = [
+        "<h2>Freshness of window features</h2><p><small>lag = the source's newest event "
+        "before the request time minus the newest one the online state held</small></p>"
+        "<table><tr><th class=l>feature</th><th>rows</th><th>no lag</th><th>lag p50 s</th>"
+        "<th>lag p99 s</th><th>lag max s</th><th>entities without state</th></tr>"
+    ]
+    for name, f in freshness.items():
+        if not f.get("rows"):
+            continue
+        bad = f["lag_max_s"] > 0 or f["entities_without_state"]
+        out.append(
+            f"<tr class={'bad' if bad else 'ok'}><td class=l>{e(name)}</td><td>{f['rows']:,}</td>"
+            f"<td>{f['fresh_share']:.2%}</td><td>{_fmt(f['lag_p50_s'])}</td>"
+            f"<td>{_fmt(f['lag_p99_s'])}</td><td>{_fmt(f['lag_max_s'])}</td>"
+            f"<td>{f['entities_without_state']}</td></tr>"
+        )
+    out.append("</table>")
+    png = _freshness_plot(freshness)
+    if png:
+        out.append(f"<img alt='window freshness' src='{png}'>")
+    return out
+
+
+def _freshness_plot(freshness: dict[str, dict[str, Any]]) -> str | None:
+    names = [n for n, f in freshness.items() if f.get("rows")]
+    if not names:
+        return None
+    fig, ax = _figure(6.0, 0.35 * len(names) + 1.0)
+    y = np.arange(len(names))
+    ax.barh(y - 0.2, [freshness[n]["lag_p50_s"] for n in names], 0.4, label="p50")
+    ax.barh(y + 0.2, [freshness[n]["lag_p99_s"] for n in names], 0.4, label="p99")
+    ax.set_yticks(y, names, fontsize=7)
+    ax.set_xlabel("online state lag (s)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
 def render_html(
     report: dict[str, Any],
     result: Consistency,
@@ -342,6 +387,7 @@ def render_html(
         f"logged: {notes['artifact_hashes_logged']}; inferred attributions: "
         f"{e(json.dumps(notes['inferred']))}</small></p>"
     )
+    parts += _freshness_html(report.get("freshness") or {})
     parts.append(
         "<h2>Features</h2><table><tr><th class=l>feature</th><th class=l>source</th>"
         "<th>exact match</th><th>missing</th><th>extra</th><th>differ</th>"
