@@ -86,6 +86,9 @@ def materialize_command(
         )
         if report.rows_scanned == 0:
             _refuse_an_empty_window(repo, selected, report.start, report.end)
+        from pipelines.window_backfill import backfill_windows
+
+        events = backfill_windows(repo, end_t, selected)
     except SkewlessError as exc:
         typer.echo(f"skewless: error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -93,6 +96,8 @@ def materialize_command(
     for line in iter_report_lines(report):
         typer.echo(line)
     typer.echo(f"materialized {report.rows_scanned} rows in {report.seconds:.2f}s")
+    for name, n in events.items():
+        typer.echo(f"window set {name}: {n} events of the last window span written")
     if not report.ok:
         for v in report.views:
             for m in v.mismatches[:10]:

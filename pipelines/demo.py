@@ -323,30 +323,11 @@ class _DemoRun:
         )
 
     def backfill_windows(self) -> int:
-        """Write every window set's source into the online window state (the demo's
-        stand-in for `skewless stream` having consumed the event log)."""
-        import redis
+        """Every window set's source into the online window state (what `skewless
+        materialize` does; the demo's stand-in for `skewless stream` over the event log)."""
+        from pipelines.window_backfill import backfill_windows
 
-        from pipelines.training_windows import load_window_set
-        from store.window_state import backfill
-
-        manifest = self.state["manifest"]
-        if not manifest.window_sets:
-            return 0
-        client = redis.Redis.from_url(self.redis_url)
-        try:
-            return sum(
-                backfill(
-                    client,
-                    manifest.project,
-                    load_window_set(self.repo, spec),
-                    spec.source,
-                    grace_micros=spec.grace_micros,
-                )
-                for spec in manifest.window_sets.values()
-            )
-        finally:
-            client.close()
+        return sum(backfill_windows(self.repo).values())
 
     def placed_rows(self) -> pa.Table:
         """The source's rows with every key present (read once; the training entity

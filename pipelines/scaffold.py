@@ -20,7 +20,6 @@ import numpy as np
 from transforms import (
     FeatureSet,
     Float64,
-    Int64,
     Mean,
     Nullable,
     Std,
@@ -30,14 +29,9 @@ from transforms import (
     aggregate,
     transform,
 )
-from transforms.windows import window_count, window_mean
+from transforms.windows import window_mean
 
 HOUR, DAY = 3_600, 86_400
-
-
-@transform
-def driver_trips_24h(pickup_at: Timestamp) -> Int64:
-    return window_count(pickup_at, DAY)
 
 
 @transform
@@ -51,8 +45,9 @@ DRIVER_STATS = FeatureSet(
     event_timestamp="pickup_at",
     order_by=("pickup_at", "trip_id"),
     ttl_seconds=7 * DAY,
-    description="A driver's trips as of each trip.",
-    transforms=[driver_trips_24h, driver_fare_mean_7d],
+    description="A driver's typical fare as of their latest trip: the baseline the "
+    "request-time fare ratio divides by (windows as of the request time: driver_windows).",
+    transforms=[driver_fare_mean_7d],
 )
 
 

@@ -7,6 +7,7 @@ import os
 import uuid
 
 import httpx
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import redis
@@ -14,6 +15,7 @@ import redis
 from pipelines.demo import lookup_server
 from pipelines.parity import compare_columns
 from pipelines.project import load_project
+from store.window_state import clear_windows
 from tests.support import skewless_cli as skewless
 from transforms import SchemaError
 
@@ -81,9 +83,12 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
         }
         with lookup_server(repo, redis_url, tmp_path / "logs") as url:
             answer = httpx.post(f"{url}/v1/features/pricing_v1", json=body).json()
-        assert answer["features"]["driver_trips_24h"][0] >= 1
-        assert answer["statuses"]["driver_trips_24h"] == ["PRESENT", "NOT_FOUND"]
+        assert answer["statuses"]["driver_fare_mean_7d"] == ["PRESENT", "NOT_FOUND"]
         assert answer["features"]["distance_z"][0] is not None
+        # window features as of the request time, from the state `materialize` backfilled
+        assert answer["features"]["trip_fare_count_7d"][0] >= 1
+        assert answer["features"]["trip_fare_count_7d"][1] == 0  # an empty window counts 0
+        assert answer["features"]["trip_fare_mean_7d"][1] is None
 
         trips = pq.read_table(repo / "sources" / "trips")
         entities = trips.select(["driver_id", "pickup_at", "distance_km", "quoted_fare"])
@@ -103,15 +108,18 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
         assert done.returncode == 0, done.stderr[-3000:]
         training = pq.read_table(out)
         assert training.num_rows == trips.num_rows
-        assert {"driver_trips_24h", "distance_z", "fare_per_km_vs_driver"} <= set(
+        assert {"driver_fare_mean_7d", "distance_z", "trip_fare_count_24h"} <= set(
             training.schema.names
         )
-        assert training.column("driver_trips_24h").null_count < training.num_rows
+        assert training.column("driver_fare_mean_7d").null_count < training.num_rows
+        assert training.column("trip_fare_count_24h").null_count == 0
+        assert pc.max(training.column("trip_fare_count_24h")).as_py() >= 1
     finally:
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(match=f"*{name}".encode(), count=1000))
         if keys:
             client.delete(*keys)
+        clear_windows(client, name)
 
 
 NOISY = """
@@ -127,7 +135,7 @@ DRIVER_STATS = FeatureSet(
     entities={"driver_id": String},
     event_timestamp="pickup_at",
     order_by=("pickup_at", "trip_id"),
-    transforms=[driver_trips_24h, driver_fare_mean_7d, driver_noise],
+    transforms=[driver_fare_mean_7d, driver_noise],
 )
 """
 
@@ -143,5 +151,5 @@ def test_parity_counts_the_mismatches_of_a_nondeterministic_transform(tmp_path):
     rows = {line.split("│")[2].strip(): line for line in done.stdout.splitlines() if "│" in line}
     assert rows["driver_noise"].split("│")[3].strip() == "500"  # every row, against spark
     assert rows["driver_noise"].split("│")[4].strip() == "500"  # and against beam
-    assert rows["driver_trips_24h"].split("│")[3].strip() == "0"
+    assert rows["driver_fare_mean_7d"].split("│")[3].strip() == "0"
     assert "1000 mismatches across online/spark/beam" in done.stdout
