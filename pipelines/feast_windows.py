@@ -10,8 +10,9 @@ OnDemandFeatureView tagged ``skewless.window_set`` whose UDF raises
 
 - ``feast materialize`` skips it (an on-demand view is not materialized);
 - ``get_online_features`` and ``get_historical_features`` with one of its features, or
-  with a feature service that holds one, raise that error: never a silently different
-  value, never a silently missing column;
+  with a feature service that holds one, raise an error: Feast's own that the request
+  field ``request_time`` is missing, else, given it, that one: never a silently
+  different value, never a silently missing column;
 - the FeatureService in Feast's registry lists the window features in the model's order,
   so the serving manifest (:func:`pipelines.apply.manifest_from_registry`) reads services
   back whole.
@@ -31,6 +32,7 @@ from transforms.aggregations import WindowSet
 from transforms.errors import SkewlessError
 
 WINDOW_SET_TAG = "skewless.window_set"  # "module:attribute" of the WindowSet
+REQUEST_TIME = "request_time"  # the view's request field
 
 _FEAST_SCALARS = {
     "int64": "Int64",
@@ -100,19 +102,24 @@ def _sample(type_name: str) -> Any:
 
 
 def window_view(ws: WindowSet, ref: str) -> Any:
-    """The on-demand feature view of window set ``ws`` defined at ``ref``: its join keys
-    are the request fields, its features the schema."""
+    """The on-demand feature view of window set ``ws`` defined at ``ref``. Its one request
+    field is ``request_time`` (what the windows would be as of, as the skewless lookup
+    takes it), not the join keys: Feast takes a field that is both request data and a
+    join key as request data only, which would break the views of a service on the same
+    keys."""
     from feast import Field, RequestSource
+    from feast import types as ft
     from feast.on_demand_feature_view import OnDemandFeatureView
 
     from store.window_layout import window_set_spec
 
-    spec = window_set_spec(ws, ref)
-    types = spec.features
-    keys = [Field(name=k, dtype=feast_dtype(t)) for k, t in spec.entities.items()]
+    types = window_set_spec(ws, ref).features
+    request = RequestSource(
+        name=f"{ws.name}_request_time", schema=[Field(name=REQUEST_TIME, dtype=ft.Int64)]
+    )
     return OnDemandFeatureView(
         name=ws.name,
-        sources=[RequestSource(name=f"{ws.name}_keys", schema=keys)],
+        sources=[request],
         schema=[Field(name=f, dtype=feast_dtype(t)) for f, t in types.items()],
         mode="python",
         udf=window_udf(ws.name, {f: _sample(t) for f, t in types.items()}),
