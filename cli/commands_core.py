@@ -1,5 +1,5 @@
-"""``skewless parity``: the cross-engine gate, on a project's own feature sets and data or
-on the built-in contract cases (``--rows``)."""
+"""``skewless parity``: the cross-engine gate, on a project's own feature sets and data, on
+the built-in contract cases (``--rows``), or on window features at scale (``--windows``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import typer
 
 from cli.errors import fail, guarded
 from cli.options import DEFAULT_REPO, Repo
+
+DEFAULT_EVENTS = 1_000_000
+DEFAULT_QUERIES = 100_000
 
 
 def register(app: typer.Typer) -> None:
@@ -26,11 +29,39 @@ def register(app: typer.Typer) -> None:
                 "--rows", help="Instead: N generated rows of the built-in contract cases."
             ),
         ] = None,
+        windows: Annotated[
+            bool,
+            typer.Option(
+                "--windows",
+                help="Instead: the built-in window set on generated events and queries, "
+                "local reference vs Spark vs Beam vs the online state in Redis.",
+            ),
+        ] = False,
+        events: Annotated[
+            int | None, typer.Option("--events", help="With --windows: events (1,000,000).")
+        ] = None,
+        queries: Annotated[
+            int | None, typer.Option("--queries", help="With --windows: query rows (100,000).")
+        ] = None,
+        seed: Annotated[
+            int | None, typer.Option("--seed", help="With --windows: the generator's seed (0).")
+        ] = None,
     ) -> None:
         """Run the same rows through online, Spark and Beam; exit 1 on any mismatch."""
         from rich.console import Console
         from rich.table import Table
 
+        if windows:
+            if rows is not None or source_sample is not None:
+                fail("--windows generates its own events: leave out --rows and --source-sample")
+            _window_parity(
+                DEFAULT_EVENTS if events is None else events,
+                DEFAULT_QUERIES if queries is None else queries,
+                0 if seed is None else seed,
+            )
+            return
+        if events is not None or queries is not None or seed is not None:
+            fail("--events, --queries and --seed go with --windows")
         if rows is not None and rows <= 0:
             fail("--rows must be a positive number of rows")
         if source_sample is not None and source_sample <= 0:
@@ -87,3 +118,57 @@ def register(app: typer.Typer) -> None:
         out.print(f"{total} mismatches across online/spark/beam")
         if total:
             raise typer.Exit(code=1)
+
+
+def _window_parity(events: int, queries: int, seed: int) -> None:
+    """``parity --windows``: generate, run every engine, print engine x mismatches and
+    seconds; exit 1 on any mismatch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    for option, value in (("--events", events), ("--queries", queries)):
+        if value <= 0:
+            fail(f"{option} must be a positive number of rows, got {value}")
+    if seed < 0:
+        fail(f"--seed must be 0 or more, got {seed}")
+    from pipelines.window_parity import ENGINES, run_window_parity
+    from pipelines.window_parity_cases import window_parity_data
+
+    console = Console(stderr=True)
+    out = Console()
+    with console.status("parity --windows") as status:
+        progress = lambda msg: status.update(f"parity --windows: {msg}")  # noqa: E731
+        progress(f"generating {events:,} events and {queries:,} queries")
+        data = window_parity_data(events, queries, seed)
+        report = run_window_parity(data.events, data.queries, progress=progress)
+    table = Table(
+        title=f"skewless parity --windows: {report.events:,} events, {report.queries:,} "
+        f"queries, {report.features} features (seed {seed})"
+    )
+    for name in ("engine", "mismatches vs local", "rows", "windows not empty", "seconds"):
+        table.add_column(name, justify="left" if name == "engine" else "right")
+    phases = ", ".join(
+        f"{p} {report.seconds[f'online {p}']:.1f}" for p in ("push", "reads", "answers")
+    )
+    for engine in ENGINES:
+        seconds = f"{report.seconds[engine]:.1f}"
+        if engine == "online":
+            seconds += f" ({phases})"
+        table.add_row(
+            "local reference" if engine == "local" else engine,
+            "-" if engine == "local" else f"{report.engine_mismatches(engine):,}",
+            f"{report.rows[engine]:,}",
+            f"{report.nonempty[engine]:,}",
+            seconds,
+        )
+    out.print(table)
+    out.print("events: " + ", ".join(f"{k} {v:,}" for k, v in data.cases.items()))
+    for engine, by_feature in report.mismatches.items():
+        bad = {k: v for k, v in by_feature.items() if v}
+        if bad:
+            out.print(f"{engine} mismatches by feature: {bad}")
+    for line in report.examples[:10]:
+        out.print(f"  mismatch: {line}")
+    out.print(f"{report.total_mismatches} mismatches across local/spark/beam/online")
+    if report.total_mismatches:
+        raise typer.Exit(code=1)
