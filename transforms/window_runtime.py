@@ -194,6 +194,7 @@ class WindowRunner:
         qt = _micros_or_zero(times, f"query time '{query_time}'")
         rows_of = _group(queries, self.keys, times.is_null())
         events_of = _group(log, self.keys)
+        log = log.combine_chunks()  # take() concatenates a chunked table's chunks every call
         columns: dict[str, list[Any]] = {f.name: [None] * queries.num_rows for f in self.features}
         empty = log.schema.empty_table()
         for key, idx in rows_of.items():
