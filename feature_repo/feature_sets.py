@@ -19,6 +19,8 @@ from transforms import (
     String,
     Timestamp,
     Vocabulary,
+    WindowSet,
+    aggregate,
     transform,
 )
 from transforms.windows import (
@@ -122,6 +124,31 @@ MERCHANT_ACTIVITY = FeatureSet(
     ttl_seconds=7 * DAY,
     description="A merchant's traffic as of each of its transactions.",
     transforms=[merchant_txn_count_24h, merchant_amount_mean_7d],
+)
+
+# ---------------------------------------------------------------- as of the request time
+
+
+@aggregate(ops=("count", "sum", "mean", "max"), windows=("10m", "1h", "24h"))
+def user_spend(amount: Nullable[Float64]) -> Float64:
+    """The user's transaction amounts in each window ending just before the request."""
+    return amount
+
+
+@aggregate(ops=("distinct",), windows=("24h",))
+def user_merchants(merchant_id: Int64) -> Int64:
+    """Distinct merchants the user paid in the day before the request."""
+    return merchant_id
+
+
+USER_WINDOWS = WindowSet(
+    name="user_windows",
+    entities={"user_id": Int64},
+    aggregations=[user_spend, user_merchants],
+    event_timestamp="event_timestamp",
+    event_id="txn_id",
+    description="A user's spending in the windows ending just before the request time "
+    "(served from the online window state; `skewless stream` or POST /push keeps it fresh).",
 )
 
 # ---------------------------------------------------------------- at request time

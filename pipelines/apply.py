@@ -133,13 +133,28 @@ def manifest_from_registry(store: Any) -> Manifest:
     )
 
 
-def with_window_sets(manifest: Manifest, project: Project) -> Manifest:
+def _sources_read(project: Project, base: Path | None) -> dict[str, str]:
+    """Where each source was read from by the batch run whose output is ``base`` (its
+    ``_run.json``; ``skewless run --input`` relocates them), else where it is declared."""
+    out = {name: project.source_path(name) for name in project.config.sources}
+    run = (base / "_run.json") if base is not None else None
+    if run is not None and run.is_file():
+        try:
+            out.update(json.loads(run.read_text()).get("sources", {}))
+        except (json.JSONDecodeError, AttributeError):
+            pass  # an unreadable run report: the declared paths
+    return out
+
+
+def with_window_sets(manifest: Manifest, project: Project, base: Path | None = None) -> Manifest:
     """The manifest plus the project's WindowSets (not Feast objects: the server reads
-    their features from the online window state, :mod:`store.window_state`)."""
+    their features from the online window state, :mod:`store.window_state`), each with
+    the path of its raw events (those the batch run at ``base`` read)."""
+    paths = _sources_read(project, base)
     specs = {
         ws.name: dataclasses.replace(
             window_set_spec(ws, project.window_set_ref(ws)),
-            source=project.source_path(project.source_of(ws)),
+            source=paths[project.source_of(ws)],
         )
         for ws in project.window_sets
     }
@@ -191,6 +206,6 @@ def apply(
         store.apply(list(objects.values()))
     manifest = manifest_from_registry(store)
     if skewless_project is not None:
-        manifest = with_window_sets(manifest, skewless_project)
+        manifest = with_window_sets(manifest, skewless_project, base)
     manifest.save(repo)
     return Manifest.load(repo)

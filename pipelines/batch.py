@@ -39,6 +39,7 @@ class RunReport:
     seconds: float = 0.0
     output: str = ""
     stale_staging_removed: list[str] = field(default_factory=list)  # left by killed runs
+    sources: dict[str, str] = field(default_factory=dict)  # source -> the path it read
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,9 @@ def run(
     output_dir = Path(output_dir) if output_dir else project.data_dir
     sources = plan_sources(project, input_dir)
     schemas = [check_input(src) for src in sources]
-    report = RunReport(engine=engine, output=str(output_dir))
+    report = RunReport(
+        engine=engine, output=str(output_dir), sources={s.name: _absolute(s.path) for s in sources}
+    )
     report.stale_staging_removed = [p.name for p in clean_stale_staging(output_dir)]
     started = time.perf_counter()
     if engine == "spark":
@@ -171,6 +174,10 @@ def run(
         report.seconds = time.perf_counter() - started
         (tmp / "_run.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
 
 
 def ship_definitions(project: Project) -> None:

@@ -46,6 +46,7 @@ def build_env(base: Path, redis_url: str) -> Env:
     from pipelines.batch import run
     from pipelines.materialize import materialize
     from pipelines.training_data import build_training_set
+    from pipelines.window_backfill import backfill_windows
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     generate(1500, base / "raw", seed=3, start=now - timedelta(days=10), days=10, progress=False)
@@ -58,6 +59,7 @@ def build_env(base: Path, redis_url: str) -> Env:
     os.environ["SKEWLESS_DATA"] = str(base / "data")
     apply(repo, redis_url, base / "data", project=project)
     materialize(repo, now - timedelta(days=12), datetime.now(UTC), show_progress=False)
+    backfill_windows(repo)  # the service's window features, as `skewless materialize` does
     txns = pq.read_table(base / "raw" / "transactions")
     entities = txns.select(
         ["txn_id", "user_id", "merchant_id", "event_timestamp", "amount", "device", "is_fraud"]
@@ -82,10 +84,13 @@ def build_env(base: Path, redis_url: str) -> Env:
 def drop_project_keys(redis_url: str, project: str) -> None:
     import redis
 
+    from store.window_state import clear_windows
+
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"*{project}".encode(), count=1000))
     if keys:
         client.delete(*keys)
+    clear_windows(client, project)
 
 
 # ---------------------------------------------------------------- log columns wanted

@@ -11,6 +11,7 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -97,6 +98,7 @@ def test_request_time_view_runs_the_same_transforms(repo):
     from feast import FeatureStore
 
     from feature_repo.feature_sets import TRANSACTION_REQUEST
+    from pipelines.feast_windows import NotComputedByFeast
     from transforms.artifact import StatisticsArtifact
     from transforms.engines.online import OnlineEngine
 
@@ -107,7 +109,14 @@ def test_request_time_view_runs_the_same_transforms(repo):
         {"user_id": u, "merchant_id": m, "amount": a, "device": d}
         for u, m, a, d in [(1, 1, 12.5, "ios"), (2, 3, 900.0, "web"), (3, 2, 0.0, "fax")]
     ]
-    got = store.get_online_features(features=service, entity_rows=rows).to_dict()
+    # the service's window features are computed by skewless only (pipelines.feast_windows)
+    with pytest.raises(NotComputedByFeast, match="skewless serve"):
+        store.get_online_features(
+            features=service, entity_rows=[{**r, "request_time": 0} for r in rows]
+        )
+    got = store.get_online_features(
+        features=feast_refs(store, manifest), entity_rows=rows
+    ).to_dict()
     art = StatisticsArtifact.load(data / "artifacts" / "transaction_request.json")
     engine = OnlineEngine(TRANSACTION_REQUEST, art, request_time_only=True)
     for i, row in enumerate(rows):
@@ -141,14 +150,12 @@ def test_request_time_view_refuses_an_artifact_other_than_the_registered_one(rep
         feast_objects._engine.cache_clear()  # a restarted server
         with pytest.raises(Exception, match="the registered one"):
             store.get_online_features(
-                features=store.get_feature_service("fraud_model_v1"), entity_rows=row
+                features=feast_refs(store, manifest), entity_rows=row
             ).to_dict()
     finally:
         path.write_bytes(original)
         feast_objects._engine.cache_clear()
-    got = store.get_online_features(
-        features=store.get_feature_service("fraud_model_v1"), entity_rows=row
-    ).to_dict()
+    got = store.get_online_features(features=feast_refs(store, manifest), entity_rows=row).to_dict()
     assert got["amount_z"][0] is not None
 
 
@@ -205,20 +212,32 @@ def test_training_set_equals_feast_historical_features_and_keeps_duplicates(repo
     frame = entities.to_pandas()
     frame["event_timestamp"] = frame["event_timestamp"] - pd.Timedelta(microseconds=1)
     theirs = store.get_historical_features(
-        entity_df=frame, features=store.get_feature_service("fraud_model_v1")
+        entity_df=frame, features=feast_refs(store, manifest)
     ).to_df()
     theirs = theirs.set_index("txn_id")
     mine = ours.slice(0, 400).to_pandas().set_index("txn_id")
     assert len(theirs) >= 0.95 * len(mine)  # Feast may drop a few rows; we keep every one
     mine_common = mine.loc[theirs.index]
     theirs = theirs.loc[mine_common.index]
-    for ref in manifest.services["fraud_model_v1"].features:
+    for ref in feast_refs(store, manifest):
         name = ref.split(":")[1]
         a, b = mine_common[name].to_numpy(dtype=float), theirs[name].to_numpy(dtype=float)
         assert np.array_equal(a, b, equal_nan=True), name
     for name in mine.columns:
         tail = ours.slice(400).column(name).to_pylist()
         assert tail == ours.slice(0, 25).column(name).to_pylist(), name  # duplicates agree
+
+
+def feast_refs(store: Any, manifest: Manifest) -> list[str]:
+    """The service's features Feast computes: all but its window sets' (those raise
+    NotComputedByFeast: skewless computes them as of each request's time)."""
+    service = store.get_feature_service("fraud_model_v1")
+    return [
+        f"{p.name}:{f.name}"
+        for p in service.feature_view_projections
+        if p.name not in manifest.window_sets
+        for f in p.features
+    ]
 
 
 def pq_read_transactions(data: Path) -> pa.Table:
