@@ -1,9 +1,9 @@
 """``skewless bench``: every benchmark, one after another, in one table against Feast.
 
 Runs ``bench.transforms``, ``bench.materialize``, ``bench.training_set``,
-``bench.serving``, ``bench.fuzz`` and ``bench.soak`` (60 s; 10 s with ``--quick``) as
-separate processes (so one's memory and threads never colour another's figures), on the
-same Redis, and prints one markdown table. The full run also
+``bench.serving``, ``bench.windows``, ``bench.fuzz`` and ``bench.soak`` (60 s; 10 s with
+``--quick``) as separate processes (so one's memory and threads never colour another's
+figures), on the same Redis, and prints one markdown table. The full run also
 writes it to ``bench/RESULTS.md`` with a description of the machine.
 """
 
@@ -45,6 +45,7 @@ def _scripts(quick: bool, redis_url: str) -> list[tuple[str, list[str]]]:
             "online lookup",
             ["bench.serving", "--redis-url", redis_url, *(["--quick"] if quick else [])],
         ),
+        ("windows", ["bench.windows", "--redis-url", redis_url, *(["--quick"] if quick else [])]),
         ("fuzz", ["bench.fuzz", "--redis-url", redis_url, *(["--quick"] if quick else [])]),
         ("soak", ["bench.soak", "--redis-url", redis_url, *(["--quick"] if quick else [])]),
     ]
