@@ -143,25 +143,23 @@ def _window_parity(events: int, queries: int, seed: int) -> None:
         report = run_window_parity(data.events, data.queries, progress=progress)
     table = Table(
         title=f"skewless parity --windows: {report.events:,} events, {report.queries:,} "
-        f"queries, {report.features} features (seed {seed})"
+        f"queries, {report.features} features, seed {seed}"
     )
-    for name in ("engine", "mismatches vs local", "rows", "windows not empty", "seconds"):
+    for name in ("engine", "mismatches", "rows", "with events", "seconds"):
         table.add_column(name, justify="left" if name == "engine" else "right")
-    phases = ", ".join(
-        f"{p} {report.seconds[f'online {p}']:.1f}" for p in ("push", "reads", "answers")
-    )
     for engine in ENGINES:
-        seconds = f"{report.seconds[engine]:.1f}"
-        if engine == "online":
-            seconds += f" ({phases})"
         table.add_row(
-            "local reference" if engine == "local" else engine,
+            "local (reference)" if engine == "local" else engine,
             "-" if engine == "local" else f"{report.engine_mismatches(engine):,}",
             f"{report.rows[engine]:,}",
             f"{report.nonempty[engine]:,}",
-            seconds,
+            f"{report.seconds[engine]:.1f}",
         )
     out.print(table)
+    phases = ", ".join(
+        f"{p} {report.seconds[f'online {p}']:.1f} s" for p in ("push", "reads", "answers")
+    )
+    out.print(f"online: {phases}; with events: rows whose longest window holds one")
     out.print("events: " + ", ".join(f"{k} {v:,}" for k, v in data.cases.items()))
     for engine, by_feature in report.mismatches.items():
         bad = {k: v for k, v in by_feature.items() if v}

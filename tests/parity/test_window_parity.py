@@ -163,3 +163,35 @@ def test_bad_values_give_one_line_and_exit_2(args: list[str], message: str) -> N
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [f"skewless: error: {message}"]
+
+
+@pytest.mark.parametrize("bad", [0, 3])
+def test_the_command_prints_engine_by_mismatches_and_exits_1_on_any(
+    bad: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table and the exit status, with the engines stood in for by a made-up report."""
+    from typer.testing import CliRunner
+
+    import pipelines.window_parity as wp
+    from cli.main import app
+
+    def fake_run(events: pa.Table, queries: pa.Table, **_: Any) -> WindowParityReport:
+        names = [f.name for f in PARITY_WINDOWS.features]
+        report = WindowParityReport(events.num_rows, queries.num_rows, len(names))
+        for i, engine in enumerate(ENGINES):
+            report.seconds[engine] = 1.0 + i
+            report.rows[engine] = queries.num_rows
+            report.nonempty[engine] = 7
+            if engine != "local":
+                report.mismatches[engine] = dict.fromkeys(names, 0)
+        report.seconds.update({"online push": 0.5, "online reads": 0.25, "online answers": 2.0})
+        report.mismatches["beam"]["amount_sum_1h"] = bad
+        return report
+
+    monkeypatch.setattr(wp, "run_window_parity", fake_run)
+    done = CliRunner().invoke(app, ["parity", "--windows", "--events", "300", "--queries", "30"])
+    assert done.exit_code == (1 if bad else 0), done.output
+    assert "300 events, 30 queries" in done.output
+    assert f"{bad} mismatches across local/spark/beam/online" in done.output
+    assert "push 0.5 s, reads 0.2 s, answers 2.0 s" in done.output
+    assert ("beam mismatches by feature: {'amount_sum_1h': 3}" in done.output) == bool(bad)
