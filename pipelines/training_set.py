@@ -256,6 +256,12 @@ class ViewStats:
     matched: int
 
 
+def _decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary-encoded feature column as its values: a feature's type in a training
+    set does not depend on how its file stored it (nor on whether any row matched)."""
+    return col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+
+
 def get_training_set(
     repo_path: str | Path,
     entity_df: pa.Table | Any,
@@ -298,7 +304,7 @@ def get_training_set(
         if n == 0:
             empty = dataset.schema.empty_table().select(fields)
             for name, col in zip(req.out_names, empty.columns, strict=True):
-                out = out.append_column(name, col)
+                out = out.append_column(name, _decoded(col))
             continue
         file_schema = dataset.schema
         coder = KeyCoder(
@@ -321,9 +327,7 @@ def get_training_set(
         pos = np.searchsorted(needed, idx)
         take = pa.array(pos, mask=~valid)
         for name, col in zip(req.out_names, compact.take(take).columns, strict=True):
-            if pa.types.is_dictionary(col.type):
-                col = col.dictionary_decode()
-            out = out.append_column(name, col)
+            out = out.append_column(name, _decoded(col))
         if stats is not None:
             stats.append(ViewStats(plan.name, scanned, int(valid.sum())))
 
