@@ -66,6 +66,7 @@ class Engine:
 
 
 LOCAL = Engine()
+ENGINES = ("local", "spark")
 
 
 # ---------------------------------------------------------------------- requests
@@ -262,38 +263,14 @@ def _decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
 
 
-def get_training_set(
-    repo_path: str | Path,
-    entity_df: pa.Table | Any,
-    features: Sequence[str] | str,
-    *,
-    full_feature_names: bool = False,
-    timestamp_column: str = "event_timestamp",
-    strict_before: bool = True,
-    stats: list[ViewStats] | None = None,
-    engine: Engine = LOCAL,
+def _join_local(
+    table: pa.Table,
+    e_ts: np.ndarray,
+    requests: Sequence[ViewRequest],
+    strict_before: bool,
+    stats: list[ViewStats] | None,
 ) -> pa.Table:
-    """Point-in-time join of ``features`` ("view:feature" refs or a feature service name)
-    onto ``entity_df`` (join keys + a tz-aware ``timestamp_column``), like Feast's
-    ``get_historical_features`` but keeping every entity row once, in input order.
-
-    By default only feature rows strictly before the entity timestamp join, what the online
-    store can hold at that instant (the same default as ``skewless training-set``);
-    ``strict_before=False`` also joins a row at the very instant, as Feast does. ``stats``,
-    when given, receives one ``ViewStats`` per view. ``engine`` says where the join
-    runs (:class:`Engine`); only local is built so far.
-    """
-    if engine.name != "local":
-        raise SchemaError(f"--engine {engine.name!r}: only 'local' builds training sets so far")
-    table = _entity_table(entity_df)
-    requests = resolve_features(repo_path, features, full_feature_names)
-    e_ts = _entity_timestamps(table, timestamp_column)
-    for req in requests:
-        _check_keys(table, req)
-    clash = [n for r in requests for n in r.out_names if n in table.column_names]
-    if clash:
-        raise SchemaError(f"feature column(s) {clash} already exist in entity_df")
-
+    """``table`` with every view's features appended, joined in this process."""
     out = table
     n = table.num_rows
     for req in requests:
@@ -330,6 +307,56 @@ def get_training_set(
             out = out.append_column(name, _decoded(col))
         if stats is not None:
             stats.append(ViewStats(plan.name, scanned, int(valid.sum())))
+    return out
+
+
+def _check_engine(engine: Engine) -> None:
+    if engine.name not in ENGINES:
+        raise SchemaError(f"--engine {engine.name!r}: expected one of {', '.join(ENGINES)}")
+    if engine.master is not None:
+        if engine.name != "spark":
+            raise SchemaError(f"--master {engine.master!r} is only for --engine spark")
+        from pipelines.training_spark import check_master
+
+        check_master(engine.master)
+
+
+def get_training_set(
+    repo_path: str | Path,
+    entity_df: pa.Table | Any,
+    features: Sequence[str] | str,
+    *,
+    full_feature_names: bool = False,
+    timestamp_column: str = "event_timestamp",
+    strict_before: bool = True,
+    stats: list[ViewStats] | None = None,
+    engine: Engine = LOCAL,
+) -> pa.Table:
+    """Point-in-time join of ``features`` ("view:feature" refs or a feature service name)
+    onto ``entity_df`` (join keys + a tz-aware ``timestamp_column``), like Feast's
+    ``get_historical_features`` but keeping every entity row once, in input order.
+
+    By default only feature rows strictly before the entity timestamp join, what the online
+    store can hold at that instant (the same default as ``skewless training-set``);
+    ``strict_before=False`` also joins a row at the very instant, as Feast does. ``stats``,
+    when given, receives one ``ViewStats`` per view. ``engine`` says where the join
+    runs (:class:`Engine`: this process, or Spark); every engine gives the same table.
+    """
+    _check_engine(engine)
+    table = _entity_table(entity_df)
+    requests = resolve_features(repo_path, features, full_feature_names)
+    e_ts = _entity_timestamps(table, timestamp_column)
+    for req in requests:
+        _check_keys(table, req)
+    clash = [n for r in requests for n in r.out_names if n in table.column_names]
+    if clash:
+        raise SchemaError(f"feature column(s) {clash} already exist in entity_df")
+    if engine.name == "spark" and table.num_rows:
+        from pipelines.training_spark import join_views
+
+        out = join_views(table, e_ts, requests, strict_before, engine.master, stats)
+    else:
+        out = _join_local(table, e_ts, requests, strict_before, stats)
 
     refs = [f"{r.name_to_use}:{f}" for r in requests for f in r.features]
     meta = dict(out.schema.metadata or {})
