@@ -132,16 +132,33 @@ def register_training(app: typer.Typer) -> None:
                 "before, what the online store can hold then).",
             ),
         ] = False,
+        engine: Annotated[
+            str, typer.Option("--engine", help="Where the joins run: local or spark.")
+        ] = "local",
+        master: Annotated[
+            str | None,
+            typer.Option("--master", help="Spark master URL, with --engine spark (local[*])."),
+        ] = None,
     ) -> None:
         """Point-in-time correct training set (every entity row kept) + request-time features.
 
-        View features join strictly before each request time; --inclusive also at it."""
+        View features join strictly before each request time; --inclusive also at it.
+        --engine spark runs the joins on Spark (--master URL) with the same result."""
         import pyarrow.parquet as pq
 
         from pipelines.training_data import build_training_set
+        from pipelines.training_set import ENGINES, Engine
         from store.manifest import Manifest
         from transforms.errors import SchemaError
 
+        if engine not in ENGINES:
+            fail(f"--engine must be {' or '.join(ENGINES)}, got {engine!r}")
+        if master is not None:
+            if engine != "spark":
+                fail(f"--master is only for --engine spark, got --engine {engine}")
+            from pipelines.training_spark import check_master
+
+            check_master(master)
         if not entities.exists():
             fail(f"--entities {entities} does not exist")
         try:
@@ -160,5 +177,6 @@ def register_training(app: typer.Typer) -> None:
             service,
             timestamp_column=timestamp_column,
             strict_before=not inclusive,
+            engine=Engine(engine, master),
         )
         typer.echo(f"{table.num_rows:,} entity rows in, {result.num_rows:,} rows out -> {out}")
