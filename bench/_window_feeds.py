@@ -119,22 +119,18 @@ def ingest_rows(run: WindowRun, console: Any) -> list[Measure]:
         f"{http_rate:,.0f} events/s, {per_server_cpu:,.0f} per server CPU second"
     )
     what = f"push() from Python, {s.push_events:,} events in Arrow batches of {PUSH_BATCH:,}"
-    via = f"POST /push, {s.http_push_events:,} events, {BODY_EVENTS:,} per body @{HTTP_CONNS} conns"  # fmt: skip
+    via = f"POST /push, {s.http_push_events:,} events, {BODY_EVENTS:,} per body"
+    via += f" @{HTTP_CONNS} conns"
     return [
-        Measure(INGEST, f"{what}: events/s", "events/s", wall, None, True),
-        Measure(
-            INGEST, f"{what}: events/s per core of client CPU", "events/s", per_cpu, None, True
-        ),  # fmt: skip
-        Measure(INGEST, f"{via}: events/s", "events/s", http_rate, None, True),
-        Measure(
-            INGEST,
-            f"{via}: events/s per core of server CPU",
-            "events/s",
-            per_server_cpu,
-            None,
-            True,
-        ),  # fmt: skip
+        _rate(f"{what}: events/s", wall),
+        _rate(f"{what}: events/s per core of client CPU", per_cpu),
+        _rate(f"{via}: events/s", http_rate),
+        _rate(f"{via}: events/s per core of server CPU", per_server_cpu),
     ]
+
+
+def _rate(measure: str, events_per_s: float) -> Measure:
+    return Measure(INGEST, measure, "events/s", events_per_s, None, True)
 
 
 # ------------------------------------------------------------------------ freshness
@@ -142,8 +138,8 @@ def ingest_rows(run: WindowRun, console: Any) -> list[Measure]:
 
 def _fresh_event(driver: str, trip: int) -> dict[str, Any]:
     """An event just before now of a driver with no other event (its 1h count: 0 -> 1)."""
-    return {"driver_id": driver, "pickup_at": time.time_ns() // 1000 - 1000, "trip_id": trip,
-            "fare": 10.0}  # fmt: skip
+    now_us = time.time_ns() // 1000
+    return {"driver_id": driver, "pickup_at": now_us - 1000, "trip_id": trip, "fare": 10.0}
 
 
 def _push_one(event: dict[str, Any]) -> dict[str, Any]:
@@ -187,12 +183,16 @@ def push_freshness_rows(run: WindowRun, console: Any) -> list[Measure]:
 
 def _stream_job(run: WindowRun, stream: str, checkpoint: Path, *extra: str) -> Any:
     """``skewless stream`` on the run's project, in its own process group (Spark's JVM)."""
-    cmd = [PY, "-m", "cli.main", "stream", "--repo", str(run.root), "--stream", stream,
-           "--checkpoint", str(checkpoint), "--redis-url", run.redis_url, *extra]  # fmt: skip
+    cmd = [PY, "-m", "cli.main", "stream", "--repo", str(run.root), "--stream", stream]
+    cmd += ["--checkpoint", str(checkpoint), "--redis-url", run.redis_url, *extra]
     return subprocess.Popen(
-        cmd, cwd=ROOT, env=run.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cmd,
+        cwd=ROOT,
+        env=run.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 def _append(run: WindowRun, stream: str, n: int) -> float:
@@ -341,25 +341,17 @@ def stream_rows(run: WindowRun, console: Any) -> list[Measure]:
     p50, p99 = percentiles_ms(stream_freshness(run, console))
     total = int(run.sizes.fresh_stream_seconds * STREAM_RATE)
     what = f"skewless stream --available-now, {got.events:,} events"
-    fresh = f"skewless stream (continuous) XADD -> visible in a lookup ({total} events at {STREAM_RATE}/s)"  # fmt: skip
-    rows = [
-        Measure(
-            INGEST,
-            f"{what}: events/s, first batch's start to last commit",
-            "events/s",
-            got.events / got.span,
-            None,
-            True,
-        ),  # fmt: skip
-    ]
+    fresh = "skewless stream (continuous) XADD -> visible in a lookup"
+    fresh += f" ({total} events at {STREAM_RATE}/s)"
+    rows = [_rate(f"{what}: events/s, first batch's start to last commit", got.events / got.span)]
     if got.steady_events:
-        rate = got.steady_events / got.steady_span
-        rows.append(Measure(INGEST, f"{what}: events/s after the first batch", "events/s", rate, None, True))  # fmt: skip
+        steady = got.steady_events / got.steady_span
+        rows.append(_rate(f"{what}: events/s after the first batch", steady))
     return rows + [
         Measure(INGEST, f"{what}: first micro-batch (Python workers start)", "s", got.first_batch),
         Measure(
             INGEST, f"{what}: start-up and stop (JVM, Spark session)", "s", got.wall - got.span
-        ),  # fmt: skip
+        ),
         Measure(FRESH, f"{fresh}: p50", "ms", p50),
         Measure(FRESH, f"{fresh}: p99", "ms", p99),
     ]

@@ -111,7 +111,7 @@ def offline_rows(run: WindowRun, console: Any) -> list[Measure]:
     s = run.sizes
     data = run.tmp / "offline"
     what = f"run_local, {s.offline_queries:,} queries x {s.offline_events:,} events"
-    with console.status(f"offline inputs: {s.offline_events:,} events, {s.offline_queries:,} queries"):  # fmt: skip
+    with console.status(f"offline inputs: {s.offline_events:,} events"):
         write_inputs(data, s.offline_events, s.offline_queries)
     with console.status(f"offline: {what} (child process)"):
         got = run_child(run, "local", data)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -89,8 +90,10 @@ class WindowRun:
     sizes: Sizes
     end_us: int  # the lookup state's events end just before this instant
     client: Any = None  # redis.Redis
-    port: int = 0
-    server: subprocess.Popen[bytes] | None = None
+    port: int = 0  # skewless serve's
+    feast_port: int = 0  # feast serve's
+    server: subprocess.Popen[bytes] | None = None  # skewless serve
+    servers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # every server started
     streams: list[str] = field(default_factory=list)  # Redis streams to delete at the end
 
     @property
@@ -98,6 +101,16 @@ class WindowRun:
         from bench.repos.windows_repo import window_set
 
         return window_set()
+
+    @property
+    def feast_project(self) -> str:
+        """The Feast repo's project (its keys end with this name, and no window key does)."""
+        return f"{self.project}_feast"
+
+    @property
+    def redis_host(self) -> str:
+        u = urlparse(self.redis_url)
+        return f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"
 
     @property
     def refs(self) -> list[str]:
@@ -109,28 +122,37 @@ class WindowRun:
     def start_server(self) -> float:
         """``skewless serve`` on a free port; seconds until /health answers."""
         self.port = free_port()
-        log = open(self.tmp / "serve.log", "wb")  # noqa: SIM115 - the server's, closed with it
-        self.server = subprocess.Popen(
+        self.server = self.launch(
             [PY, "-m", "cli.main", "serve", "--repo", str(self.root), "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            ROOT,
+            "serve.log",
         )
         return wait_http(self.port, "/health", 60, self.server)
 
-    def stop_server(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.send_signal(signal.SIGTERM)
-            try:
-                self.server.wait(15)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait()
+    def launch(self, argv: list[str], cwd: Path, log_name: str) -> subprocess.Popen[bytes]:
+        """A server process of this run (stopped by :meth:`stop_servers`), its output in
+        ``tmp/log_name``."""
+        log = open(self.tmp / log_name, "wb")  # noqa: SIM115 - the server's, closed with it
+        proc = subprocess.Popen(argv, cwd=cwd, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        self.servers.append(proc)
+        return proc
 
-    def server_log(self) -> str:
-        path = self.tmp / "serve.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+    def stop_servers(self) -> None:
+        for proc in self.servers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.servers:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def server_logs(self) -> str:
+        return "".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}\n"
+            for p in sorted(self.tmp.glob("*.log"))
+        )
 
     def server_cpu(self) -> float:
         """CPU seconds (user + system) the server process has used so far."""
