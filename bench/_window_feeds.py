@@ -159,7 +159,8 @@ def push_freshness(run: WindowRun) -> list[float]:
             t0 = time.perf_counter()
             pusher.send("/push", body)
             while poller.post("/get-online-features", look)["results"][1]["values"][0] < 1:
-                pass
+                if time.perf_counter() - t0 > 30:
+                    raise RuntimeError(f"a pushed event of {driver} not visible after 30 s")
             lat.append(time.perf_counter() - t0)
             pusher.answer()
     finally:

@@ -4,15 +4,14 @@ engine in a child process, its wall time and peak memory.
 The parent writes the events (``offline_events`` trips of ``offline_events / 100``
 drivers over 10 days) and the queries (``offline_queries`` rows: a driver and a time in the
 same span) as Parquet, then runs ``python -m bench.windows --offline-child ENGINE DIR``,
-which reads them, times the engine alone and prints one JSON line. Peak RSS is the child's
-``ru_maxrss`` as the parent sees it (``RUSAGE_CHILDREN``, so ``bench.windows`` runs this
-part before it starts any other child).
+which reads them, times the engine alone and prints one JSON line. Peak RSS is that
+child's ``ru_maxrss`` (``getrusage(RUSAGE_CHILDREN)``) read by a small process that only
+starts it and waits, so each engine's peak is its own whatever ran before.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import time
 from collections.abc import Callable
@@ -35,10 +34,20 @@ def _run_local(events: Any, queries: Any) -> Any:
     return WindowRunner(window_set()).run_local(events, queries, QUERY_TIME)
 
 
-# The engines a row can time: (events, queries) -> one row of window features per query.
-# The training-set comparison (local vs Spark's transforms.engines.spark.apply_windows,
-# built separately) adds its engine here and a row in offline_rows below.
-ENGINES: dict[str, Callable[[Any, Any], Any]] = {"local": _run_local}
+# The engines timed, each giving two rows (wall time, peak memory): name -> (label,
+# (events, queries) -> one row of window features per query). The training-set comparison
+# of local vs Spark (transforms.engines.spark.apply_windows, built separately) goes here:
+# one more entry, and its rows follow run_local's in the same table.
+ENGINES: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {
+    "local": ("run_local", _run_local),
+}
+# starts the child, waits, prints the child's peak RSS (kilobytes on Linux)
+_MEASURE = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:]).returncode\n"
+    "print('PEAK', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(code)"
+)
 
 
 def _vm(field: str) -> int:
@@ -57,7 +66,7 @@ def child_main(engine: str, data: str) -> None:
     queries = pq.read_table(Path(data) / "queries.parquet")
     inputs_mb = _vm("VmRSS")
     t0 = time.perf_counter()
-    out = ENGINES[engine](events, queries)
+    out = ENGINES[engine][1](events, queries)
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "rows": out.num_rows, "inputs_mb": inputs_mb}))
 
@@ -89,39 +98,38 @@ def write_inputs(data: Path, n_events: int, n_queries: int) -> None:
 
 
 def run_child(run: WindowRun, engine: str, data: Path) -> dict[str, Any]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """The engine's JSON line, plus ``peak_mb``."""
+    child = [PY, "-m", "bench.windows", "--offline-child", engine, str(data)]
     done = subprocess.run(
-        [PY, "-m", "bench.windows", "--offline-child", engine, str(data)],
-        cwd=ROOT,
-        env=run.env(),
-        capture_output=True,
-        text=True,
+        [PY, "-c", _MEASURE, *child], cwd=ROOT, env=run.env(), capture_output=True, text=True
     )
     if done.returncode != 0:
         raise RuntimeError(f"offline {engine} child failed:\n{done.stderr[-3000:]}")
-    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if before >= peak:
-        raise RuntimeError("an earlier child's peak hides this one's (run offline rows first)")
-    got["peak_mb"] = peak / 1024  # kilobytes on Linux
+    lines = done.stdout.strip().splitlines()
+    got: dict[str, Any] = json.loads(lines[-2])
+    got["peak_mb"] = int(lines[-1].split()[1]) / 1024
     return got
 
 
 def offline_rows(run: WindowRun, console: Any) -> list[Measure]:
     s = run.sizes
     data = run.tmp / "offline"
-    what = f"run_local, {s.offline_queries:,} queries x {s.offline_events:,} events"
-    with console.status(f"offline inputs: {s.offline_events:,} events"):
+    size = f"{s.offline_queries:,} queries x {s.offline_events:,} events"
+    with console.status(f"offline inputs: {size}"):
         write_inputs(data, s.offline_events, s.offline_queries)
-    with console.status(f"offline: {what} (child process)"):
-        got = run_child(run, "local", data)
-    if got["rows"] != s.offline_queries:
-        raise RuntimeError(f"run_local answered {got['rows']} rows for {s.offline_queries} queries")
-    console.print(
-        f"offline: {what}: {got['seconds']:.1f}s ({s.offline_queries / got['seconds']:,.0f} "
-        f"queries/s), peak RSS {got['peak_mb']:,.0f} MB (inputs read: {got['inputs_mb']:,} MB)"
-    )
-    return [
-        Measure(AREA, f"{what}: wall time", "s", got["seconds"]),
-        Measure(AREA, f"{what}: peak memory (child process)", "MB", got["peak_mb"]),
-    ]
+    rows = []
+    for engine, (label, _) in ENGINES.items():
+        with console.status(f"offline: {label}, {size} (child process)"):
+            got = run_child(run, engine, data)
+        if got["rows"] != s.offline_queries:
+            raise RuntimeError(f"{label} answered {got['rows']} rows for {s.offline_queries}")
+        console.print(
+            f"offline: {label}, {size}: {got['seconds']:.1f}s "
+            f"({s.offline_queries / got['seconds']:,.0f} queries/s), peak RSS "
+            f"{got['peak_mb']:,.0f} MB (inputs read: {got['inputs_mb']:,} MB)"
+        )
+        rows += [
+            Measure(AREA, f"{label}, {size}: wall time", "s", got["seconds"]),
+            Measure(AREA, f"{label}, {size}: peak memory (child process)", "MB", got["peak_mb"]),
+        ]
+    return rows

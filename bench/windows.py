@@ -89,7 +89,7 @@ def _ordered(measures: list[Measure]) -> list[Measure]:
 
 
 def measure_all(run: WindowRun, use_wrk: bool, console: Any) -> list[Measure]:
-    """Every part, offline first (so ``RUSAGE_CHILDREN`` sees no other child yet)."""
+    """Every part; offline first, before Redis and the servers fill memory."""
     from bench import _window_feeds as feeds
     from bench._window_lookup import lookup_rows
     from bench._window_offline import offline_rows
