@@ -231,10 +231,10 @@ def _run_beam(
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms.engines.beam import AnalyzeDataset, ApplyTransforms
+    from transforms.engines.beam import LOCAL_RUNNER, AnalyzeDataset, ApplyTransforms
 
     if not any(o.startswith("--runner") for o in options):
-        options = ["--runner=DirectRunner", "--direct_num_workers=1", *options]
+        options = [*LOCAL_RUNNER, *options]
     counts = out / f"_counts-{src.name}"
     counts.mkdir()
 

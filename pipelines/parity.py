@@ -142,14 +142,14 @@ def run_beam(
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms.engines.beam import AnalyzeDataset, ApplyTransforms
+    from transforms.engines.beam import LOCAL_RUNNER, AnalyzeDataset, ApplyTransforms
     from transforms.runtime import FeatureSetRunner
 
     runner = FeatureSetRunner(fs, art)
     schema = runner.output_schema(pq.read_schema(parquet), [key])
     beam_art = workdir / "beam-artifact.json"
     out_prefix = workdir / "beam-out" / "part"
-    options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1"])
+    options = PipelineOptions(list(LOCAL_RUNNER))
     with beam.Pipeline(options=options) as p:
         rows = p | "Read" >> beam.io.ReadFromParquet(str(parquet))
         (rows | "Analyze" >> AnalyzeDataset(fs) | "Save" >> beam.Map(lambda a: a.save(beam_art)))

@@ -130,11 +130,12 @@ def _run_spark(runner: WindowRunner, work: Path, passthrough: list[str], spark: 
 
 
 def beam_options() -> Any:
-    """Beam's in-process FnApiRunner: ``--runner=DirectRunner`` tries Prism first, which
-    downloads its binary from GitHub; this never downloads."""
+    """Beam's in-process runner (:data:`transforms.engines.beam.LOCAL_RUNNER`)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    return PipelineOptions(["--runner=FnApiRunner", "--direct_num_workers=1"])
+    from transforms.engines.beam import LOCAL_RUNNER
+
+    return PipelineOptions(list(LOCAL_RUNNER))
 
 
 def _run_beam(runner: WindowRunner, work: Path, passthrough: list[str]) -> pa.Table:

@@ -326,16 +326,17 @@ def _castable(table: pa.Table, columns: dict[str, str]) -> pa.Table:
 def _beam_analyze(fs: FeatureSet, table: pa.Table) -> Any:
     """AnalyzeDataset over Arrow batches; the artifact comes back through a JSON file."""
     import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     from transforms.artifact import StatisticsArtifact
-    from transforms.engines.beam import AnalyzeDataset
+    from transforms.engines.beam import LOCAL_RUNNER, AnalyzeDataset
 
     batches = table.to_batches(max_chunksize=max(1, table.num_rows // 4))
     if not batches:
         batches = [pa.RecordBatch.from_pylist([], schema=table.schema)]
     with tempfile.TemporaryDirectory(prefix="skew-beam-") as tmp:
         prefix = os.path.join(tmp, "artifact")
-        with beam.Pipeline(runner="DirectRunner") as p:
+        with beam.Pipeline(options=PipelineOptions(list(LOCAL_RUNNER))) as p:
             _ = (
                 p
                 | beam.Create(batches)

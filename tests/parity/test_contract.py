@@ -480,7 +480,7 @@ def test_rule22_null_keys_are_left_out_and_counted_by_the_engine_apis(spark, tmp
 
     from pipelines.parity import compare_columns
     from transforms.engines import spark as spark_engine
-    from transforms.engines.beam import ApplyTransforms, SplitNullKeys
+    from transforms.engines.beam import LOCAL_RUNNER, ApplyTransforms, SplitNullKeys
     from transforms.runtime import FeatureSetRunner
 
     fs = FeatureSet("history", {"user": String}, [running_total, sum_1h], order_by=("ts",))
@@ -509,7 +509,7 @@ def test_rule22_null_keys_are_left_out_and_counted_by_the_engine_apis(spark, tmp
 
     beam_out = tmp_path / "beam-out" / "part"
     schema = FeatureSetRunner(fs, None).output_schema(rows.schema, ["id"])
-    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
+    p = beam.Pipeline(options=PipelineOptions(list(LOCAL_RUNNER)))
     raw = p | "Read" >> beam.io.ReadFromParquet(str(parquet))
     _ = (
         raw

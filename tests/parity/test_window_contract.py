@@ -279,7 +279,7 @@ def run_engines(
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from transforms.engines.beam import ComputeWindows
+    from transforms.engines.beam import LOCAL_RUNNER, ComputeWindows
     from transforms.engines.spark import apply_windows
 
     runner = WindowRunner(ws)
@@ -298,7 +298,7 @@ def run_engines(
     spark_out = apply_windows(ws, events_df, queries_df, QUERY_TIME, passthrough).toArrow()
 
     dump = workdir / "beam.pickle"
-    options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1"])
+    options = PipelineOptions(list(LOCAL_RUNNER))
     with beam.Pipeline(options=options) as p:
         ev = p | "Events" >> beam.io.ReadFromParquet(str(workdir / "events.parquet"))
         qs = p | "Queries" >> beam.io.ReadFromParquet(str(workdir / "queries.parquet"))

@@ -18,6 +18,11 @@ from transforms.runtime import FeatureSetRunner
 from transforms.statistics import Accumulators, StatisticsCombiner
 from transforms.window_runtime import WindowRunner
 
+LOCAL_RUNNER = ("--runner=FnApiRunner", "--direct_num_workers=1")
+"""Beam's in-process runner, as pipeline options. ``--runner=DirectRunner`` first tries
+Prism, which downloads its binary from GitHub (and falls back to this runner only when
+that fails); skewless never downloads a runner."""
+
 GOOD, QUARANTINED = "good", "quarantined"  # the tagged outputs of SplitNullKeys
 
 _Rows = PCollection[dict[str, Any]]
