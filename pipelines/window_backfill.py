@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from pipelines.training_windows import load_window_set
-from store.manifest import Manifest
+from store.manifest import MANIFEST_NAME, Manifest
 from transforms.errors import SchemaError, StoreUnavailable
 
 
@@ -26,10 +26,13 @@ def backfill_windows(
     repo: str | Path, end: datetime | None = None, names: Sequence[str] | None = None
 ) -> dict[str, int]:
     """Events written per window set (all sets, or those in ``names``); ``end`` None
-    takes every event of the source."""
+    takes every event of the source. A Feast repo without a skewless manifest (never
+    `skewless apply`-ed) has no window sets."""
     from pipelines.materialize import redis_client
     from store.window_state import backfill
 
+    if not (Path(repo) / MANIFEST_NAME).is_file():
+        return {}
     manifest = Manifest.load(repo)
     specs = [s for n, s in manifest.window_sets.items() if names is None or n in names]
     if not specs:
