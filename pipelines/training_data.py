@@ -60,7 +60,12 @@ def model_inputs(
         engine=engine,
     )
     windows = window_columns(
-        repo, manifest, table, spec.features, window_time_column or timestamp_column
+        repo,
+        manifest,
+        table,
+        spec.features,
+        window_time_column or timestamp_column,
+        spark_master=(engine.master or "local[*]") if engine.name == "spark" else None,
     )
     for name, column in windows.items():
         table = table.append_column(name, column)

@@ -74,11 +74,11 @@ def window_columns(
     features: Sequence[str],
     time_column: str,
     *,
-    newest: bool = False,
+    spark_master: str | None = None,
 ) -> dict[str, pa.Array]:
     """Each window feature of ``features`` ("set:feature" refs; others are ignored) for
-    every row of ``rows`` (its keys and ``time_column``), in row order. With ``newest``
-    also ``<set>__newest_event_ts``: the newest event time before the row's time."""
+    every row of ``rows`` (its keys and ``time_column``), in row order: in this process,
+    or on Spark when ``spark_master`` is given (the same bits, rule 23-30 tests)."""
     out: dict[str, pa.Array] = {}
     for name, feats in window_refs(manifest, features).items():
         spec = manifest.window_sets[name]
@@ -86,16 +86,43 @@ def window_columns(
         if missing:
             raise SchemaError(f"window set '{name}' needs the columns {missing}")
         ws = load_window_set(repo, spec)
-        from transforms.window_runtime import WindowRunner
-
-        events = read_events(spec, ws, rows)
         queries = rows.select([*spec.entities, time_column])
-        got = WindowRunner(ws).run_local(events, queries, time_column)
+        if spark_master is None:
+            from transforms.window_runtime import WindowRunner
+
+            got = WindowRunner(ws).run_local(read_events(spec, ws, rows), queries, time_column)
+        else:
+            got = _on_spark(spark_master, spec, ws, queries, time_column)
         for f in feats:
             out[f] = got.column(f).combine_chunks()
-        if newest:
-            out[name + NEWEST_SUFFIX] = newest_before(events, ws, queries, time_column)
     return out
+
+
+_ROW = "__skewless_row"
+
+
+def _on_spark(
+    master: str, spec: WindowSetSpec, ws: Any, queries: pa.Table, time_column: str
+) -> pa.Table:
+    """:func:`transforms.engines.spark.apply_windows` over the whole source, the query
+    rows numbered so that the answer comes back in their order."""
+    import sys
+
+    from pyspark import cloudpickle
+
+    from pipelines.spark_session import get_spark
+    from transforms.engines.spark import apply_windows
+
+    for agg in ws.aggregations:  # the project's modules travel with the functions
+        module = sys.modules.get(agg.value.fn.__module__)
+        if module is not None and not str(getattr(module, "__file__", "")).startswith(sys.prefix):
+            cloudpickle.register_pickle_by_value(module)
+    session = get_spark(master)
+    numbered = queries.append_column(_ROW, pa.array(range(queries.num_rows), pa.int64()))
+    events = session.read.parquet(spec.source)
+    answer = apply_windows(ws, events, session.createDataFrame(numbered), time_column, [_ROW])
+    table = answer.toArrow()
+    return table.sort_by(_ROW)
 
 
 def newest_before(events: pa.Table, ws: Any, queries: pa.Table, time_column: str) -> pa.Array:

@@ -186,3 +186,23 @@ def test_skew_report_attributes_window_faults(project, redis_url, tmp_path):
 def _logged(repo: Path, redis_url: str, log_dir: Path, at: datetime) -> Path:
     _serve(repo, redis_url, log_dir, at)
     return log_dir
+
+
+def test_training_set_window_features_on_spark_equal_local(project, spark):
+    """`skewless training-set --engine spark` computes the window features with Spark's
+    adapter (transforms.engines.spark.apply_windows): the same bits as the local path."""
+    from pipelines.training_data import model_inputs
+    from pipelines.training_set import Engine
+
+    repo, _, _ = project
+    trips = pq.read_table(repo / "sources" / "trips")
+    entities = trips.select(["driver_id", "pickup_at", "distance_km", "quoted_fare"])
+    local, _ = model_inputs(repo, entities, "pricing_v1", timestamp_column="pickup_at")
+    on_spark, _ = model_inputs(
+        repo, entities, "pricing_v1", timestamp_column="pickup_at", engine=Engine("spark")
+    )
+    assert on_spark.schema == local.schema
+    windows = [c for c in local.column_names if c.startswith("trip_fare_")]
+    assert len(windows) == 12
+    for name in local.column_names:
+        assert on_spark.column(name).equals(local.column(name)), name
