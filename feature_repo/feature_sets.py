@@ -1,8 +1,9 @@
 """The reference domain: card-transaction fraud features, written once.
 
 Entity feature sets (``order_by``) run per user / per merchant over their transactions
-in event order, in Spark or Beam; the request-time set runs in the online server and
-in training-set building. Adding a domain means adding a module like this one.
+in event order, in Spark or Beam; window sets answer "in the last hour" as of the request
+time from the online window state (and offline as of each training row's time); the
+request-time set runs in the online server and in training-set building. Adding a domain means adding a module like this one.
 """
 
 from __future__ import annotations
@@ -23,59 +24,20 @@ from transforms import (
     aggregate,
     transform,
 )
-from transforms.windows import (
-    seconds_since_previous,
-    window_count,
-    window_distinct,
-    window_mean,
-    window_sum,
-)
+from transforms.windows import seconds_since_previous, window_mean
 
 HOUR, DAY = 3_600, 86_400
 
-# ---------------------------------------------------------------- per user, as of each event
-
-
-@transform
-def user_txn_count_1h(event_timestamp: Timestamp) -> Int64:
-    return window_count(event_timestamp, HOUR)
-
-
-@transform
-def user_txn_count_24h(event_timestamp: Timestamp) -> Int64:
-    return window_count(event_timestamp, DAY)
-
-
-@transform
-def user_txn_count_7d(event_timestamp: Timestamp) -> Int64:
-    return window_count(event_timestamp, 7 * DAY)
-
-
-@transform
-def user_amount_sum_1h(event_timestamp: Timestamp, amount: Nullable[Float64]) -> Float64:
-    return window_sum(event_timestamp, amount, HOUR)
-
-
-@transform
-def user_amount_sum_24h(event_timestamp: Timestamp, amount: Nullable[Float64]) -> Float64:
-    return window_sum(event_timestamp, amount, DAY)
-
-
-@transform
-def user_amount_mean_24h(
-    event_timestamp: Timestamp, amount: Nullable[Float64]
-) -> Nullable[Float64]:
-    return window_mean(event_timestamp, amount, DAY)
+# ---------------------------------------------------------------- as of each event
+# Baselines the request-time ratios divide by: a user's and a merchant's typical amount
+# as of their latest transaction, and a user's pace. Counts and sums over windows are
+# request-time windows (below): a feature named "in the last hour" means the hour before
+# the request, not before the entity's last event.
 
 
 @transform
 def user_amount_mean_7d(event_timestamp: Timestamp, amount: Nullable[Float64]) -> Nullable[Float64]:
     return window_mean(event_timestamp, amount, 7 * DAY)
-
-
-@transform
-def user_distinct_merchants_7d(event_timestamp: Timestamp, merchant_id: Int64) -> Int64:
-    return window_distinct(event_timestamp, merchant_id, 7 * DAY)
 
 
 @transform
@@ -88,26 +50,9 @@ USER_ACTIVITY = FeatureSet(
     entities={"user_id": Int64},
     order_by=("event_timestamp", "txn_id"),
     ttl_seconds=7 * DAY,
-    description="A user's spending as of each of their transactions.",
-    transforms=[
-        user_txn_count_1h,
-        user_txn_count_24h,
-        user_txn_count_7d,
-        user_amount_sum_1h,
-        user_amount_sum_24h,
-        user_amount_mean_24h,
-        user_amount_mean_7d,
-        user_distinct_merchants_7d,
-        user_seconds_since_prev,
-    ],
+    description="A user's typical amount and pace as of each of their transactions.",
+    transforms=[user_amount_mean_7d, user_seconds_since_prev],
 )
-
-# ---------------------------------------------------------------- per merchant
-
-
-@transform
-def merchant_txn_count_24h(event_timestamp: Timestamp) -> Int64:
-    return window_count(event_timestamp, DAY)
 
 
 @transform
@@ -122,22 +67,22 @@ MERCHANT_ACTIVITY = FeatureSet(
     entities={"merchant_id": Int64},
     order_by=("event_timestamp", "txn_id"),
     ttl_seconds=7 * DAY,
-    description="A merchant's traffic as of each of its transactions.",
-    transforms=[merchant_txn_count_24h, merchant_amount_mean_7d],
+    description="A merchant's typical amount as of each of its transactions.",
+    transforms=[merchant_amount_mean_7d],
 )
 
 # ---------------------------------------------------------------- as of the request time
 
 
-@aggregate(ops=("count", "sum", "mean", "max"), windows=("10m", "1h", "24h"))
+@aggregate(ops=("count", "sum", "mean", "max"), windows=("10m", "1h", "24h", "7d"))
 def user_spend(amount: Nullable[Float64]) -> Float64:
     """The user's transaction amounts in each window ending just before the request."""
     return amount
 
 
-@aggregate(ops=("distinct",), windows=("24h",))
+@aggregate(ops=("distinct",), windows=("24h", "7d"))
 def user_merchants(merchant_id: Int64) -> Int64:
-    """Distinct merchants the user paid in the day before the request."""
+    """Distinct merchants the user paid in each window before the request."""
     return merchant_id
 
 
@@ -149,6 +94,22 @@ USER_WINDOWS = WindowSet(
     event_id="txn_id",
     description="A user's spending in the windows ending just before the request time "
     "(served from the online window state; `skewless stream` or POST /push keeps it fresh).",
+)
+
+
+@aggregate(ops=("count", "sum"), windows=("1h", "24h"))
+def merchant_sales(amount: Nullable[Float64]) -> Float64:
+    """The merchant's transaction amounts in each window before the request."""
+    return amount
+
+
+MERCHANT_WINDOWS = WindowSet(
+    name="merchant_windows",
+    entities={"merchant_id": Int64},
+    aggregations=[merchant_sales],
+    event_timestamp="event_timestamp",
+    event_id="txn_id",
+    description="A merchant's traffic in the windows ending just before the request time.",
 )
 
 # ---------------------------------------------------------------- at request time

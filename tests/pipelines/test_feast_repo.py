@@ -185,9 +185,9 @@ def test_historical_features_are_point_in_time(repo):
     entity_df = pd.DataFrame({"user_id": [user], "event_timestamp": [probe]})
     store = FeatureStore(repo_path=str(repo_dir))
     got = store.get_historical_features(
-        entity_df=entity_df, features=["user_activity:user_txn_count_7d"]
+        entity_df=entity_df, features=["user_activity:user_amount_mean_7d"]
     ).to_df()
-    assert got["user_txn_count_7d"].tolist() == [rows[2]["user_txn_count_7d"]]
+    assert got["user_amount_mean_7d"].tolist() == [rows[2]["user_amount_mean_7d"]]
 
 
 def test_training_set_equals_feast_historical_features_and_keeps_duplicates(repo):
