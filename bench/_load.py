@@ -1,4 +1,5 @@
-"""HTTP load generators for bench.serving: wrk (C, when installed) or a Python fallback.
+"""HTTP load generators for the benches: wrk (C, when installed) or a Python fallback; and
+the port / readiness helpers every bench server start uses.
 
 wrk costs a fraction of the CPU of any Python client, which matters on a 2-core machine
 where the load generator, Redis and the servers share the cores. It is driven with a Lua
@@ -14,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -219,3 +221,28 @@ def run_load(
     if res.errors:
         raise RuntimeError(f"{res.errors} failed or non-200 answers on port {port}")
     return res
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen[bytes]) -> float:
+    """Seconds until ``GET path`` on ``port`` answers 200; RuntimeError when ``proc``
+    exits or ``timeout`` passes first."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server on {port} did not answer {path} within {timeout}s")

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
-from bench._load import run_load
-from bench._window_run import PY, Http, WindowRun, free_port, median, percentiles_ms, wait_http
+from bench._load import free_port, run_load, wait_http
+from bench._window_run import PY, Http, WindowRun, median, percentiles_ms
 from bench.results import Measure
 
 AREA = "window lookup"

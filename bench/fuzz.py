@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench._load import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SLOW_GAP_S = 0.001  # between the bytes of a slow client
 MARGIN_S = 5.0  # past the server's idle timeout before a case counts as a hang
@@ -477,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     given = nullcontext(args.redis_url) if args.redis_url else None
     with given or redis_for_run() as redis_url:
         repo = build(tmp / "repo", redis_url, users=500)
-        port, log = _free_port(), tmp / "serve.log"
+        port, log = free_port(), tmp / "serve.log"
         serve = (
             "import typer\nfrom cli.commands_serve import register\napp = typer.Typer()\n"
             "app.callback()(lambda: None)\nregister(app)\napp()\n"
@@ -540,12 +542,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json,
     )  # fmt: skip
     return 1 if failures else 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_up(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:

@@ -25,7 +25,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,33 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._load import http_request, roundtrip, run_load, wrk_path
+from bench._load import free_port, http_request, roundtrip, run_load, wait_http, wrk_path
 from bench.results import ROUNDS, Measure, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen[bytes]) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server on {port} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return time.monotonic() - t0
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"server on {port} did not answer {path} within {timeout}s")
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -267,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"repo: {users} users, 2 views, materialized by Feast in {time.monotonic() - t0:.1f}s"
             )
         env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": args.redis_url}
-        feast_port, our_port = _free_port(), _free_port()
+        feast_port, our_port = free_port(), free_port()
         feast_bin = str(Path(PY).parent / "feast")
         procs.append(
             subprocess.Popen(
@@ -292,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
                 stderr=open(tmp / "feast_serve.log", "wb"),  # noqa: SIM115
             )
         )
-        feast_up = _wait_http(feast_port, "/health", 120, procs[0])
+        feast_up = wait_http(feast_port, "/health", 120, procs[0])
         serve = (
             "import typer\nfrom cli.commands_serve import register\napp = typer.Typer()\n"
             "app.callback()(lambda: None)\nregister(app)\napp()\n"
@@ -319,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
                 stderr=open(tmp / "skewless_serve.log", "wb"),  # noqa: SIM115
             )
         )
-        our_up = _wait_http(our_port, "/health", 30, procs[1])
+        our_up = wait_http(our_port, "/health", 30, procs[1])
         console.print(f"start-up: feast serve {feast_up:.2f}s, skewless serve {our_up:.2f}s")
         console.print(
             f"{args.workers} worker process(es) per server; load generator: "
