@@ -122,6 +122,9 @@ class LookupApp:
         self.metrics = Metrics()
         conn = redis_connection(self.catalog.manifest.redis_connection_string, config.redis_url)
         self.reader = RedisReader(conn, config.redis_timeout_ms / 1000.0)
+        # pushes write on their own connection (opened by the first one) with their own
+        # timeout: a burst of large pushes never delays, nor times out, the lookups
+        self.writer = RedisReader(conn, config.push_timeout_ms / 1000.0)
         self.token = config.auth_token.encode() if config.auth_token else None
         self.logger = None
         if config.log_dir:
@@ -152,6 +155,7 @@ class LookupApp:
 
             await asyncio.get_running_loop().run_in_executor(None, self.logger.close)
         await self.reader.close()
+        await self.writer.close()
 
     # ------------------------------------------------------------ requests
 
@@ -245,7 +249,7 @@ class LookupApp:
         payload, count, done = prepare_push(self.catalog, body)
         if not count:
             return done([])
-        return Pending(self.reader.client.submit(payload, count), done, self)
+        return Pending(self.writer.client.submit(payload, count), done, self)
 
     # ------------------------------------------------------------ lookups
 

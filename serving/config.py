@@ -28,6 +28,7 @@ class ServeConfig:
     max_headers: int = 100  # header fields per request (431 above)
     auth_token: str | None = None
     redis_timeout_ms: int = 250
+    push_timeout_ms: int = 5000  # POST /push writes, on a connection of their own
     keep_alive_s: float = 30.0  # idle connections (or unfinished requests) closed after this
     redis_url: str | None = None  # overrides the manifest (REDIS_URL env var)
 
