@@ -44,8 +44,8 @@ def _micros(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def offline_newest(repo: str | Path, manifest: Manifest, served: pa.Table) -> dict[str, np.ndarray]:
-    """Per window set of the logged features: the source's newest event before each
-    row's ``window_ts`` (micros; int64 min when none)."""
+    """Per window set of the logged features: the source's newest event in the longest
+    window before each row's ``window_ts`` (micros; int64 min when none)."""
     out: dict[str, np.ndarray] = {}
     if "window_ts" not in served.column_names:
         return out
@@ -55,7 +55,12 @@ def offline_newest(repo: str | Path, manifest: Manifest, served: pa.Table) -> di
         ws = load_window_set(repo, spec)
         queries = served.select([*spec.entities, "window_ts"])
         events = read_events(spec, ws, queries)
-        out[name] = _micros(newest_before(events, ws, queries, "window_ts"))
+        newest = _micros(newest_before(events, ws, queries, "window_ts")).copy()
+        # an event older than the longest window is outside every window: the state need
+        # not hold it (the server reads from there on), so it counts as none
+        start = _micros(queries.column("window_ts")) - spec.max_window_micros
+        newest[newest < start] = np.iinfo(np.int64).min
+        out[name] = newest
     return out
 
 
