@@ -76,16 +76,14 @@ def decode_windows(plan: Plan, n: int, replies: list[list[Any]], at_micros: int)
     out: WindowColumns = []
     base = len(plan.groups)
     for wi, wr in enumerate(plan.windows):
-        answer = wr.windows.layout.answer
+        answer = wr.windows.layout.answer_and_newest
         feats = wr.features
-        newest_before = wr.windows.layout.newest_before
         cols: dict[str, list[Any]] = {f: [None] * n for f in feats}
         newest: list[Any] = [EPOCH_TS] * n
         for e, members in enumerate(replies[base + wi]):
-            got = answer(members, at_micros)
+            got, t = answer(members, at_micros)
             for f in feats:
                 cols[f][e] = got[f]
-            t = newest_before(members, at_micros)
             if t is not None:
                 newest[e] = (t // 1_000_000, t % 1_000_000 * 1000)
         cols[NEWEST] = newest

@@ -369,15 +369,15 @@ class WindowLayout:
         rows = orjson.loads(b"[%b]" % b",".join(members)) if members else []
         return self.rows_aggregator.aggregate(rows, t)
 
-    @staticmethod
-    def newest_before(members: Sequence[bytes], t: int) -> int | None:
-        """The newest event time (micros) before ``t`` among a ZRANGEBYSCORE reply (in
-        score order): what the served windows had seen, for freshness audits."""
-        for m in reversed(members):
-            event_time: int = orjson.loads(m)[0]
-            if event_time < t:
-                return event_time
-        return None
+    def answer_and_newest(
+        self, members: Sequence[bytes], t: int
+    ) -> tuple[dict[str, Any], int | None]:
+        """:meth:`answer`, and the newest event time (micros) before ``t`` among the
+        members (in score order): what the served windows had seen, for freshness
+        audits. The members are parsed once for both."""
+        rows: list[list[Any]] = orjson.loads(b"[%b]" % b",".join(members)) if members else []
+        newest = next((r[0] for r in reversed(rows) if r[0] < t), None)
+        return self.rows_aggregator.aggregate(rows, t), newest
 
     def log_table(self, members: Sequence[bytes]) -> pa.Table:
         """One entity's members as an event log table (event time, event id, values), the
