@@ -16,7 +16,10 @@ commands of requests parsed in the same event-loop iteration go out in one write
 * a reply slower than ``timeout_s``: the oldest waiter's deadline is checked by one timer
   (armed only when idle -> busy, so no per-request timer), and the connection is dropped
   and all waiters fail -- dropping it is what keeps later replies from being matched to
-  the wrong request;
+  the wrong request. A deadline found passed is looked at once more after the loop has
+  polled the socket (:data:`GRACE_S` later): when the loop itself stalled (a GC pause, a
+  long parse), the timer runs before the reader and the reply may be sitting unread --
+  that is our stall, not a slow Redis, and must not turn a served request into a 503;
 * an error reply (WRONGTYPE, NOAUTH, ...) fails that request only.
 """
 
@@ -35,6 +38,7 @@ __all__ = ["RedisPipeline"]
 
 _ReplyError = hiredis.ReplyError
 _PING = command("PING")
+GRACE_S = 0.001  # one poll of the socket before a passed deadline fails the connection
 
 
 class _Waiter:
@@ -73,6 +77,11 @@ class _Protocol(asyncio.Protocol):
         outbox = self.outbox
         if outbox and not self.closed and self.transport is not None:
             self.transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+            # the clock runs from the write: a loop stall before it is not Redis's delay
+            deadline = self.loop.time() + self.owner.timeout_s
+            waiters = self.waiters
+            for i in range(1, min(len(outbox), len(waiters)) + 1):
+                waiters[-i].deadline = deadline
         outbox.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -131,6 +140,7 @@ class RedisPipeline:
         self.proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._expired: _Waiter | None = None  # a head waiter seen past its deadline once
 
     async def _connect(self) -> _Protocol:
         if self._connecting is not None:
@@ -185,11 +195,16 @@ class RedisPipeline:
         if proto is None or not proto.waiters:
             return
         loop = proto.loop
-        head = proto.waiters[0].deadline
-        if head <= loop.time():
-            proto.fail(f"no reply within {self.timeout_s * 1000:.0f} ms")
+        head = proto.waiters[0]
+        now = loop.time()
+        if head.deadline > now:
+            self._timer = loop.call_at(head.deadline, self._check_deadline)
+        elif self._expired is not head:  # let the reader run first: the reply may be here
+            self._expired = head
+            self._timer = loop.call_at(now + GRACE_S, self._check_deadline)
         else:
-            self._timer = loop.call_at(head, self._check_deadline)
+            self._expired = None
+            proto.fail(f"no reply within {self.timeout_s * 1000:.0f} ms")
 
     def submit(self, payload: bytes, count: int) -> asyncio.Future[list[Any]]:
         """Send ``count`` pipelined commands (already RESP-encoded); the future resolves to

@@ -8,6 +8,7 @@ import asyncio
 import math
 import random
 import socket
+import time
 
 import pytest
 
@@ -120,6 +121,32 @@ async def _serve(srv: socket.socket, reply: bytes | None, delay: float) -> None:
         await asyncio.sleep(0.5)
     finally:
         conn.close()
+
+
+def test_a_stalled_event_loop_is_not_a_redis_timeout(redis_url: str) -> None:
+    """A loop blocked past the deadline (a GC pause, a long parse) runs the deadline timer
+    before the reader: the reply already in the socket must still be delivered, not turned
+    into StoreUnavailable (a 503 the fuzz suite caught on a loaded CI machine)."""
+    from urllib.parse import urlparse
+
+    import uvloop
+
+    u = urlparse(redis_url)
+    db = int((u.path or "/0").lstrip("/") or 0)
+
+    async def scenario() -> int:
+        client = RedisPipeline(u.hostname or "127.0.0.1", u.port or 6379, 0.05, db=db)
+        assert await client.ping()
+        served = 0
+        for _ in range(10):
+            fut = client.submit(command("PING"), 1)
+            time.sleep(0.12)  # the loop stalls for more than twice the timeout
+            served += (await fut) == [b"PONG"]
+        await client.close()
+        return served
+
+    assert uvloop.run(scenario()) == 10
+    assert asyncio.run(scenario()) == 10
 
 
 def test_client_timeout_error_reply_and_reconnect(redis_url: str) -> None:

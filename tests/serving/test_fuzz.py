@@ -23,7 +23,9 @@ def _run(demo: DemoRepo, redis_url: str, cases: list[fuzz.Case]) -> fuzz.Outcome
     config = ServeConfig(repo=str(demo.path), redis_url=redis_url, keep_alive_s=IDLE_S)
     with running(config) as srv:
         outcome = asyncio.run(fuzz.run_cases(srv.port, cases, IDLE_S))
-        assert b'code="5' not in srv.app.metrics.render()
+        metrics = srv.app.metrics.render().decode()
+        errors = [line for line in metrics.splitlines() if 'code="5' in line]
+        assert errors == [], errors
     return outcome
 
 
