@@ -43,6 +43,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,20 @@ def _ordered(measures: list[Measure]) -> list[Measure]:
     return sorted(measures, key=lambda m: AREAS.index(m.area) if m.area in AREAS else len(AREAS))
 
 
-def measure_all(run: WindowRun, use_wrk: bool, console: Any) -> list[Measure]:
-    """Every part; offline first, before Redis and the servers fill memory."""
+PARTS = ("offline", "lookup", "ingest")
+
+
+def measure_all(
+    run: WindowRun, use_wrk: bool, console: Any, parts: Sequence[str] = PARTS
+) -> list[Measure]:
+    """Every part asked for; offline first, before Redis and the servers fill memory."""
     from bench import _window_feeds as feeds
     from bench._window_lookup import lookup_rows
     from bench._window_offline import offline_rows
 
-    measures = offline_rows(run, console)
+    measures = offline_rows(run, console) if "offline" in parts else []
+    if set(parts) == {"offline"}:
+        return _ordered(measures)
     events = load_state(run, console)
     up = run.start_server()
     console.print(
@@ -102,8 +110,11 @@ def measure_all(run: WindowRun, use_wrk: bool, console: Any) -> list[Measure]:
         + ("wrk" if use_wrk else "Python asyncio client (wrk not found: apt-get install wrk)")
         + f", {run.sizes.seconds:.0f} s per run, {run.sizes.rounds} run(s) per figure (medians)"
     )
-    measures += lookup_rows(run, events, use_wrk, console)
+    if "lookup" in parts:
+        measures += lookup_rows(run, events, use_wrk, console)
     del events
+    if "ingest" not in parts:
+        return _ordered(measures)
     measures += feeds.ingest_rows(run, console)
     measures += feeds.push_freshness_rows(run, console)
     measures += feeds.stream_rows(run, console)
@@ -118,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=0, help="seconds per load run")
     ap.add_argument("--rounds", type=int, default=0, help="load runs per figure (medians)")
     ap.add_argument("--python-client", action="store_true", help="do not use wrk")
+    ap.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="measure only these"
+    )
     ap.add_argument("--json", help="also write the measurements here (for skewless bench)")
     ap.add_argument("--offline-child", nargs=2, metavar=("ENGINE", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     build(run.root, run.project, run.redis_host)
     use_wrk = wrk_path() is not None and not args.python_client
     try:
-        measures = measure_all(run, use_wrk, console)
+        measures = measure_all(run, use_wrk, console, args.parts)
     except Exception:
         console.print(run.server_logs())
         raise

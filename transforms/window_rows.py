@@ -35,7 +35,7 @@ from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from math import frexp
+from math import frexp, fsum, isfinite
 from typing import Any
 
 from transforms._exact import SHIFT
@@ -50,6 +50,8 @@ _FLIP = 0x7FFF_FFFF_FFFF_FFFF
 _TWO53 = float(1 << 53)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _ONE = 1 << SHIFT
+_FSUM_MIN = 12  # from this length math.fsum's exact partials beat the integer loop
+_MAX_PARTS = 48  # a finite double sum needs at most ~40 parts of 53 bits (2**-1074..2**1024)
 _SLICE_FACTOR = 8  # a value read in a C-level slice op costs well under 1/8 of a Python step
 
 _Plan = tuple[int, str, list[tuple[int, list[WindowFeature]]]]
@@ -62,8 +64,42 @@ def exact_int(x: float) -> int:
 
 
 def exact_sum(values: Sequence[float]) -> int:
-    """``sum(exact_int(v) for v in values)``: the exact sum scaled by ``2**SHIFT``, with
-    the mantissas of one exponent added first (small integers) and shifted once."""
+    """``sum(exact_int(v) for v in values)``: the exact sum scaled by ``2**SHIFT``.
+
+    Long slices (the server's one query over an entity's whole window) go through
+    :func:`math.fsum`, which is exact before its one rounding: the sum is peeled into
+    floats ``s1 = fsum(values)``, ``s2 = fsum(values + [-s1])``, ... until the rest is 0
+    (each is the correctly rounded remainder, so the parts add up to the sum exactly;
+    usually one or two parts). Short slices, and a sum whose partials overflow, take the
+    integer path. Both give the same integer, the exact sum."""
+    if len(values) >= _FSUM_MIN:
+        parts = _fsum_parts(values)
+        if parts is not None:
+            return sum(exact_int(p) for p in parts)
+    return _integer_sum(values)
+
+
+def _fsum_parts(values: Sequence[float]) -> list[float] | None:
+    """Floats whose exact sum is the values' exact sum; None on intermediate overflow."""
+    rest = list(values)
+    parts: list[float] = []
+    try:
+        for _ in range(_MAX_PARTS):
+            s = fsum(rest)
+            if s == 0.0:  # every partial is a multiple of 2**-1074: 0 only when exact
+                return parts
+            if not isfinite(s):
+                return None
+            parts.append(s)
+            rest.append(-s)
+    except OverflowError:
+        return None
+    return None
+
+
+def _integer_sum(values: Sequence[float]) -> int:
+    """The exact sum scaled by ``2**SHIFT`` with the mantissas of one exponent added first
+    (small integers) and shifted once."""
     by_exp: dict[int, int] = {}
     get = by_exp.get
     for v in values:

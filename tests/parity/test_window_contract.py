@@ -605,6 +605,38 @@ def test_rule26_the_exact_sum_is_not_the_naive_one() -> None:
     assert naive_sum([1e16, 1.0, -1e16]) == 0.0  # what the exact sum (1.0) avoids
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_rule26_both_exact_sum_paths_give_the_rational_sum(seed: int) -> None:
+    """Long slices are summed by peeling ``math.fsum`` remainders, short ones (and sums
+    whose partials overflow) by the integer loop: both equal the sum in fractions, over
+    subnormals, the largest doubles, wide exponent ranges and cancellation."""
+    from transforms._exact import SHIFT
+    from transforms.window_rows import _fsum_parts, _integer_sum, exact_sum
+
+    rng = random.Random(seed)
+    specials = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308]
+
+    def value() -> float:
+        r = rng.random()
+        if r < 0.1:
+            return rng.choice(specials) * rng.choice([1.0, -1.0])
+        if r < 0.5:
+            return rng.uniform(-1e6, 1e6)
+        return rng.uniform(-1.0, 1.0) * 10.0 ** rng.randint(-320, 300)
+
+    peeled = 0
+    for _ in range(400):
+        values = [value() for _ in range(rng.randint(1, 200))]
+        if rng.random() < 0.3:  # cancellation: the sum is far below its terms
+            values += [-v for v in values[: len(values) // 2]]
+            rng.shuffle(values)
+        want = sum(map(Fraction, values)) * (1 << SHIFT)
+        assert want.denominator == 1
+        assert exact_sum(values) == _integer_sum(values) == want.numerator
+        peeled += _fsum_parts(values) is not None
+    assert peeled > 50  # the fsum path was taken, not only its fallback
+
+
 # ------------------------------------------------------------------ a randomized case
 
 SHOPS = ["north", "south", "Z\u00fcrich", "Zu\u0308rich", ""]
