@@ -15,6 +15,7 @@ from pipelines.feast_objects import (
     SERVICE_ARTIFACT_TAG,
     SERVICE_FINGERPRINTS_TAG,
     VALUE_TYPES,
+    WINDOW_INPUTS_TAG,
     repo_objects,
 )
 from pipelines.feast_windows import WINDOW_SET_TAG
@@ -104,6 +105,7 @@ def manifest_from_registry(store: Any) -> Manifest:
             fingerprints=json.loads(tags["skewless.fingerprints"]),
             request_schema=request_schema,
             view_inputs=view_inputs,
+            window_inputs=json.loads(tags.get(WINDOW_INPUTS_TAG, "{}")),
         )
     services = {}
     for svc in store.list_feature_services():
@@ -161,6 +163,14 @@ def with_window_sets(manifest: Manifest, project: Project, base: Path | None = N
     clash = sorted(set(specs) & (set(manifest.views) | set(manifest.request_transforms)))
     if clash:
         raise SchemaError(f"window set names {clash} are also feature view names")
+    for rt in manifest.request_transforms.values():
+        for inp, ref in rt.window_inputs.items():
+            ws, _, feat = ref.partition(":")
+            if ws not in specs or feat not in specs[ws].features:
+                raise SchemaError(
+                    f"request-time set '{rt.name}': input '{inp}' reads window feature {ref}, "
+                    "which the project does not define; run `skewless apply` again"
+                )
     for svc in manifest.services.values():
         unknown = sorted(
             {

@@ -35,6 +35,9 @@ ODFV_TAGS = (
     "skewless.artifact_hash",
     "skewless.fingerprints",  # JSON: transform -> fingerprint
 )
+# JSON: transform input -> "window set:feature"; on the on-demand views of request-time
+# sets that read window features (Feast cannot give them: the view refuses to compute)
+WINDOW_INPUTS_TAG = "skewless.window_inputs"
 SERVICE_ARTIFACT_TAG = "skewless.artifact."  # + feature set name: artifact hash
 SERVICE_FINGERPRINTS_TAG = "skewless.fingerprints."  # + feature set name: JSON fingerprints
 
@@ -144,9 +147,41 @@ def request_udf(
     return udf
 
 
+def _request_udf(
+    project: Project,
+    fs: FeatureSet,
+    path: Path,
+    art: StatisticsArtifact,
+    from_windows: dict[str, str],
+) -> Any:
+    """:func:`request_udf`, or for a set reading window features one that refuses
+    (:func:`pipelines.feast_windows.refusing_udf`)."""
+    if from_windows:
+        from pipelines.feast_windows import refusing_udf
+
+        outputs = {t.name: t.output.type.name for t in fs.select(request_time=True)}
+        return refusing_udf(fs.name, sorted(set(from_windows.values())), outputs)
+    return request_udf(project.ref(fs), project.root, path, art.content_hash, fs.fingerprints(art))
+
+
 def view_feature_owners(project: Project) -> dict[str, str]:
     """Feature name -> entity feature set (view) that produces it."""
     return {t.name: fs.name for fs in project.entity_sets for t in fs.order}
+
+
+def window_inputs(project: Project, fs: FeatureSet) -> dict[str, str]:
+    """The inputs of request-time set ``fs`` that name a window feature of the project:
+    input -> "window set:feature" (computed as of the request time, online and offline).
+    A name that is both a view feature and a window feature is ambiguous: SchemaError."""
+    owners = view_feature_owners(project)
+    windows = {f.name: ws.name for ws in project.window_sets for f in ws.features}
+    both = sorted(n for n in fs.inputs if n in owners and n in windows)
+    if both:
+        raise SchemaError(
+            f"feature set '{fs.name}': inputs {both} name both a feature view's feature and "
+            "a window feature; rename one"
+        )
+    return {n: f"{windows[n]}:{n}" for n in fs.inputs if n in windows}
 
 
 def odfv_tags(ref: str, artifact: str, art: StatisticsArtifact, fs: FeatureSet) -> dict[str, str]:
@@ -240,10 +275,11 @@ def repo_objects(project: Project, base: Path | None = None) -> dict[str, Any]:
             raise SchemaError(f"{path} does not exist; run `skewless run` first")
         art = StatisticsArtifact.load(path)
         ref = project.ref(fs)
+        from_windows = window_inputs(project, fs)
         request_fields = [
             Field(name=name, dtype=getattr(ft, FEAST_TYPES[f.type][0]))
             for name, f in fs.inputs.items()
-            if name not in owners
+            if name not in owners and name not in from_windows
         ]
         sources: list[Any] = [RequestSource(name=f"{fs.name}_request", schema=request_fields)]
         by_view: dict[str, list[str]] = {}
@@ -259,10 +295,13 @@ def repo_objects(project: Project, base: Path | None = None) -> dict[str, Any]:
                 for t in fs.select(request_time=True)
             ],
             mode="python",
-            udf=request_udf(ref, project.root, path, art.content_hash, fs.fingerprints(art)),
+            udf=_request_udf(project, fs, path, art, from_windows),
             udf_string=f"skewless request-time transforms of {fs.name}",
             description=fs.description,
-            tags=odfv_tags(ref, _relative(path, project.root), art, fs),
+            tags={
+                **odfv_tags(ref, _relative(path, project.root), art, fs),
+                **({WINDOW_INPUTS_TAG: json.dumps(from_windows)} if from_windows else {}),
+            },
         )
         tags[fs.name] = service_tags(art, fs)
     from pipelines.feast_windows import window_view

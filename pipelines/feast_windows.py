@@ -86,6 +86,26 @@ def window_udf(window_set: str, samples: dict[str, Any]) -> Any:
     return udf
 
 
+def refusing_udf(feature_set: str, window_refs: list[str], outputs: dict[str, str]) -> Any:
+    """The UDF of a request-time set that reads window features (``window_refs``): Feast
+    cannot give those inputs as of the request time, so the set's outputs are refused too
+    (typed placeholders for Feast's schema inference only)."""
+    message = (
+        f"feature set '{feature_set}' reads window features {window_refs}, which skewless "
+        "computes as of each request's time, not Feast: read it with `skewless serve` "
+        "(POST /get-online-features) and build training sets with `skewless training-set`"
+    )
+    samples = {name: _sample(type_name) for name, type_name in outputs.items()}
+
+    def udf(inputs: dict[str, Any]) -> dict[str, Any]:  # noqa: ARG001 - Feast's signature
+        if _inferring():
+            return {name: [value] for name, value in samples.items()}
+        raise NotComputedByFeast(message)
+
+    udf.__name__ = f"{feature_set.lower()}_not_in_feast"
+    return udf
+
+
 def feast_dtype(type_name: str) -> Any:
     """The Feast dtype of a window feature type name (``list<float64>`` for last_k)."""
     from feast import types as ft

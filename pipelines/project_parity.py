@@ -109,14 +109,36 @@ def run_project_parity(
                 out.sets[fs.name] = report
                 produced = _with_outputs(produced, online, fs)
             for fs in src.request_sets:
+                produced = _with_windows(project, src.name, produced, table, fs)
                 missing = [c for c in fs.inputs if c not in produced.schema.names]
                 if missing:
                     raise SchemaError(
                         f"feature set '{fs.name}': input '{missing[0]}' is neither a column "
-                        f"of source '{src.name}' nor an output of its entity feature sets"
+                        f"of source '{src.name}', an output of its entity feature sets nor "
+                        "a feature of a window set over it"
                     )
                 out.sets[fs.name], _ = _run_set(fs, produced, Path(tmp) / fs.name, step)
     return out
+
+
+def _with_windows(
+    project: Project, source: str, produced: pa.Table, events: pa.Table, fs: FeatureSet
+) -> pa.Table:
+    """``produced`` plus the window features request-time set ``fs`` reads, each row's
+    windows as of its event time over the sampled ``events`` of the same source (the
+    transforms' inputs; the windows' own parity is ``skewless parity --windows``)."""
+    from transforms.window_runtime import WindowRunner
+
+    for ws in project.window_sets:
+        names = [f.name for f in ws.features if f.name in fs.inputs]
+        names = [n for n in names if n not in produced.schema.names]
+        if not names or project.source_of(ws) != source:
+            continue
+        queries = produced.select([*ws.entities, ws.event_timestamp])
+        got = WindowRunner(ws).run_local(events, queries, ws.event_timestamp)
+        for n in names:
+            produced = produced.append_column(n, got.column(n))
+    return produced
 
 
 def _with_outputs(table: pa.Table, online: pa.Table, fs: FeatureSet) -> pa.Table:

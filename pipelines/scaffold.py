@@ -29,14 +29,15 @@ from transforms import (
     aggregate,
     transform,
 )
-from transforms.windows import window_mean
+from transforms.windows import seconds_since_previous
 
 HOUR, DAY = 3_600, 86_400
 
 
 @transform
-def driver_fare_mean_7d(pickup_at: Timestamp, fare: Nullable[Float64]) -> Nullable[Float64]:
-    return window_mean(pickup_at, fare, 7 * DAY)
+def driver_seconds_since_prev(pickup_at: Timestamp) -> Nullable[Float64]:
+    """Seconds between a driver's trip and their previous one."""
+    return seconds_since_previous(pickup_at)
 
 
 DRIVER_STATS = FeatureSet(
@@ -45,9 +46,9 @@ DRIVER_STATS = FeatureSet(
     event_timestamp="pickup_at",
     order_by=("pickup_at", "trip_id"),
     ttl_seconds=7 * DAY,
-    description="A driver's typical fare as of their latest trip: the baseline the "
-    "request-time fare ratio divides by (windows as of the request time: driver_windows).",
-    transforms=[driver_fare_mean_7d],
+    description="The gap before a driver's latest trip, as of each of their trips "
+    "(windows as of the request time: driver_windows).",
+    transforms=[driver_seconds_since_prev],
 )
 
 
@@ -59,19 +60,31 @@ def distance_z(
     return (distance_km - mean) / std
 
 
-@transform(request_time=True)
-def fare_per_km_vs_driver(
-    quoted_fare: Float64, distance_km: Float64, driver_fare_mean_7d: Nullable[Float64]
-) -> Nullable[Float64]:
-    return np.divide(quoted_fare, distance_km) / driver_fare_mean_7d
-
-
 TRIP_REQUEST = FeatureSet(
     name="trip_request",
     entities={"driver_id": String},
     event_timestamp="pickup_at",
     description="Features of the trip being priced, computed when it is requested.",
-    transforms=[distance_z, fare_per_km_vs_driver],
+    transforms=[distance_z],
+)
+
+
+@transform(request_time=True)
+def fare_per_km_vs_driver(
+    quoted_fare: Float64, distance_km: Float64, trip_fare_mean_7d: Nullable[Float64]
+) -> Nullable[Float64]:
+    """The quoted fare per km over the driver's mean fare in the 7 days before the
+    request (a window feature of driver_windows, as of the request time)."""
+    return np.divide(quoted_fare, distance_km) / trip_fare_mean_7d
+
+
+TRIP_VS_DRIVER = FeatureSet(
+    name="trip_vs_driver",
+    entities={"driver_id": String},
+    event_timestamp="pickup_at",
+    description="The requested trip against the driver's recent trips. It reads a window "
+    "feature, so `skewless serve` and `skewless training-set` compute it (Feast refuses).",
+    transforms=[fare_per_km_vs_driver],
 )
 
 
@@ -113,7 +126,7 @@ sources:
     entities: {driver_id: string}
 services:
   pricing_v1:
-    feature_sets: [driver_stats, trip_request, driver_windows]
+    feature_sets: [driver_stats, trip_request, trip_vs_driver, driver_windows]
     description: Trip pricing model, version 1.
 """
 

@@ -50,20 +50,26 @@ def model_inputs(
             f"(known: {sorted(manifest.services)})"
         ) from None
     not_views = set(manifest.request_transforms) | set(manifest.window_sets)
-    view_refs = [f for f in spec.features if f.split(":")[0] not in not_views]
-    table = get_training_set(
-        repo,
-        entities,
-        view_refs,
-        timestamp_column=timestamp_column,
-        strict_before=strict_before,
-        engine=engine,
+    hidden = _hidden_inputs(manifest, spec.features)
+    wanted = [*spec.features, *hidden]
+    view_refs = [f for f in wanted if f.split(":")[0] not in not_views]
+    table = (
+        get_training_set(
+            repo,
+            entities,
+            view_refs,
+            timestamp_column=timestamp_column,
+            strict_before=strict_before,
+            engine=engine,
+        )
+        if view_refs
+        else _checked_rows(entities, timestamp_column)  # windows and transforms only
     )
     windows = window_columns(
         repo,
         manifest,
         table,
-        spec.features,
+        wanted,
         window_time_column or timestamp_column,
         spark_master=(engine.master or "local[*]") if engine.name == "spark" else None,
     )
@@ -92,7 +98,30 @@ def model_inputs(
             table = table.append_column(f.name, column)
         meta[f"skewless.artifact.{name}"] = art.content_hash
         meta[f"skewless.fingerprints.{name}"] = json.dumps(fs.fingerprints(art), sort_keys=True)
+    if hidden:  # read for the transforms only, as the server does
+        table = table.drop_columns([ref.partition(":")[2] for ref in hidden])
     return table, meta
+
+
+def _checked_rows(entities: pa.Table, timestamp_column: str) -> pa.Table:
+    if timestamp_column not in entities.column_names:
+        raise SchemaError(f"entity rows have no timestamp column '{timestamp_column}'")
+    return entities
+
+
+def _hidden_inputs(manifest: Manifest, features: list[str]) -> list[str]:
+    """The view and window features the service's request-time transforms read that the
+    service does not list itself ("view:feature" references)."""
+    used = {f.partition(":")[0] for f in features}
+    listed = {f.partition(":")[2] for f in features}
+    hidden: list[str] = []
+    for name, rt in manifest.request_transforms.items():
+        if name not in used:
+            continue
+        for ref in (*rt.view_inputs.values(), *rt.window_inputs.values()):
+            if ref.partition(":")[2] not in listed and ref not in hidden:
+                hidden.append(ref)
+    return hidden
 
 
 def build_training_set(

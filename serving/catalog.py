@@ -198,6 +198,11 @@ class ViewRead:
     types: list[str] = field(default_factory=list)  # Feast value type per feature
 
 
+WINDOW_INPUT = -1
+"""A transform input wired as ``(WINDOW_INPUT, window read index, feature index)`` reads a
+window feature as of the request time; ``(group, view, feature index)`` a view feature."""
+
+
 @dataclass
 class WindowRead:
     """The window features a plan reads of one window set (one ZRANGEBYSCORE per entity)."""
@@ -254,6 +259,13 @@ class _Resolved:
         if feat not in feats:
             feats.append(feat)
 
+    def need_window(self, catalog: Catalog, window_set: str, feat: str) -> None:
+        wr = self.window_reads.get(window_set)
+        if wr is None:
+            wr = self.window_reads[window_set] = WindowRead(catalog.windows[window_set])
+        if feat not in wr.features:
+            wr.features.append(feat)
+
 
 def _resolve_ref(catalog: Catalog, r: _Resolved, ref: str, view: str, feat: str) -> None:
     """Record one reference ``view:feat`` (RequestError if the view has no such feature)."""
@@ -274,10 +286,7 @@ def _resolve_ref(catalog: Catalog, r: _Resolved, ref: str, view: str, feat: str)
     elif view in catalog.windows:
         if feat not in catalog.windows[view].spec.features:
             raise RequestError(f"window set '{view}' has no feature '{clip(feat)}'", clip(ref))
-        wr = r.window_reads.get(view)
-        if wr is None:
-            wr = r.window_reads[view] = WindowRead(catalog.windows[view])
-        wr.features.append(feat)
+        r.need_window(catalog, view, feat)
         r.outputs_spec.append(("window", view, feat))
     else:
         raise UnknownView(f"unknown feature view '{clip(view)}'", clip(ref))
@@ -302,6 +311,11 @@ def _resolve(catalog: Catalog, refs: Sequence[str]) -> _Resolved:
             if v not in m.views or f not in m.views[v].features:
                 raise ArtifactError(f"'{lt.spec.name}': input {inp} reads unknown {src}")
             r.need(v, f)
+        for inp, src in lt.spec.window_inputs.items():  # as of the request time
+            v, f = _split_ref(src)
+            if v not in catalog.windows or f not in catalog.windows[v].spec.features:
+                raise ArtifactError(f"'{lt.spec.name}': input {inp} reads unknown {src}")
+            r.need_window(catalog, v, f)
     return r
 
 
@@ -400,12 +414,17 @@ def _wire_transforms(
     request_fields: dict[str, str] = {}
     fingerprints: dict[str, str] = {}
     hashes: dict[str, str] = {}
+    window_index = {name: i for i, name in enumerate(r.window_reads)}
     for set_name, lt in r.used_sets.items():
         wiring: dict[str, tuple[int, int, int]] = {}
         for inp, src in lt.spec.view_inputs.items():
             v, f = _split_ref(src)
             gi, vi = where[v]
             wiring[inp] = (gi, vi, groups[gi].views[vi].features.index(f))
+        for inp, src in lt.spec.window_inputs.items():
+            v, f = _split_ref(src)
+            wi = window_index[v]
+            wiring[inp] = (WINDOW_INPUT, wi, r.window_reads[v].features.index(f))
         for inp in lt.engine.inputs:
             if inp not in wiring:
                 request_fields[inp] = lt.spec.request_schema.get(inp, "float64")

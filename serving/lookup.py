@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from serving.catalog import LoadedTransforms, Plan
+from serving.catalog import WINDOW_INPUT, LoadedTransforms, Plan
 from serving.decode import EPOCH_TS, NULL_VALUE, PRESENT, Decoded, _all_present, decode_views
 from serving.redis_client import RedisPipeline
 from store import redis_layout as rl
@@ -54,11 +54,13 @@ def decode(
     """
     now = time.time_ns() if now_ns is None else now_ns
     decoded = decode_views(plan, n, replies, now)
-    (transformed,) = run_transforms(plan, [(n, decoded, entities)])
     if not plan.windows:
+        (transformed,) = run_transforms(plan, [(n, decoded, entities)])
         return assemble(plan, n, decoded, transformed, entities)
     at = now // 1000 if at_micros is None else at_micros
-    result = assemble(plan, n, decoded, transformed, entities, decode_windows(plan, n, replies, at))
+    windows = decode_windows(plan, n, replies, at)  # before the transforms that read them
+    (transformed,) = run_transforms(plan, [(n, decoded, entities)], [windows])
+    result = assemble(plan, n, decoded, transformed, entities, windows)
     result.at_micros = at
     return result
 
@@ -123,17 +125,22 @@ def decode_many(
 
 
 def _transform_inputs(
+    plan: Plan,
     wiring: dict[str, tuple[int, int, int]],
     inputs: Sequence[str],
     decoded: Decoded,
     entities: dict[str, list[Any]],
+    windows: WindowColumns | None,
 ) -> dict[str, list[Any]]:
-    """One transform set's input columns: request data, or decoded view features."""
+    """One transform set's input columns: request data, decoded view features, or window
+    features as of the request time."""
     out: dict[str, list[Any]] = {}
     for inp in inputs:
         w = wiring.get(inp)
         if w is None:
             out[inp] = entities[inp]
+        elif w[0] == WINDOW_INPUT:
+            out[inp] = _window_column(windows, w[1], plan.windows[w[1]].features[w[2]])
         else:
             gi, vi, fi = w
             out[inp] = decoded[gi][vi][0][fi]
@@ -155,15 +162,22 @@ Transformed = dict[tuple[str, str], list[Any]]
 
 
 def run_transforms(
-    plan: Plan, parts: Sequence[tuple[int, Decoded, dict[str, list[Any]]]]
+    plan: Plan,
+    parts: Sequence[tuple[int, Decoded, dict[str, list[Any]]]],
+    windows: Sequence[WindowColumns | None] | None = None,
 ) -> list[Transformed]:
-    """The request-time transforms of lookups ``(n, decoded views, entity columns)``, one
-    call per transform set over all their rows: input columns concatenated, outputs cut
-    back at the lookups' boundaries (rows are independent of their batch)."""
+    """The request-time transforms of lookups ``(n, decoded views, entity columns)`` (and
+    their window features, when the plan reads any), one call per transform set over all
+    their rows: input columns concatenated, outputs cut back at the lookups' boundaries
+    (rows are independent of their batch)."""
     outs: list[Transformed] = [{} for _ in parts]
     sizes = [n for n, _, _ in parts]
+    wins = windows if windows is not None else [None] * len(parts)
     for lt, wiring in plan.transform_sets:
-        per = [_transform_inputs(wiring, lt.engine.inputs, dec, ent) for _, dec, ent in parts]
+        per = [
+            _transform_inputs(plan, wiring, lt.engine.inputs, dec, ent, win)
+            for (_, dec, ent), win in zip(parts, wins, strict=True)
+        ]
         joined = {inp: [v for cols in per for v in cols[inp]] for inp in lt.engine.inputs}
         for name, col in _run_set(lt, joined, sum(sizes)).items():
             lo = 0

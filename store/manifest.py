@@ -40,6 +40,8 @@ class RequestTransformSpec:
     fingerprints: dict[str, str]  # transform -> fingerprint
     request_schema: dict[str, str]  # request field -> type name ("float64", ...)
     view_inputs: dict[str, str]  # transform input -> "view:feature" it reads
+    # transform input -> "window set:feature" it reads, as of the request time
+    window_inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

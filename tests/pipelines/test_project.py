@@ -50,6 +50,9 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
         assert done.returncode == 0, done.stderr
         done = skewless("init", str(repo), cwd=tmp_path, env=env)
         assert done.returncode == 2 and "not an empty directory" in done.stderr
+        # a service of the ratio alone: the window feature it divides by is read, not served
+        with (repo / "skewless.yaml").open("a") as f:
+            f.write("  quotes_v1:\n    feature_sets: [trip_vs_driver]\n")
 
         done = skewless("run", "--engine", "spark", cwd=repo, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -83,12 +86,19 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
         }
         with lookup_server(repo, redis_url, tmp_path / "logs") as url:
             answer = httpx.post(f"{url}/v1/features/pricing_v1", json=body).json()
-        assert answer["statuses"]["driver_fare_mean_7d"] == ["PRESENT", "NOT_FOUND"]
+        assert answer["statuses"]["driver_seconds_since_prev"] == ["PRESENT", "NOT_FOUND"]
         assert answer["features"]["distance_z"][0] is not None
         # window features as of the request time, from the state `materialize` backfilled
         assert answer["features"]["trip_fare_count_7d"][0] >= 1
         assert answer["features"]["trip_fare_count_7d"][1] == 0  # an empty window counts 0
         assert answer["features"]["trip_fare_mean_7d"][1] is None
+        # a request-time transform reads the window feature as of the request time
+        mean_7d = answer["features"]["trip_fare_mean_7d"][0]
+        assert answer["features"]["fare_per_km_vs_driver"] == [9.0 / 3.0 / mean_7d, None]
+        with lookup_server(repo, redis_url, tmp_path / "logs-quotes") as url:
+            quotes = httpx.post(f"{url}/v1/features/quotes_v1", json=body).json()
+        assert list(quotes["features"]) == ["driver_id", "fare_per_km_vs_driver"]
+        assert quotes["features"]["fare_per_km_vs_driver"] == [9.0 / 3.0 / mean_7d, None]
 
         trips = pq.read_table(repo / "sources" / "trips")
         entities = trips.select(["driver_id", "pickup_at", "distance_km", "quoted_fare"])
@@ -102,18 +112,44 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
             "pickup_at",
             "--out",
             str(out),
+            "--service",
+            "pricing_v1",
             cwd=repo,
             env=env,
         )
         assert done.returncode == 0, done.stderr[-3000:]
         training = pq.read_table(out)
         assert training.num_rows == trips.num_rows
-        assert {"driver_fare_mean_7d", "distance_z", "trip_fare_count_24h"} <= set(
+        assert {"driver_seconds_since_prev", "distance_z", "trip_fare_count_24h"} <= set(
             training.schema.names
         )
-        assert training.column("driver_fare_mean_7d").null_count < training.num_rows
+        assert training.column("driver_seconds_since_prev").null_count < training.num_rows
         assert training.column("trip_fare_count_24h").null_count == 0
         assert pc.max(training.column("trip_fare_count_24h")).as_py() >= 1
+        ratio = pc.divide(
+            pc.divide(training.column("quoted_fare"), training.column("distance_km")),
+            training.column("trip_fare_mean_7d"),
+        )
+        assert training.column("fare_per_km_vs_driver").equals(ratio)
+        # the same transform where the service does not list the window feature
+        quotes_out = tmp_path / "quotes.parquet"
+        done = skewless(
+            "training-set",
+            "--entities",
+            str(tmp_path / "entities.parquet"),
+            "--timestamp-column",
+            "pickup_at",
+            "--out",
+            str(quotes_out),
+            "--service",
+            "quotes_v1",
+            cwd=repo,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        quotes_set = pq.read_table(quotes_out)
+        assert "trip_fare_mean_7d" not in quotes_set.schema.names
+        assert quotes_set.column("fare_per_km_vs_driver").equals(ratio)
     finally:
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(match=f"*{name}".encode(), count=1000))
@@ -135,7 +171,7 @@ DRIVER_STATS = FeatureSet(
     entities={"driver_id": String},
     event_timestamp="pickup_at",
     order_by=("pickup_at", "trip_id"),
-    transforms=[driver_fare_mean_7d, driver_noise],
+    transforms=[driver_seconds_since_prev, driver_noise],
 )
 """
 
@@ -151,5 +187,5 @@ def test_parity_counts_the_mismatches_of_a_nondeterministic_transform(tmp_path):
     rows = {line.split("│")[2].strip(): line for line in done.stdout.splitlines() if "│" in line}
     assert rows["driver_noise"].split("│")[3].strip() == "500"  # every row, against spark
     assert rows["driver_noise"].split("│")[4].strip() == "500"  # and against beam
-    assert rows["driver_fare_mean_7d"].split("│")[3].strip() == "0"
+    assert rows["driver_seconds_since_prev"].split("│")[3].strip() == "0"
     assert "1000 mismatches across online/spark/beam" in done.stdout

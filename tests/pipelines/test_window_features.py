@@ -74,6 +74,14 @@ def test_feast_sdk_names_the_skewless_command_for_window_features(project):
         store.get_online_features(
             features=[ref], entity_rows=[{"driver_id": "d001", "request_time": now_us}]
         )
+    # a request-time set reading a window feature is refused too; its siblings are not
+    rows = [{"driver_id": "d001", "distance_km": 3.0, "quoted_fare": 9.0, "request_time": now_us}]
+    with pytest.raises(NotComputedByFeast, match="trip_fare_mean_7d.*skewless serve"):
+        store.get_online_features(
+            features=["trip_vs_driver:fare_per_km_vs_driver"], entity_rows=rows
+        )
+    z = store.get_online_features(features=["trip_request:distance_z"], entity_rows=rows)
+    assert z.to_dict()["distance_z"][0] is not None
     service = store.get_feature_service("pricing_v1")
     rows = [{"driver_id": "d001", "distance_km": 3.0, "quoted_fare": 9.0, "request_time": now_us}]
     with pytest.raises(NotComputedByFeast, match="skewless training-set"):
@@ -86,16 +94,16 @@ def test_feast_sdk_names_the_skewless_command_for_window_features(project):
         }
     )
     with pytest.raises(NotComputedByFeast, match="skewless training-set"):
-        features = ["driver_stats:driver_fare_mean_7d", ref]
+        features = ["driver_stats:driver_seconds_since_prev", ref]
         store.get_historical_features(entity_df=entity_df, features=features).to_df()
     # Feast's own materialization writes the views and leaves the window state alone
     before = sorted(window_keys(client, name))
     store.materialize(datetime.now(UTC) - timedelta(days=12), datetime.now(UTC))
     assert sorted(window_keys(client, name)) == before
     got = store.get_online_features(
-        features=["driver_stats:driver_fare_mean_7d"], entity_rows=[{"driver_id": "d001"}]
+        features=["driver_stats:driver_seconds_since_prev"], entity_rows=[{"driver_id": "d001"}]
     ).to_dict()
-    assert got["driver_fare_mean_7d"][0] is not None
+    assert got["driver_seconds_since_prev"][0] is not None
 
 
 # -------------------------------------------------------------------- the skew report
