@@ -37,10 +37,11 @@ def window_refs(manifest: Manifest, features: Sequence[str]) -> dict[str, list[s
 
 
 def load_window_set(repo: str | Path, spec: WindowSetSpec) -> Any:
-    """The WindowSet a manifest entry names (imported from the project)."""
-    from transforms.modules import resolve_window_set
+    """The WindowSet a manifest entry names, refused when its definition drifted from
+    the manifest (:func:`store.window_layout.checked_window_set`, as the server does)."""
+    from store.window_layout import checked_window_set
 
-    return resolve_window_set(spec.window_set, repo)
+    return checked_window_set(repo, spec)
 
 
 def read_events(spec: WindowSetSpec, ws: Any, rows: pa.Table) -> pa.Table:

@@ -3,7 +3,6 @@ from it once per feature service or feature list."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from serving.errors import UnknownService, UnknownView, clip
 from store import redis_layout as rl
 from store.manifest import Manifest, RequestTransformSpec, ServiceSpec, ViewSpec, WindowSetSpec
 from store.resp import hmget_parts
-from store.window_layout import WindowLayout, window_set_spec
+from store.window_layout import WindowLayout, checked_window_set
 from transforms.errors import ArtifactError, RequestError, SchemaError
 
 PLAN_CACHE_SIZE = 512
@@ -103,23 +102,8 @@ class LoadedWindows:
 
 
 def load_window_set(repo: Path, project: str, spec: WindowSetSpec) -> LoadedWindows:
-    """Import the window set and refuse any drift from the manifest (keys, features and
-    their types, windows, event columns: what `skewless apply` recorded)."""
-    from transforms.modules import resolve_window_set
-
-    try:
-        ws = resolve_window_set(spec.window_set, repo)
-    except SchemaError as exc:
-        raise ArtifactError(f"window set '{spec.name}': {exc}") from None
-    now = dataclasses.replace(
-        window_set_spec(ws, spec.window_set, spec.grace_micros), source=spec.source
-    )
-    if now != spec:
-        diff = [k for k, v in vars(now).items() if getattr(spec, k) != v]
-        raise ArtifactError(
-            f"window set '{spec.name}': its definition differs from the manifest in "
-            f"{', '.join(diff)}; re-run `skewless apply`"
-        )
+    """The window set checked against its manifest entry (:func:`checked_window_set`)."""
+    ws = checked_window_set(repo, spec)
     return LoadedWindows(spec, ws, WindowLayout(project, ws, spec.grace_micros))
 
 

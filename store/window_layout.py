@@ -60,8 +60,10 @@ server uses :class:`WindowLayout` and its command builders, and
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -70,7 +72,7 @@ from store import redis_layout as rl
 from store.errors import LayoutError
 from store.manifest import WindowSetSpec
 from store.resp import bulk, key_command_parts, key_commands
-from transforms.errors import StoreError
+from transforms.errors import ArtifactError, SchemaError, StoreError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -189,6 +191,29 @@ def window_set_spec(
         max_window_micros=int(ws.max_window_micros),
         grace_micros=grace_micros,
     )
+
+
+def checked_window_set(repo: str | Path, spec: WindowSetSpec) -> WindowSet:
+    """The window set a manifest entry names, imported from the project, refusing any
+    drift from what `skewless apply` recorded (keys, features and their types, windows,
+    event columns): the server, training sets, backfills and skew reports all compute
+    with the definition the model was registered with, or not at all (ArtifactError)."""
+    from transforms.modules import resolve_window_set
+
+    try:
+        ws = resolve_window_set(spec.window_set, Path(repo))
+    except SchemaError as exc:
+        raise ArtifactError(f"window set '{spec.name}': {exc}") from None
+    now = dataclasses.replace(
+        window_set_spec(ws, spec.window_set, spec.grace_micros), source=spec.source
+    )
+    if now != spec:
+        diff = [k for k, v in vars(now).items() if getattr(spec, k) != v]
+        raise ArtifactError(
+            f"window set '{spec.name}': its definition differs from the manifest in "
+            f"{', '.join(diff)}; re-run `skewless apply`"
+        )
+    return ws
 
 
 # --------------------------------------------------------------------------- members

@@ -674,3 +674,23 @@ def test_python_api_errors_name_the_column(client: redis.Redis, project: str, de
                    "merchant": "a"}])  # fmt: skip
     assert err.value.field == "ts"
     assert not wst.window_keys(client, project)
+
+
+def test_a_window_set_that_drifted_from_the_manifest_is_refused(tmp_path: Path) -> None:
+    """The server, training sets, backfills and skew reports share one check: the
+    definition imported now must be the one `skewless apply` recorded."""
+    import dataclasses
+
+    from pipelines.scaffold import init_project
+    from transforms.errors import ArtifactError
+    from transforms.modules import resolve_window_set
+
+    init_project(tmp_path / "p")
+    ref = "features:DRIVER_WINDOWS"
+    spec = wl.window_set_spec(resolve_window_set(ref, tmp_path / "p"), ref)
+    assert wl.checked_window_set(tmp_path / "p", spec).name == "driver_windows"
+    old = dataclasses.replace(spec, max_window_micros=spec.max_window_micros // 7)
+    with pytest.raises(ArtifactError, match="differs from the manifest in max_window_micros"):
+        wl.checked_window_set(tmp_path / "p", old)
+    with pytest.raises(ArtifactError, match="window set 'driver_windows'"):
+        wl.checked_window_set(tmp_path / "p", dataclasses.replace(spec, window_set="features:NO"))
