@@ -80,6 +80,21 @@ def window_mean(
     return total / count  # 0/0 -> NaN -> null
 
 
+def last_n_mean(values: npt.NDArray[Any], n: int) -> npt.NDArray[np.float64]:
+    """Mean of the present values among each event's last ``n`` events (the event itself
+    included); NaN (null) when none is present. Counted in events, not time, so the
+    value as of an entity's latest event is also its value at any later request."""
+    x = values.astype(np.float64)
+    if not len(x):
+        return np.empty(0, dtype=np.float64)
+    hi = np.arange(1, len(x) + 1)
+    lo = np.maximum(hi - n, 0)
+    present = ~np.isnan(x)
+    total = _segment_sums(np.where(present, x, 0.0), lo, hi)
+    count = _segment_sums(present.astype(np.float64), lo, hi)
+    return total / count  # 0/0 -> NaN -> null
+
+
 def window_distinct(
     ts: _Timestamps, values: npt.NDArray[Any], seconds: float, include_current: bool = True
 ) -> npt.NDArray[np.int64]:

@@ -197,7 +197,7 @@ def test_stopped_materialization_is_a_freshness_lag(env: Env, tmp_path: Path) ->
     for rows in _user_rows(env, users).values():
         recent = [r for r in rows if r["event_timestamp"] > env.now - timedelta(days=6)]
         older = [
-            r for r in recent[:-1] if r["user_amount_mean_7d"] != rows[-1]["user_amount_mean_7d"]
+            r for r in recent[:-1] if r["user_amount_mean_last_10"] != rows[-1]["user_amount_mean_last_10"]
         ]
         if older:
             lagging.append(older[-1])  # what Redis held before materialization stopped
@@ -207,18 +207,18 @@ def test_stopped_materialization_is_a_freshness_lag(env: Env, tmp_path: Path) ->
     serve(env, tmp_path / "logs", requests_for(env, lag_users, 60, seed=4))
     s = _report(env, tmp_path / "logs", "fresh")
     f = s.report["features"]
-    assert f["user_amount_mean_7d"]["mismatches"] == 60
-    assert f["user_amount_mean_7d"]["causes"] == {cause.FRESHNESS_LAG: 60}
+    assert f["user_amount_mean_last_10"]["mismatches"] == 60
+    assert f["user_amount_mean_last_10"]["causes"] == {cause.FRESHNESS_LAG: 60}
     assert s.causes[cause.FRESHNESS_LAG] >= 60
     assert set(s.causes) >= {cause.FRESHNESS_LAG}
     assert not any(n for c, n in s.causes.items() if c not in (cause.FRESHNESS_LAG,) and n), (
         s.causes
     )
-    assert all(e["lag_seconds"] > 0 for e in f["user_amount_mean_7d"]["examples"])
+    assert all(e["lag_seconds"] > 0 for e in f["user_amount_mean_last_10"]["examples"])
     # today's server log (no __event_ts columns): inferred from an older offline row's value
     serve(env, tmp_path / "plain", requests_for(env, lag_users, 60, seed=4), extras=False)
     plain = _report(env, tmp_path / "plain", "fresh_plain")
-    g = plain.report["features"]["user_amount_mean_7d"]
+    g = plain.report["features"]["user_amount_mean_last_10"]
     assert g["causes"] == {cause.FRESHNESS_LAG: 60}
     assert plain.report["attribution_notes"]["event_ts_logged"] is False
     assert plain.report["attribution_notes"]["inferred"][cause.FRESHNESS_LAG] >= 60
@@ -235,7 +235,7 @@ def test_expired_online_rows_are_a_ttl_cause(env: Env, tmp_path: Path) -> None:
     serve(env, tmp_path / "logs", requests_for(env, [r["user_id"] for r in stale], 60, seed=5))
     s = _report(env, tmp_path / "logs", "ttl")
     f = s.report["features"]
-    assert f["user_amount_mean_7d"]["causes"] == {cause.TTL_EXPIRY: 60}
+    assert f["user_amount_mean_last_10"]["causes"] == {cause.TTL_EXPIRY: 60}
     # the request-time feature reading an expired input inherits the cause
     assert set(f["amount_vs_user_mean_7d"]["causes"]) <= {cause.TTL_EXPIRY}
     assert s.causes[cause.TTL_EXPIRY] >= 60 * 2  # both user_activity features
@@ -252,9 +252,9 @@ def test_missing_online_keys_are_a_materialization_gap(env: Env, tmp_path: Path)
     serve(env, tmp_path / "logs", requests_for(env, users, 60, seed=6))
     s = _report(env, tmp_path / "logs", "gap")
     f = s.report["features"]
-    assert f["user_amount_mean_7d"]["causes"] == {cause.MISSING_KEY: 60}
-    assert f["user_amount_mean_7d"]["missing"] == 60
-    assert f["merchant_amount_mean_7d"]["exact_match_rate"] == 1.0
+    assert f["user_amount_mean_last_10"]["causes"] == {cause.MISSING_KEY: 60}
+    assert f["user_amount_mean_last_10"]["missing"] == 60
+    assert f["merchant_amount_mean_last_100"]["exact_match_rate"] == 1.0
 
 
 def test_shifted_inputs_breach_drift_thresholds_and_fail_the_gate(env: Env, tmp_path: Path) -> None:
