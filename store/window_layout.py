@@ -41,7 +41,10 @@ removes those with an event time before ``newest - (longest window + grace)``, w
 thus *exactly* its events since ``newest - span`` whatever the order, splits or replays of
 the writes (an event already older than that is dropped on arrival), and every query at a
 time ``t >= newest - grace`` is exact. ``GRACE_MICROS`` (1 hour) is the default grace;
-writers of one set must use one grace.
+writers of one set must use one grace. Each write also sets the key to expire one span
+(of wall-clock time) later: an entity that goes quiet leaves no key behind, and by then
+every window as of now is empty anyway (its events are at most the write time plus less
+than the grace of clock skew; queries replaying older times must run within the span).
 
 Reads
 -----
@@ -111,11 +114,13 @@ for i = 2, n, 1000 do
 end
 local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 if top[2] == nil then return 0 end
+redis.call('PEXPIRE', key, math.floor(tonumber(ARGV[1]) / 1000))
 return redis.call('ZREMRANGEBYSCORE', key, '-inf', tonumber(top[2]) - tonumber(ARGV[1]) - 1)
 """
 """KEYS[1] an entity's state; ARGV[1] the span kept (longest window + grace, micros);
-ARGV[2..] score, member pairs. Adds them, then removes members with a score below
-``newest - span`` (scores are integers, so ``<= newest - span - 1``); returns how many."""
+ARGV[2..] score, member pairs. Adds them, sets the key to expire after the span, then
+removes members with a score below ``newest - span`` (scores are integers, so
+``<= newest - span - 1``); returns how many."""
 SCRIPT_SHA = hashlib.sha1(TRIM_SCRIPT).hexdigest().encode()  # noqa: S324 - Redis's script id
 _SCRIPT_LOAD = b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n" + bulk(TRIM_SCRIPT)
 _EVALSHA = b"$7\r\nEVALSHA\r\n" + bulk(SCRIPT_SHA) + bulk(b"1")

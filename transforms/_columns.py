@@ -104,7 +104,14 @@ def _int_from_arrow(field: Field, array: pa.Array, where: str) -> np.ndarray:
         raise InputError(f"{where} expected int64, got {array.type}")
     _check_nulls(field, array, where)
     if field.nullable:
-        return _to_numpy(array.cast(pa.float64()))
+        try:  # a nullable Int64 is float64 with NaN for null: exact within +-2**53 only
+            return _to_numpy(array.cast(pa.float64()))
+        except pa.ArrowInvalid:
+            big = pc.max(pc.abs_checked(array.cast(pa.decimal128(20, 0)))).as_py()
+            raise InputError(
+                f"{where} is a nullable int64 whose values must lie within +-2**53 "
+                f"(exact as float64, transforms/CONTRACT.md); got one of magnitude {big}"
+            ) from None
     return _to_numpy(array.cast(pa.int64()))
 
 

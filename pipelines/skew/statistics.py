@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.analyzers import (
     Analyzer,
@@ -281,7 +282,7 @@ def compute_statistics(
     spark: Any = None,
 ) -> dict[str, Any]:
     """Per-feature statistics of ``table`` with the python, spark or beam engine."""
-    columns = stat_columns(table.schema, features)
+    columns = _beyond_float(table, stat_columns(table.schema, features))
     fs = statistics_feature_set(columns)
     table = _castable(table.select(list(columns)), columns)
     if engine == "python":
@@ -308,6 +309,21 @@ def compute_statistics(
     }
 
 
+def _beyond_float(table: pa.Table, columns: dict[str, str]) -> dict[str, str]:
+    """Integer columns holding values beyond +-2**53 (ids, hashes) are summarised as
+    float64: statistics are for drift, and a nullable Int64 is exact only within it."""
+    out = dict(columns)
+    for name, tname in columns.items():
+        if tname == "int64" and table.num_rows:
+            col = table.column(name)
+            if pa.types.is_dictionary(col.type):
+                col = col.cast(col.type.value_type)
+            lo, hi = pc.min_max(col.cast(pa.int64())).values()
+            if lo.is_valid and max(-lo.as_py(), hi.as_py()) > 2**53:
+                out[name] = "float64"
+    return out
+
+
 def _castable(table: pa.Table, columns: dict[str, str]) -> pa.Table:
     """Dictionary columns decoded, integers widened to int64 (the analyzers' input forms)."""
     arrays = []
@@ -318,7 +334,7 @@ def _castable(table: pa.Table, columns: dict[str, str]) -> pa.Table:
         if columns[name] == "int64" and col.type != pa.int64():
             col = col.cast(pa.int64())
         if columns[name] == "float64" and col.type != pa.float64():
-            col = col.cast(pa.float64())
+            col = col.cast(pa.float64(), safe=False)  # integers beyond 2**53: rounded
         arrays.append(col)
     return pa.table(arrays, names=table.column_names)
 

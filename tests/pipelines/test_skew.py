@@ -164,6 +164,17 @@ def test_changed_code_a_transform_reaches_is_a_fingerprint_cause(
     assert all(f[n]["exact_match_rate"] == 1.0 for n in f if n != "device_idx")
 
 
+def test_statistics_of_integers_beyond_2_53_are_float64_not_an_error() -> None:
+    """Ids and hashes as features: a nullable Int64 is exact within 2**53 only, so such a
+    column is summarised as float64 (drift statistics), never a raw Arrow error."""
+    table = pa.table(
+        {"id": pa.array([2**60, None, 5, 2**62], pa.int64()), "n": pa.array([1, 2, None, 4])}
+    )
+    got = compute_statistics(table)["features"]
+    assert got["id"]["type"] == "float64" and got["id"]["max"] == float(2**62)
+    assert got["n"]["type"] == "int64" and got["n"]["max"] == 4
+
+
 def test_stale_statistics_artifact_is_attributed_to_the_artifact(env: Env, tmp_path: Path) -> None:
     from pipelines.apply import apply
     from store.manifest import Manifest
@@ -197,7 +208,9 @@ def test_stopped_materialization_is_a_freshness_lag(env: Env, tmp_path: Path) ->
     for rows in _user_rows(env, users).values():
         recent = [r for r in rows if r["event_timestamp"] > env.now - timedelta(days=6)]
         older = [
-            r for r in recent[:-1] if r["user_amount_mean_last_10"] != rows[-1]["user_amount_mean_last_10"]
+            r
+            for r in recent[:-1]
+            if r["user_amount_mean_last_10"] != rows[-1]["user_amount_mean_last_10"]
         ]
         if older:
             lagging.append(older[-1])  # what Redis held before materialization stopped

@@ -30,7 +30,7 @@ from store import redis_layout as rl
 from store import window_layout as wl
 from store import window_state as wst
 from store.manifest import Manifest, ServiceSpec
-from transforms.errors import ArtifactError, RequestError
+from transforms.errors import ArtifactError, RequestError, TransformError
 from transforms.modules import import_definitions
 from transforms.window_runtime import WindowRunner
 
@@ -302,6 +302,10 @@ def test_keys_are_exact_per_project_and_never_feast_keys(client: redis.Redis, de
             parsed = wl.parse_key(keys[0])
             assert parsed == (p, "user_windows", rl.serialize_entity_key(["user_id"], [7]))
             assert rl.key_project(keys[0]) is None  # Feast's key scan never takes it
+            # a quiet entity's key expires one span (longest window + grace) after its
+            # last write, when every window as of now is empty
+            span_ms = (ws.max_window_micros + wl.GRACE_MICROS) // 1000
+            assert span_ms - 60_000 < client.pttl(keys[0]) <= span_ms
     finally:
         for p in projects:
             wst.clear_windows(client, p)
@@ -673,6 +677,13 @@ def test_python_api_errors_name_the_column(client: redis.Redis, project: str, de
                  [{"user_id": 1, "ts": "2025-01-01", "txn_id": 1, "amount": 1.0, "qty": 1,
                    "merchant": "a"}])  # fmt: skip
     assert err.value.field == "ts"
+    assert not wst.window_keys(client, project)
+    # a nullable Int64 travels as float64: beyond 2**53 it is refused, naming the input
+    with pytest.raises(TransformError, match=r"'qty' is a nullable int64 .*2\*\*53") as err:
+        wst.push(client, project, defs.user_windows,
+                 [{"user_id": 1, "ts": END, "txn_id": 1, "amount": 1.0, "qty": 2**53 + 1,
+                   "merchant": "a"}])  # fmt: skip
+    assert err.value.field == "qty"
     assert not wst.window_keys(client, project)
 
 
