@@ -75,34 +75,31 @@ def _inferring() -> bool:
 
 def window_udf(window_set: str, samples: dict[str, Any]) -> Any:
     """The UDF of a window set's on-demand view (see the module doc)."""
-    message = not_in_feast_message(window_set)
-
-    def udf(inputs: dict[str, Any]) -> dict[str, Any]:  # noqa: ARG001 - Feast's signature
-        if _inferring():
-            return {name: [value] for name, value in samples.items()}
-        raise NotComputedByFeast(message)
-
-    udf.__name__ = f"{window_set.lower()}_not_in_feast"
-    return udf
+    return _refusing(window_set, not_in_feast_message(window_set), samples)
 
 
 def refusing_udf(feature_set: str, window_refs: list[str], outputs: dict[str, str]) -> Any:
     """The UDF of a request-time set that reads window features (``window_refs``): Feast
-    cannot give those inputs as of the request time, so the set's outputs are refused too
-    (typed placeholders for Feast's schema inference only)."""
+    cannot give those inputs as of the request time, so the set's outputs are refused too."""
     message = (
         f"feature set '{feature_set}' reads window features {window_refs}, which skewless "
         "computes as of each request's time, not Feast: read it with `skewless serve` "
         "(POST /get-online-features) and build training sets with `skewless training-set`"
     )
     samples = {name: _sample(type_name) for name, type_name in outputs.items()}
+    return _refusing(feature_set, message, samples)
+
+
+def _refusing(name: str, message: str, samples: dict[str, Any]) -> Any:
+    """A UDF raising NotComputedByFeast(``message``), but for Feast's schema inference,
+    which gets one typed placeholder row (``samples``) and discards it."""
 
     def udf(inputs: dict[str, Any]) -> dict[str, Any]:  # noqa: ARG001 - Feast's signature
         if _inferring():
-            return {name: [value] for name, value in samples.items()}
+            return {n: [value] for n, value in samples.items()}
         raise NotComputedByFeast(message)
 
-    udf.__name__ = f"{feature_set.lower()}_not_in_feast"
+    udf.__name__ = f"{name.lower()}_not_in_feast"
     return udf
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import httpx
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -103,22 +105,7 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
         trips = pq.read_table(repo / "sources" / "trips")
         entities = trips.select(["driver_id", "pickup_at", "distance_km", "quoted_fare"])
         pq.write_table(entities, tmp_path / "entities.parquet")
-        out = tmp_path / "train.parquet"
-        done = skewless(
-            "training-set",
-            "--entities",
-            str(tmp_path / "entities.parquet"),
-            "--timestamp-column",
-            "pickup_at",
-            "--out",
-            str(out),
-            "--service",
-            "pricing_v1",
-            cwd=repo,
-            env=env,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        training = pq.read_table(out)
+        training = _training_set(repo, env, tmp_path, "pricing_v1")
         assert training.num_rows == trips.num_rows
         assert {"driver_seconds_since_prev", "distance_z", "trip_fare_count_24h"} <= set(
             training.schema.names
@@ -132,22 +119,7 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
         )
         assert training.column("fare_per_km_vs_driver").equals(ratio)
         # the same transform where the service does not list the window feature
-        quotes_out = tmp_path / "quotes.parquet"
-        done = skewless(
-            "training-set",
-            "--entities",
-            str(tmp_path / "entities.parquet"),
-            "--timestamp-column",
-            "pickup_at",
-            "--out",
-            str(quotes_out),
-            "--service",
-            "quotes_v1",
-            cwd=repo,
-            env=env,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        quotes_set = pq.read_table(quotes_out)
+        quotes_set = _training_set(repo, env, tmp_path, "quotes_v1")
         assert "trip_fare_mean_7d" not in quotes_set.schema.names
         assert quotes_set.column("fare_per_km_vs_driver").equals(ratio)
     finally:
@@ -156,6 +128,20 @@ def test_init_then_the_chain_from_the_cli(tmp_path, redis_url):
         if keys:
             client.delete(*keys)
         clear_windows(client, name)
+
+
+def _training_set(repo: Path, env: dict[str, str], tmp_path: Path, service: str) -> pa.Table:
+    """`skewless training-set` of ``service`` over ``tmp_path/entities.parquet``."""
+    out = tmp_path / f"{service}.parquet"
+    done = skewless(
+        "training-set",
+        *("--entities", str(tmp_path / "entities.parquet"), "--timestamp-column", "pickup_at"),
+        *("--out", str(out), "--service", service),
+        cwd=repo,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return pq.read_table(out)
 
 
 NOISY = """
