@@ -128,27 +128,35 @@ def _on_spark(
 
 def newest_before(events: pa.Table, ws: Any, queries: pa.Table, time_column: str) -> pa.Array:
     """Per query row: the newest event time of its entity strictly before its time (UTC
-    microseconds; null when none). The freshness reference of served window features."""
+    microseconds; null when none). The freshness reference of served window features.
+
+    One sort of events and queries together by (entity, time, queries first at a tie), a
+    running maximum of the event positions: each query sees the last event sorted before
+    it, which counts when it belongs to the same entity."""
     keys = list(ws.entities)
     ev_t = pc.cast(events.column(ws.event_timestamp), pa.timestamp("us", tz="UTC"))
     q_t = pc.cast(queries.column(time_column), pa.timestamp("us", tz="UTC"))
     ev_codes, q_codes = _codes(events, queries, keys)
-    ev_us = np.asarray(ev_t.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy())
-    ok = ~np.asarray(ev_t.is_null().to_numpy(zero_copy_only=False)) & (ev_codes >= 0)
-    order = np.lexsort((ev_us[ok], ev_codes[ok]))
-    codes, times = ev_codes[ok][order], ev_us[ok][order]
+    ev_us = np.asarray(ev_t.cast(pa.int64()).fill_null(0).to_numpy())
+    ev_ok = ~np.asarray(ev_t.is_null().to_numpy(zero_copy_only=False)) & (ev_codes >= 0)
     q_us = np.asarray(q_t.cast(pa.int64()).fill_null(0).to_numpy())
-    out: list[int | None] = []
-    starts = np.searchsorted(codes, q_codes, side="left")
-    ends = np.searchsorted(codes, q_codes, side="right")
-    q_null = np.asarray(q_t.is_null().to_numpy(zero_copy_only=False))
-    for i, (lo, hi) in enumerate(zip(starts, ends, strict=True)):
-        if q_codes[i] < 0 or q_null[i] or lo == hi:
-            out.append(None)
-            continue
-        j = lo + int(np.searchsorted(times[lo:hi], q_us[i], side="left")) - 1
-        out.append(int(times[j]) if j >= lo else None)
-    return pa.array(out, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    q_ok = ~np.asarray(q_t.is_null().to_numpy(zero_copy_only=False)) & (q_codes >= 0)
+    n_ev = int(ev_ok.sum())
+    codes = np.concatenate([ev_codes[ev_ok], q_codes])
+    times = np.concatenate([ev_us[ev_ok], q_us])
+    is_event = np.concatenate([np.ones(n_ev, np.int8), np.zeros(len(q_codes), np.int8)])
+    order = np.lexsort((is_event, times, codes))  # at one instant the query comes first
+    sorted_event = is_event[order] == 1
+    last = np.maximum.accumulate(np.where(sorted_event, np.arange(len(order)), -1))
+    at = np.empty(len(order), np.int64)
+    at[order] = np.arange(len(order))  # each row's position in the sorted order
+    q_last = last[at[n_ev:]]
+    seen = q_last >= 0
+    same = np.zeros(len(q_codes), bool)
+    same[seen] = codes[order[q_last[seen]]] == q_codes[seen]
+    found = q_ok & seen & same
+    newest = np.where(found, times[order[np.maximum(q_last, 0)]], 0)
+    return pa.array(newest, pa.int64(), mask=~found).cast(pa.timestamp("us", tz="UTC"))
 
 
 def _codes(events: pa.Table, queries: pa.Table, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
