@@ -109,6 +109,36 @@ def redis_floor(run: WindowRun, seconds: float) -> tuple[float, float]:
     return percentiles_ms(lat)
 
 
+def server_time(run: WindowRun, bodies: list[dict[str, Any]], use_wrk: bool) -> tuple[float, float]:
+    """One 1-connection run of ours between two reads of the server's latency histogram
+    (``/metrics``, from the request read to the answer written): the share of its lookups
+    within 1 ms, and the smallest bucket bound holding 99% of them (ms). The client's
+    figures add the loopback, the load generator and the machine's scheduling."""
+    before = _histogram(run.port)
+    run_load(run.port, "/get-online-features", bodies, 1, run.sizes.seconds, use_wrk)
+    after = _histogram(run.port)
+    delta = {le: after[le] - before.get(le, 0.0) for le in after}
+    total = delta.pop("+Inf")
+    bounds = sorted(delta)
+    p99 = next((le for le in bounds if delta[le] >= 0.99 * total), float("inf"))
+    return 100.0 * delta[0.001] / total, p99 * 1000
+
+
+def _histogram(port: int) -> dict[Any, float]:
+    """Cumulative bucket counts of ``skewless_request_seconds`` for /get-online-features."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:  # noqa: S310 - loopback
+        text = answer.read().decode()
+    out: dict[Any, float] = {}
+    prefix = 'skewless_request_seconds_bucket{endpoint="/get-online-features",le="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            le, _, count = line[len(prefix) :].partition('"} ')
+            out["+Inf" if le == "+Inf" else float(le)] = float(count)
+    return out
+
+
 # ------------------------------------------------------------------ the alternatives
 
 
@@ -216,6 +246,8 @@ def lookup_rows(run: WindowRun, events: Any, use_wrk: bool, console: Any) -> lis
     ]
     with console.status("lookups through HTTP: skewless serve, feast serve, /health"):
         mine, feast, health = loads(run, targets, use_wrk)
+    with console.status("the server's own time per lookup: one more run @1 conn"):
+        within_1ms, p99_bound = server_time(run, ours, use_wrk)
     with console.status("Redis floor: ZRANGEBYSCORE alone"):
         r_p50, r_p99 = redis_floor(run, s.seconds)
     with console.status(f"pandas at request time: {mine.requests:,} requests"):
@@ -239,6 +271,7 @@ def lookup_rows(run: WindowRun, events: Any, use_wrk: bool, console: Any) -> lis
     fc = "Feast column: feast serve, pandas ODFV over the events as list features"
     pc = "Feast column: pandas per request, in-process"
     http, redis = "floor, HTTP alone (POST /health)", "floor, Redis alone (the ZRANGEBYSCORE)"
+    server = "the server's own time (request read to answer written, Redis included)"
     parity = f"mismatching values vs pandas, of {compared:,} (Feast column: feast serve's)"
     return [
         _rps(f"{what}, {state}: req/s @16 conns ({fc})", mine.rps, feast.rps),
@@ -247,6 +280,8 @@ def lookup_rows(run: WindowRun, events: Any, use_wrk: bool, console: Any) -> lis
         _rps(f"{what}: req/s @16 conns ({pc}, 1 core)", mine.rps, a_rps),
         Measure(AREA, f"{what}: p50 ms @1 conn ({pc})", "ms", mine.p50_ms, a_p50),
         Measure(AREA, f"{what}: p99 ms @1 conn ({pc})", "ms", mine.p99_ms, a_p99),
+        Measure(AREA, f"{what}, @1 conn: {server}: share within 1 ms", "%", within_1ms),
+        Measure(AREA, f"{what}, @1 conn: {server}: p99 at most (bucket bound)", "ms", p99_bound),
         _rps(f"{http}: req/s @16 conns", health.rps, None),
         Measure(AREA, f"{http}: p50 ms @1 conn", "ms", health.p50_ms),
         Measure(AREA, f"{http}: p99 ms @1 conn", "ms", health.p99_ms),

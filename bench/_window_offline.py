@@ -27,19 +27,54 @@ EVENTS_PER_DRIVER = 100
 QUERY_TIME = "request_time"
 
 
-def _run_local(events: Any, queries: Any) -> Any:
+SPARK_MASTER = "local[2]"
+SPARK_MAX_QUERIES = 100_000  # Spark's rows are measured at the --quick size at most
+
+
+def _prepare_local(data: Path) -> Callable[[], int]:
+    import pyarrow.parquet as pq
+
     from bench.repos.windows_repo import window_set
     from transforms.window_runtime import WindowRunner
 
-    return WindowRunner(window_set()).run_local(events, queries, QUERY_TIME)
+    events = pq.read_table(data / "events.parquet")
+    queries = pq.read_table(data / "queries.parquet")
+    return lambda: WindowRunner(window_set()).run_local(events, queries, QUERY_TIME).num_rows
 
 
-# The engines timed, each giving two rows (wall time, peak memory): name -> (label,
-# (events, queries) -> one row of window features per query). The training-set comparison
-# of local vs Spark (transforms.engines.spark.apply_windows, built separately) goes here:
-# one more entry, and its rows follow run_local's in the same table.
-ENGINES: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {
-    "local": ("run_local", _run_local),
+def _prepare_spark(data: Path) -> Callable[[], int]:
+    """What ``skewless training-set --engine spark`` runs for a window set
+    (:func:`transforms.engines.spark.apply_windows` over the events, query rows numbered
+    and the answer collected in their order); the session is started, and warmed on 1,000
+    queries, before the clock (a cold first job costs ~10 s more)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.repos.windows_repo import window_set
+    from pipelines.spark_session import get_spark
+    from transforms.engines.spark import apply_windows
+
+    session = get_spark(SPARK_MASTER, "skewless-bench-windows")
+    queries = pq.read_table(data / "queries.parquet")
+    numbered = queries.append_column("row", pa.array(range(queries.num_rows), pa.int64()))
+    events = session.read.parquet(str(data / "events.parquet"))
+    query_df = session.createDataFrame(numbered)
+
+    def run(queries: Any = query_df) -> int:
+        answer = apply_windows(window_set(), events, queries, QUERY_TIME, ["row"])
+        return int(answer.toArrow().sort_by("row").num_rows)
+
+    run(session.createDataFrame(numbered.slice(0, 1_000)))  # JVM and Python workers warm
+    return run
+
+
+# The engines timed: name -> (label, data dir -> a call answering every query, timed).
+ENGINES: dict[str, tuple[str, Callable[[Path], Callable[[], int]]]] = {
+    "local": ("run_local", _prepare_local),
+    "spark": (
+        f"Spark {SPARK_MASTER} (apply_windows, as training-set --engine spark)",
+        _prepare_spark,
+    ),
 }
 # starts the child, waits, prints the child's peak RSS (kilobytes on Linux)
 _MEASURE = (
@@ -60,15 +95,12 @@ def _vm(field: str) -> int:
 
 def child_main(engine: str, data: str) -> None:
     """In the child: read the inputs, time ``engine`` on them, print one JSON line."""
-    import pyarrow.parquet as pq
-
-    events = pq.read_table(Path(data) / "events.parquet")
-    queries = pq.read_table(Path(data) / "queries.parquet")
+    run = ENGINES[engine][1](Path(data))
     inputs_mb = _vm("VmRSS")
     t0 = time.perf_counter()
-    out = ENGINES[engine][1](events, queries)
+    rows = run()
     seconds = time.perf_counter() - t0
-    print(json.dumps({"seconds": seconds, "rows": out.num_rows, "inputs_mb": inputs_mb}))
+    print(json.dumps({"seconds": seconds, "rows": rows, "inputs_mb": inputs_mb}))
 
 
 def write_inputs(data: Path, n_events: int, n_queries: int) -> None:
@@ -117,19 +149,43 @@ def offline_rows(run: WindowRun, console: Any) -> list[Measure]:
     size = f"{s.offline_queries:,} queries x {s.offline_events:,} events"
     with console.status(f"offline inputs: {size}"):
         write_inputs(data, s.offline_events, s.offline_queries)
-    rows = []
-    for engine, (label, _) in ENGINES.items():
-        with console.status(f"offline: {label}, {size} (child process)"):
-            got = run_child(run, engine, data)
-        if got["rows"] != s.offline_queries:
-            raise RuntimeError(f"{label} answered {got['rows']} rows for {s.offline_queries}")
-        console.print(
-            f"offline: {label}, {size}: {got['seconds']:.1f}s "
-            f"({s.offline_queries / got['seconds']:,.0f} queries/s), peak RSS "
-            f"{got['peak_mb']:,.0f} MB (inputs read: {got['inputs_mb']:,} MB)"
+    rows = _engine_rows(run, "local", data, s.offline_events, s.offline_queries, console)
+    # Spark beside run_local on the same inputs, at the --quick size at most (local[2] on
+    # 2 cores: 1M x 10M would take a quarter of an hour)
+    n_q = min(s.offline_queries, SPARK_MAX_QUERIES)
+    n_e = s.offline_events * n_q // s.offline_queries
+    if n_q != s.offline_queries:
+        data = run.tmp / "offline-spark"
+        with console.status(f"offline inputs: {n_q:,} queries x {n_e:,} events"):
+            write_inputs(data, n_e, n_q)
+        rows += _engine_rows(run, "local", data, n_e, n_q, console, memory=False)
+    rows += _engine_rows(run, "spark", data, n_e, n_q, console, memory=False)
+    return rows
+
+
+def _engine_rows(
+    run: WindowRun,
+    engine: str,
+    data: Path,
+    n_events: int,
+    n_queries: int,
+    console: Any,
+    memory: bool = True,
+) -> list[Measure]:
+    label = ENGINES[engine][0]
+    size = f"{n_queries:,} queries x {n_events:,} events"
+    with console.status(f"offline: {label}, {size} (child process)"):
+        got = run_child(run, engine, data)
+    if got["rows"] != n_queries:
+        raise RuntimeError(f"{label} answered {got['rows']} rows for {n_queries}")
+    console.print(
+        f"offline: {label}, {size}: {got['seconds']:.1f}s "
+        f"({n_queries / got['seconds']:,.0f} queries/s), peak RSS "
+        f"{got['peak_mb']:,.0f} MB (inputs read: {got['inputs_mb']:,} MB)"
+    )
+    rows = [Measure(AREA, f"{label}, {size}: wall time", "s", got["seconds"])]
+    if memory:
+        rows.append(
+            Measure(AREA, f"{label}, {size}: peak memory (child process)", "MB", got["peak_mb"])
         )
-        rows += [
-            Measure(AREA, f"{label}, {size}: wall time", "s", got["seconds"]),
-            Measure(AREA, f"{label}, {size}: peak memory (child process)", "MB", got["peak_mb"]),
-        ]
     return rows

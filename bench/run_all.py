@@ -1,6 +1,7 @@
 """``skewless bench``: every benchmark, one after another, in one table against Feast.
 
 Runs ``bench.transforms``, ``bench.materialize``, ``bench.training_set``,
+``bench.training_set_spark`` (the point-in-time join here and on Spark),
 ``bench.serving``, ``bench.windows``, ``bench.fuzz`` and ``bench.soak`` (60 s; 10 s with
 ``--quick``) as separate processes (so one's memory and threads never colour another's
 figures), on the same Redis, and prints one markdown table. The full run also
@@ -41,6 +42,7 @@ def _scripts(quick: bool, redis_url: str) -> list[tuple[str, list[str]]]:
             ],
         ),
         ("training set", ["bench.training_set", *(["--quick"] if quick else [])]),
+        ("training set on Spark", ["bench.training_set_spark", *(["--quick"] if quick else [])]),
         (
             "online lookup",
             ["bench.serving", "--redis-url", redis_url, *(["--quick"] if quick else [])],

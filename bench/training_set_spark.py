@@ -23,7 +23,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.results import Measure, write_json
 from bench.training_set import REFS, generate
+
+AREA = "training set, local vs Spark"
 
 
 def _same_bits(a: pa.Table, b: pa.Table) -> bool:
@@ -43,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feature-rows", type=int, default=1_000_000)
     parser.add_argument("--entities", type=int, default=20_000)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--quick", action="store_true", help="10k x 100k rows, 2k entities")
+    parser.add_argument("--json", help="also write the measurements here (for skewless bench)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.entity_rows, args.feature_rows, args.entities = 10_000, 100_000, 2_000
 
     from pipelines.spark_session import get_spark
     from pipelines.training_set import Engine, get_training_set
@@ -74,6 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in seconds.items():
         print(f"| | {name} ({args.master if 'spark' in name else 'this process'}) | {s:.2f} |")
     print(f"\nSpark == local bit for bit ({local.num_rows:,} rows)")
+    write_json(
+        [
+            Measure(
+                AREA,
+                f"point-in-time join, {size} rows (equal bit for bit): "
+                + (f"{name} ({args.master})" if "spark" in name else "this process"),
+                "s",
+                s,
+            )
+            for name, s in seconds.items()
+        ],
+        args.json,
+    )
     return 0
 
 
