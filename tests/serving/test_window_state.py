@@ -679,11 +679,11 @@ def test_python_api_errors_name_the_column(client: redis.Redis, project: str, de
     assert err.value.field == "ts"
     assert not wst.window_keys(client, project)
     # a nullable Int64 travels as float64: beyond 2**53 it is refused, naming the input
-    with pytest.raises(TransformError, match=r"'qty' is a nullable int64 .*2\*\*53") as err:
+    with pytest.raises(TransformError, match=r"'qty' is a nullable int64 .*2\*\*53") as big:
         wst.push(client, project, defs.user_windows,
                  [{"user_id": 1, "ts": END, "txn_id": 1, "amount": 1.0, "qty": 2**53 + 1,
                    "merchant": "a"}])  # fmt: skip
-    assert err.value.field == "qty"
+    assert big.value.field == "qty"
     assert not wst.window_keys(client, project)
 
 
