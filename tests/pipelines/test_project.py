@@ -168,7 +168,8 @@ def test_parity_counts_the_mismatches_of_a_nondeterministic_transform(tmp_path):
     assert done.returncode == 0, done.stderr
     features = repo / "features.py"
     features.write_text(features.read_text() + NOISY)
-    done = skewless("parity", "--source-sample", "500", cwd=repo, env=dict(os.environ))
+    wide = {**os.environ, "COLUMNS": "200"}  # one table line per feature, names unwrapped
+    done = skewless("parity", "--source-sample", "500", cwd=repo, env=wide)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     rows = {line.split("│")[2].strip(): line for line in done.stdout.splitlines() if "│" in line}
     assert rows["driver_noise"].split("│")[3].strip() == "500"  # every row, against spark
