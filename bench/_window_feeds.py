@@ -22,6 +22,7 @@ from typing import Any
 from bench._load import http_request, roundtrip
 from bench._window_run import PY, ROOT, WINDOW_SET, Http, WindowRun, percentiles_ms
 from bench.results import Measure
+from pipelines.event_logs import RedisStreamLog
 
 INGEST = "window ingest"
 FRESH = "window freshness"
@@ -182,10 +183,23 @@ def push_freshness_rows(run: WindowRun, console: Any) -> list[Measure]:
 # ------------------------------------------------------------------- the streaming job
 
 
-def _stream_job(run: WindowRun, stream: str, checkpoint: Path, *extra: str) -> Any:
+def _log(run: WindowRun, log_url: str | None, part: str) -> Any:
+    """A new stream of the run (a Redis stream in the run's Redis, or NATS JetStream at
+    ``log_url``), deleted at the end of the run."""
+    from pipelines.event_logs import open_log
+
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", f"{run.project}_{part}")
+    log = open_log(log_url or run.redis_url, name)
+    run.streams.append(log)
+    return log
+
+
+def _stream_job(run: WindowRun, log: Any, checkpoint: Path, *extra: str) -> Any:
     """``skewless stream`` on the run's project, in its own process group (Spark's JVM)."""
-    cmd = [PY, "-m", "cli.main", "stream", "--repo", str(run.root), "--stream", stream]
+    cmd = [PY, "-m", "cli.main", "stream", "--repo", str(run.root), "--stream", log.stream]
     cmd += ["--checkpoint", str(checkpoint), "--redis-url", run.redis_url, *extra]
+    if not isinstance(log, RedisStreamLog):
+        cmd += ["--log-url", log.url]
     return subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -196,17 +210,15 @@ def _stream_job(run: WindowRun, stream: str, checkpoint: Path, *extra: str) -> A
     )
 
 
-def _append(run: WindowRun, stream: str, n: int) -> float:
-    """XADD ``n`` events (times as epoch micros) in chunks; returns seconds taken."""
+def _append(run: WindowRun, log: Any, n: int) -> float:
+    """Append ``n`` events (times as epoch micros) in chunks; returns seconds taken."""
     import pyarrow as pa
-
-    from pipelines.streaming import append_events
 
     table = _events(run, n, "s", seed=4)
     table = table.set_column(1, "pickup_at", table.column("pickup_at").cast(pa.int64()))
     t0 = time.perf_counter()
     for lo in range(0, n, 50_000):
-        append_events(run.client, stream, table.slice(lo, 50_000).to_pylist())
+        log.append(table.slice(lo, 50_000).to_pylist())
     return time.perf_counter() - t0
 
 
@@ -244,18 +256,17 @@ class CatchUp:
         )
 
 
-def catch_up(run: WindowRun, console: Any) -> CatchUp:
+def catch_up(run: WindowRun, console: Any, log_url: str | None) -> CatchUp:
     """``skewless stream --available-now`` over a stream of ``stream_events``."""
     n = run.sizes.stream_events
-    stream = f"{run.project}:catch-up"
-    run.streams.append(stream)
-    with console.status(f"XADD {n:,} events"):
-        secs = _append(run, stream, n)
+    log = _log(run, log_url, "catch-up")
+    with console.status(f"appending {n:,} events"):
+        secs = _append(run, log, n)
     console.print(f"stream: {n:,} events appended in {secs:.1f}s")
-    ckpt = run.tmp / "ckpt-catch-up"
+    ckpt = run.tmp / f"ckpt-catch-up-{len(run.streams)}"
     with console.status(f"skewless stream --available-now over {n:,} events"):
         t0 = time.perf_counter()
-        job = _stream_job(run, stream, ckpt, "--available-now", "--max-events", str(STREAM_BATCH))
+        job = _stream_job(run, log, ckpt, "--available-now", "--max-events", str(STREAM_BATCH))
         out, _ = job.communicate(timeout=3600)
         wall = time.perf_counter() - t0
     text = out.decode(errors="replace")
@@ -273,14 +284,11 @@ def catch_up(run: WindowRun, console: Any) -> CatchUp:
     return got
 
 
-def stream_freshness(run: WindowRun, console: Any) -> list[float]:
-    """Seconds from XADD to the first lookup counting the event, the job running
+def stream_freshness(run: WindowRun, console: Any, log_url: str | None) -> list[float]:
+    """Seconds from append to the first lookup counting the event, the job running
     continuously (default trigger), events appended at :data:`STREAM_RATE` per second."""
-    from pipelines.streaming import append_events
-
-    stream = f"{run.project}:fresh"
-    run.streams.append(stream)
-    job = _stream_job(run, stream, run.tmp / "ckpt-fresh")
+    log = _log(run, log_url, "fresh")
+    job = _stream_job(run, log, run.tmp / f"ckpt-fresh-{len(run.streams)}")
     http = Http(run.port)
 
     def visible(drivers: list[str]) -> list[bool]:
@@ -289,15 +297,15 @@ def stream_freshness(run: WindowRun, console: Any) -> list[float]:
 
     try:
         with console.status("skewless stream: waiting for its first write"):
-            append_events(run.client, stream, [_fresh_event("fs-warm", 4 * 10**9)])
+            log.append([_fresh_event(f"fs-warm{len(run.streams)}", 4 * 10**9)])
             deadline = time.monotonic() + 300
-            while not visible(["fs-warm"])[0]:
+            while not visible([f"fs-warm{len(run.streams)}"])[0]:
                 if job.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the streaming job wrote nothing within 300 s")
                 time.sleep(0.05)
         total = int(run.sizes.fresh_stream_seconds * STREAM_RATE)
         with console.status(f"freshness through skewless stream: {total} events"):
-            return _trickle(run, stream, total, visible)
+            return _trickle(log, total, visible, f"fs{len(run.streams)}-")
     finally:
         http.close()
         if job.poll() is None:
@@ -309,10 +317,9 @@ def stream_freshness(run: WindowRun, console: Any) -> list[float]:
                 job.wait()
 
 
-def _trickle(run: WindowRun, stream: str, total: int, visible: Any) -> list[float]:
-    """Append ``total`` events at :data:`STREAM_RATE`/s, polling every pending one."""
-    from pipelines.streaming import append_events
-
+def _trickle(log: Any, total: int, visible: Any, prefix: str) -> list[float]:
+    """Append ``total`` events at :data:`STREAM_RATE`/s (drivers ``<prefix><n>``),
+    polling every pending one."""
     pending: dict[str, float] = {}
     lat: list[float] = []
     appended = 0
@@ -323,10 +330,10 @@ def _trickle(run: WindowRun, stream: str, total: int, visible: Any) -> list[floa
         if now > deadline:
             raise RuntimeError(f"{len(pending)} streamed events not visible after 120 s")
         if appended < total and now >= start + appended / STREAM_RATE:
-            driver = f"fs{appended:07d}"
+            driver = f"{prefix}{appended:07d}"
             ev = _fresh_event(driver, 4 * 10**9 + 1 + appended)
             pending[driver] = time.perf_counter()
-            append_events(run.client, stream, [ev])
+            log.append([ev])
             appended += 1
         if pending:
             drivers = list(pending)
@@ -337,12 +344,15 @@ def _trickle(run: WindowRun, stream: str, total: int, visible: Any) -> list[floa
     return lat
 
 
-def stream_rows(run: WindowRun, console: Any) -> list[Measure]:
-    got = catch_up(run, console)
-    p50, p99 = percentiles_ms(stream_freshness(run, console))
+def stream_rows(run: WindowRun, console: Any, log_url: str | None = None) -> list[Measure]:
+    """The streaming job's rows, over a Redis stream (``log_url`` None) or over NATS
+    JetStream at ``log_url``."""
+    got = catch_up(run, console, log_url)
+    p50, p99 = percentiles_ms(stream_freshness(run, console, log_url))
     total = int(run.sizes.fresh_stream_seconds * STREAM_RATE)
-    what = f"skewless stream --available-now, {got.events:,} events"
-    fresh = "skewless stream (continuous) XADD -> visible in a lookup"
+    via = "" if log_url is None else " from NATS JetStream"
+    what = f"skewless stream{via} --available-now, {got.events:,} events"
+    fresh = f"skewless stream{via} (continuous) append -> visible in a lookup"
     fresh += f" ({total} events at {STREAM_RATE}/s)"
     rows = [_rate(f"{what}: events/s, first batch's start to last commit", got.events / got.span)]
     if got.steady_events:

@@ -94,7 +94,8 @@ class WindowRun:
     feast_port: int = 0  # feast serve's
     server: subprocess.Popen[bytes] | None = None  # skewless serve
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # every server started
-    streams: list[str] = field(default_factory=list)  # Redis streams to delete at the end
+    streams: list[Any] = field(default_factory=list)  # event logs to delete at the end
+    nats_url: str | None = None  # also stream from NATS JetStream here
 
     @property
     def window_set(self) -> Any:

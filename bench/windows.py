@@ -97,7 +97,7 @@ def measure_all(
 ) -> list[Measure]:
     """Every part asked for; offline first, before Redis and the servers fill memory."""
     from bench import _window_feeds as feeds
-    from bench._window_lookup import lookup_rows
+    from bench._window_lookup import busy_rows, lookup_rows
     from bench._window_offline import offline_rows
 
     measures = offline_rows(run, console) if "offline" in parts else []
@@ -112,12 +112,15 @@ def measure_all(
     )
     if "lookup" in parts:
         measures += lookup_rows(run, events, use_wrk, console)
+        measures += busy_rows(run, use_wrk, console)
     del events
     if "ingest" not in parts:
         return _ordered(measures)
     measures += feeds.ingest_rows(run, console)
     measures += feeds.push_freshness_rows(run, console)
     measures += feeds.stream_rows(run, console)
+    if run.nats_url is not None:
+        measures += feeds.stream_rows(run, console, run.nats_url)
     return _ordered(measures)
 
 
@@ -132,6 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="measure only these"
     )
+    ap.add_argument(
+        "--nats-url",
+        default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+        help="also stream from NATS JetStream here (skipped, saying so, when it does not answer)",
+    )
     ap.add_argument("--json", help="also write the measurements here (for skewless bench)")
     ap.add_argument("--offline-child", nargs=2, metavar=("ENGINE", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -144,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
 
     from bench.repos.windows_repo import build
+    from pipelines.event_logs import nats_answers
     from store.window_state import clear_windows
 
     console = Console()
@@ -163,7 +172,10 @@ def main(argv: list[str] | None = None) -> None:
         sizes=sizes,
         end_us=time.time_ns() // 1000,
         client=redis.Redis.from_url(args.redis_url),
+        nats_url=args.nats_url if nats_answers(args.nats_url) else None,
     )
+    if run.nats_url is None and "ingest" in args.parts:
+        console.print(f"[yellow]NATS does not answer at {args.nats_url}: no JetStream rows[/]")
     build(run.root, run.project, run.redis_host)
     use_wrk = wrk_path() is not None and not args.python_client
     try:
@@ -177,8 +189,9 @@ def main(argv: list[str] | None = None) -> None:
         feast_keys = list(run.client.scan_iter(match=b"*" + run.feast_project.encode(), count=5000))
         for lo in range(0, len(feast_keys), 5000):
             run.client.delete(*feast_keys[lo : lo + 5000])
-        if run.streams:
-            run.client.delete(*run.streams)
+        for log in run.streams:
+            log.delete()
+            log.close()
         console.print(
             f"[dim]removed {removed:,} window-state keys of {run.project}, "
             f"{len(feast_keys):,} Feast keys of {run.feast_project}[/]"

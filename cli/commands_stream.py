@@ -1,5 +1,5 @@
 """Command ``skewless stream``: the Spark Structured Streaming job that keeps the online
-window state fresh from a Redis stream (pipelines/streaming.py)."""
+window state fresh from a Redis stream or a NATS JetStream stream (pipelines/streaming.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ def register(app: typer.Typer) -> None:
     @guarded
     def stream_command(
         stream: Annotated[
-            str, typer.Option("--stream", help="The Redis stream key of raw events.")
+            str,
+            typer.Option(
+                "--stream",
+                help="The stream of raw events: a Redis stream key, or a NATS JetStream "
+                "stream name with a nats:// --log-url.",
+            ),
         ],
         checkpoint: Annotated[
             Path | None,
@@ -46,26 +51,44 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--max-events", help="At most this many events per micro-batch.")
         ] = 50_000,
         redis_url: Annotated[
-            str | None, typer.Option("--redis-url", help="Default: REDIS_URL, else localhost.")
+            str | None,
+            typer.Option(
+                "--redis-url", help="The online store. Default: REDIS_URL, else localhost."
+            ),
+        ] = None,
+        log_url: Annotated[
+            str | None,
+            typer.Option(
+                "--log-url",
+                help="Where the stream is: redis://... (a Redis stream) or nats://host:4222 "
+                "(NATS JetStream). Default: the online store's Redis.",
+            ),
         ] = None,
         repo: Repo = DEFAULT_REPO,
     ) -> None:
-        """Consume raw events from a Redis stream into the online window state, exactly once
-        in effect (restart it with the same checkpoint after any stop or crash)."""
+        """Consume raw events from a Redis stream or a NATS JetStream stream into the online
+        window state, exactly once in effect (restart it with the same checkpoint after any
+        stop or crash)."""
         if trigger_ms <= 0 or max_events <= 0:
             fail("--trigger-ms and --max-events must be positive")
+        from pipelines.event_logs import log_kind
         from pipelines.project import load_project
         from pipelines.streaming import run_stream
+
+        if log_url is not None:
+            log_kind(log_url)  # an unknown scheme fails before Spark starts
 
         project = load_project(repo)
         url = redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         where = checkpoint or project.data_dir / "checkpoints" / stream
-        typer.echo(f"streaming {stream} -> window state of {repo} (checkpoint {where})")
+        source = f"{log_url or url} stream {stream}"
+        typer.echo(f"streaming {source} -> window state of {repo} (checkpoint {where})")
         report = run_stream(
             repo,
             stream,
             where,
             redis_url=url,
+            log_url=log_url,
             window_sets=window_set or None,
             available_now=available_now,
             trigger_ms=trigger_ms,

@@ -1,12 +1,11 @@
-"""Fresh by streaming: events appended to a Redis stream reach the online window state
-through a Spark Structured Streaming job.
+"""Fresh by streaming: events appended to a log reach the online window state through a
+Spark Structured Streaming job.
 
-The log is a Redis stream (``XADD <stream> * e <event as JSON>``; :func:`append_events`
-writes that form): one entry per raw event, its columns as JSON (timestamps ISO-8601 with
-a zone, or epoch microseconds). :class:`RedisStreamSource` is a Spark Python data source
-over it: an offset is a stream entry id, a micro-batch is the id range
-``(previous end, end]`` read with ``XRANGE`` (at most ``maxEventsPerBatch`` events), and a
-batch re-read after a failure is the same range, so it holds the same events.
+The log is a Redis stream or a NATS JetStream stream (:mod:`pipelines.event_logs`): one
+entry per raw event, its columns as JSON. :class:`EventLogSource` is a Spark Python data
+source over it: an offset is an entry's offset in the log, a micro-batch is the range
+``(previous end, end]`` (at most ``maxEventsPerBatch`` events), and a batch re-read after a
+failure is the same range, so it holds the same events.
 
 Each micro-batch goes to :meth:`store.window_state.WindowState.push` for every window set
 of the project: the set's value functions (the one executor), then the idempotent ZADDs
@@ -25,7 +24,6 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,35 +32,10 @@ import yaml
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
+from pipelines.event_logs import EventLog, open_log
 from transforms.errors import ConfigError
 
-SOURCE_NAME = "skewless_redis_stream"
-FIELD = b"e"
-START = "0-0"
-PAGE = 10_000  # entries per XRANGE call
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def append_events(client: Any, stream: str, rows: Sequence[Mapping[str, Any]]) -> list[bytes]:
-    """Append raw events to ``stream`` (one entry each, pipelined); returns their ids."""
-    pipe = client.pipeline(transaction=False)
-    for row in rows:
-        pipe.xadd(stream, {FIELD: orjson.dumps(dict(row), default=_json_default)})
-    return [bytes(i) if not isinstance(i, bytes) else i for i in pipe.execute()]
-
-
-def _entry_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
-
-
-def _after(entry_id: str) -> str:
-    """The exclusive XRANGE bound just after ``entry_id``."""
-    return "(" + entry_id
+SOURCE_NAME = "skewless_event_log"
 
 
 @dataclass(frozen=True)
@@ -76,52 +49,55 @@ class _StreamReader(DataSourceStreamReader):
         self.url = options.get("url") or "redis://127.0.0.1:6379/0"
         self.stream = options.get("stream") or ""
         if not self.stream:
-            raise ConfigError("option 'stream' (the Redis stream key) is required")
+            raise ConfigError("option 'stream' (the stream of raw events) is required")
         self.max_events = int(options.get("maxEventsPerBatch", "50000"))
+        self._log: EventLog | None = None
 
-    def _client(self) -> Any:
-        import redis
-
-        return redis.Redis.from_url(self.url)
+    @property
+    def log(self) -> EventLog:
+        if self._log is None:
+            self._log = open_log(self.url, self.stream)
+        return self._log
 
     def initialOffset(self) -> dict[str, str]:  # noqa: N802 - Spark's interface
-        return {"id": START}
+        return {"id": self.log.initial()}
 
     def getDefaultReadLimit(self) -> Any:  # noqa: N802 - Spark's interface
         return ReadMaxRows(self.max_events)
 
     def latestOffset(self, start: dict[str, str], limit: Any) -> dict[str, str]:  # noqa: N802
-        client = self._client()
         if isinstance(limit, ReadAllAvailable):
-            last = client.xrevrange(self.stream, "+", "-", count=1)
-            return {"id": last[0][0].decode()} if last else start
+            last = self.log.last()
+            return {"id": last} if last is not None else start
         count = getattr(limit, "max_rows", self.max_events)
-        got = client.xrange(self.stream, _after(start["id"]), "+", count=count)
-        return {"id": got[-1][0].decode()} if got else start
+        return {"id": self.log.end_after(start["id"], count)}
 
     def partitions(self, start: dict[str, str], end: dict[str, str]) -> Sequence[_Range]:
         return [] if start["id"] == end["id"] else [_Range(start["id"], end["id"])]
 
     def read(self, partition: InputPartition) -> Iterator[tuple[str, int, str]]:
         assert isinstance(partition, _Range)
-        client = self._client()
-        lower = _after(partition.start)
-        while True:
-            page = client.xrange(self.stream, lower, partition.end, count=PAGE)
-            for entry_id, fields in page:
-                eid = entry_id.decode()
-                yield eid, _entry_ms(eid), fields[FIELD].decode()
-            if len(page) < PAGE:
-                return
-            lower = _after(page[-1][0].decode())
+        log = open_log(self.url, self.stream)
+        try:
+            for offset, ms, event in log.read(partition.start, partition.end):
+                yield offset, ms, event.decode()
+        finally:
+            log.close()
 
     def commit(self, end: dict[str, str]) -> None:
-        """The stream is the user's log: nothing is trimmed."""
+        """The log is the user's: nothing is trimmed or acknowledged."""
+
+    def stop(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
-class RedisStreamSource(DataSource):
-    """``spark.readStream.format("skewless_redis_stream").option("stream", key)``:
-    columns ``id`` (the entry id), ``appended_ms`` (its append time) and ``event`` (JSON)."""
+class EventLogSource(DataSource):
+    """``spark.readStream.format("skewless_event_log").option("url", url)
+    .option("stream", name)``: a Redis stream (``redis://`` URL) or a NATS JetStream
+    stream (``nats://``); columns ``id`` (the entry's offset), ``appended_ms`` (its append
+    time) and ``event`` (JSON)."""
 
     @classmethod
     def name(cls) -> str:
@@ -149,6 +125,7 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
     checkpoint: str | Path,
     *,
     redis_url: str,
+    log_url: str | None = None,
     window_sets: Sequence[str] | None = None,
     available_now: bool = False,
     trigger_ms: int = 100,
@@ -156,7 +133,10 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
     master: str = "local[2]",
 ) -> StreamReport:
     """Run the streaming job for the project at ``repo`` until stopped (or, with
-    ``available_now``, until the events appended before the start are written)."""
+    ``available_now``, until the events appended before the start are written). The
+    events are read from ``stream`` in the log at ``log_url`` (a Redis stream, by default
+    in the online store's Redis, or NATS JetStream for a ``nats://`` URL); the window
+    state is written to ``redis_url``."""
     import redis
 
     from pipelines.project import load_project
@@ -167,6 +147,14 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
     sets = [ws for ws in project.window_sets if window_sets is None or ws.name in window_sets]
     if not sets:
         raise ConfigError(f"{repo}: no window set to stream (known: {[w.name for w in project.window_sets]})")  # fmt: skip
+    source_url = log_url or redis_url
+    log = open_log(source_url, stream)
+    try:
+        last = log.last()  # before Spark starts: a log that cannot be read fails fast
+    except BaseException:
+        log.close()
+        raise
+    target = last if available_now else None
     states = [WindowState(feast_project(Path(repo)), ws) for ws in sets]
     client = redis.Redis.from_url(redis_url)
     report = StreamReport()
@@ -190,10 +178,10 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
         )
 
     spark = get_spark(master, "skewless-stream")
-    spark.dataSource.register(RedisStreamSource)
+    spark.dataSource.register(EventLogSource)
     events = (
         spark.readStream.format(SOURCE_NAME)
-        .option("url", redis_url)
+        .option("url", source_url)
         .option("stream", stream)
         .option("maxEventsPerBatch", str(max_events))
         .load()
@@ -204,30 +192,20 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
     query = writer.trigger(processingTime=f"{trigger_ms} milliseconds").start()
     # Catch-up: Spark runs a Python source under Trigger.AvailableNow as one batch (only
     # the batch a crash left uncommitted, after a restart), so the job polls instead and
-    # stops once a committed batch ends at the stream's last entry of the start.
-    target = _last_id(client, stream) if available_now else None
+    # stops once a committed batch ends at the log's last entry of the start.
     try:
         while query.isActive:
             query.awaitTermination(0.2)
-            if available_now and (target is None or _done(query.lastProgress, target)):
+            if available_now and (target is None or _done(log, query.lastProgress, target)):
                 break
     finally:
         if query.isActive:
             query.stop()
+        log.close()
     return report
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _last_id(client: Any, stream: str) -> str | None:
-    last = client.xrevrange(stream, "+", "-", count=1)
-    return last[0][0].decode() if last else None
-
-
-def _done(progress: Any, target: str) -> bool:
+def _done(log: EventLog, progress: Any, target: str) -> bool:
     """Whether the last finished batch ended at or past ``target``."""
     if not progress:
         return False
@@ -235,7 +213,7 @@ def _done(progress: Any, target: str) -> bool:
         end = source.get("endOffset")
         if isinstance(end, str):
             end = json.loads(end)
-        if isinstance(end, dict) and _id_key(str(end.get("id", START))) >= _id_key(target):
+        if isinstance(end, dict) and "id" in end and log.order(str(end["id"])) >= log.order(target):
             return True
     return False
 

@@ -31,6 +31,22 @@ def skewless(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
             "--entities /nonexistent.parquet does not exist",
         ),
         (["demo", "--rows", "0"], "--rows, --days and --requests must be positive"),
+        (
+            ["stream", "--repo", "feature_repo", "--stream", "e", "--log-url", "kafka://h:9092"],
+            "log URL 'kafka://h:9092': scheme 'kafka' is neither redis:// nor nats://",
+        ),
+        (
+            [
+                "stream",
+                "--repo",
+                "feature_repo",
+                "--stream",
+                "e",
+                "--log-url",
+                "nats://127.0.0.1:1",
+            ],
+            "NATS at nats://127.0.0.1:1 cannot be reached",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args, message):

@@ -1,6 +1,7 @@
-"""The streaming job (`skewless stream`) on a real Redis stream and real Spark: killed with
-SIGKILL mid-run and restarted, it leaves the online window state equal to pushing every
-event once; replaying the whole log again changes nothing."""
+"""The streaming job (`skewless stream`) on a real log (a Redis stream, and NATS JetStream
+at ``NATS_URL``, default nats://127.0.0.1:4222) and real Spark: killed with SIGKILL mid-run
+and restarted, it leaves the online window state equal to pushing every event once;
+replaying the whole log again changes nothing."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import pytest
 import redis
 
 from pipelines.apply import configure_repo
+from pipelines.event_logs import nats_answers, open_log
 from pipelines.project import load_project
 from pipelines.scaffold import init_project
-from pipelines.streaming import append_events
 from store.window_layout import parse_key
 from store.window_state import WindowState, clear_windows, window_keys
 
@@ -38,6 +39,16 @@ def _digest(client: redis.Redis, project: str) -> dict[tuple[str, bytes], list[A
         _, ws, entity = parsed
         out[(ws, entity)] = list(cast(list[Any], client.zrange(key, 0, -1, withscores=True)))
     return out
+
+
+NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+
+
+@pytest.fixture(params=["redis", "nats"])
+def log_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    if request.param == "nats" and not nats_answers(NATS_URL):
+        pytest.skip(f"NATS JetStream does not answer at {NATS_URL} (set NATS_URL)")
+    return redis_url if request.param == "redis" else NATS_URL
 
 
 def _stream(repo: Path, stream: str, checkpoint: Path, redis_url: str, *extra: str) -> Any:
@@ -61,20 +72,26 @@ def _batches_done(checkpoint: Path) -> int:
 
 
 @pytest.mark.timeout(600)
-def test_kill_9_and_restart_equals_pushing_every_event_once(tmp_path: Path, redis_url: str) -> None:
+def test_kill_9_and_restart_equals_pushing_every_event_once(
+    tmp_path: Path, redis_url: str, log_url: str
+) -> None:
     client = redis.Redis.from_url(redis_url)
     repo = tmp_path / "proj"
     init_project(repo)
     streamed = f"skewless_stream_{uuid.uuid4().hex[:10]}"
     clean = f"skewless_clean_{uuid.uuid4().hex[:10]}"
-    stream = f"skewless-test-events-{uuid.uuid4().hex[:10]}"
+    stream = f"skewless_test_events_{uuid.uuid4().hex[:10]}"
+    log = open_log(log_url, stream)
+    via = ("--log-url", log_url)
     configure_repo(repo, redis_url, streamed)
     ws = load_project(repo).window_sets[0]
     rows = pq.read_table(repo / "sources" / "trips").to_pylist()
     try:
-        append_events(client, stream, rows)
+        log.append(rows)
         ckpt = tmp_path / "ckpt"
-        job = _stream(repo, stream, ckpt, redis_url, "--max-events", "150", "--trigger-ms", "50")
+        job = _stream(
+            repo, stream, ckpt, redis_url, *via, "--max-events", "150", "--trigger-ms", "50"
+        )
         deadline = time.monotonic() + 180
         while _batches_done(ckpt) < 3:  # a few micro-batches written, more to come
             assert job.poll() is None, job.stdout.read().decode()[-3000:] if job.stdout else ""
@@ -85,7 +102,7 @@ def test_kill_9_and_restart_equals_pushing_every_event_once(tmp_path: Path, redi
         partial = _digest(client, streamed)
         assert 0 < sum(len(v) for v in partial.values()) < len(rows)
 
-        restart = _stream(repo, stream, ckpt, redis_url, "--available-now")
+        restart = _stream(repo, stream, ckpt, redis_url, *via, "--available-now")
         out, _ = restart.communicate(timeout=300)
         assert restart.returncode == 0, out.decode()[-3000:]
 
@@ -96,11 +113,67 @@ def test_kill_9_and_restart_equals_pushing_every_event_once(tmp_path: Path, redi
         assert 1000 < sum(len(v) for v in want.values()) <= len(rows)
         assert got == want
 
-        again = _stream(repo, stream, tmp_path / "ckpt-replay", redis_url, "--available-now")
+        again = _stream(repo, stream, tmp_path / "ckpt-replay", redis_url, *via, "--available-now")
         out, _ = again.communicate(timeout=300)
         assert again.returncode == 0, out.decode()[-3000:]
         assert _digest(client, streamed) == want  # the whole log replayed: no change
     finally:
-        client.delete(stream)
+        log.delete()
+        log.close()
         clear_windows(client, streamed)
         clear_windows(client, clean)
+
+
+def test_a_range_of_the_log_holds_the_same_entries_every_time(log_url: str) -> None:
+    """The source's contract on both logs: offsets in order, ``(start, end]`` ranges
+    re-read identically, batches bounded by ``end_after``, an empty log has no last."""
+    stream = f"skewless_test_range_{uuid.uuid4().hex[:10]}"
+    log = open_log(log_url, stream)
+    rows = [{"driver_id": f"d{i % 3}", "pickup_at": 1_700_000_000_000_000 + i} for i in range(25)]
+    try:
+        if log_url.startswith("redis"):
+            assert log.last() is None
+        offsets = log.append(rows)
+        assert len(set(offsets)) == 25
+        assert [log.order(o) for o in offsets] == sorted(log.order(o) for o in offsets)
+        assert log.last() == offsets[-1]
+        assert log.end_after(log.initial(), 10) == offsets[9]
+        assert log.end_after(offsets[20], 10) == offsets[-1]
+        assert log.end_after(offsets[-1], 10) == offsets[-1]
+        first = list(log.read(log.initial(), offsets[9]))
+        assert [o for o, _, _ in first] == offsets[:10]
+        assert list(log.read(log.initial(), offsets[9])) == first  # re-read: the same
+        rest = list(log.read(offsets[9], offsets[-1]))
+        assert [json.loads(e) for _, _, e in first + rest] == rows
+        now_ms = time.time() * 1000
+        assert all(now_ms - 600_000 < ms <= now_ms + 1000 for _, ms, _ in first + rest)
+        assert list(log.read(offsets[-1], offsets[-1])) == []
+    finally:
+        log.delete()
+        log.close()
+
+
+def test_a_jetstream_range_skips_deleted_messages() -> None:
+    if not nats_answers(NATS_URL):
+        pytest.skip(f"NATS JetStream does not answer at {NATS_URL} (set NATS_URL)")
+    import asyncio
+
+    import nats
+
+    stream = f"skewless_test_deleted_{uuid.uuid4().hex[:10]}"
+    log = open_log(NATS_URL, stream)
+    try:
+        offsets = log.append([{"n": i} for i in range(6)])
+
+        async def delete(seqs: list[int]) -> None:
+            nc = await nats.connect(NATS_URL)
+            for seq in seqs:
+                await nc.jetstream().delete_msg(stream, seq)
+            await nc.close()
+
+        asyncio.run(delete([2, 5, 6]))  # the last ones too: the range ends early
+        got = [json.loads(e)["n"] for _, _, e in log.read(log.initial(), offsets[-1])]
+        assert got == [0, 2, 3]
+    finally:
+        log.delete()
+        log.close()
