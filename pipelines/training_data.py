@@ -115,11 +115,12 @@ def _hidden_inputs(manifest: Manifest, features: list[str]) -> list[str]:
     used = {f.partition(":")[0] for f in features}
     listed = {f.partition(":")[2] for f in features}
     hidden: list[str] = []
-    for name, rt in manifest.request_transforms.items():
+    for name in manifest.request_transforms:
         if name not in used:
             continue
-        for ref in (*rt.view_inputs.values(), *rt.window_inputs.values()):
-            if ref.partition(":")[2] not in listed and ref not in hidden:
+        for _, src, feat in manifest.transform_reads(name):
+            ref = f"{src}:{feat}"
+            if feat not in listed and ref not in hidden:
                 hidden.append(ref)
     return hidden
 

@@ -289,17 +289,12 @@ def _resolve(catalog: Catalog, refs: Sequence[str]) -> _Resolved:
             seen.add((view, feat))
             _resolve_ref(catalog, r, ref, view, feat)
     # Hidden inputs of request-time transforms are read but not returned (as Feast drops them).
-    for lt in r.used_sets.values():
-        for inp, src in lt.spec.view_inputs.items():
-            v, f = _split_ref(src)
-            if v not in m.views or f not in m.views[v].features:
-                raise ArtifactError(f"'{lt.spec.name}': input {inp} reads unknown {src}")
-            r.need(v, f)
-        for inp, src in lt.spec.window_inputs.items():  # as of the request time
-            v, f = _split_ref(src)
-            if v not in catalog.windows or f not in catalog.windows[v].spec.features:
-                raise ArtifactError(f"'{lt.spec.name}': input {inp} reads unknown {src}")
-            r.need_window(catalog, v, f)
+    for name in r.used_sets:
+        for kind, v, f in m.transform_reads(name):
+            if kind == "view":
+                r.need(v, f)
+            else:  # a window as of the request time
+                r.need_window(catalog, v, f)
     return r
 
 

@@ -9,6 +9,7 @@ FeatureService.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,27 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("root")
+        return out
+
+    def transform_reads(self, name: str) -> list[tuple[str, str, str]]:
+        """What the request-time set ``name`` reads besides the request, in input order:
+        ``(kind, view or window set, feature)`` with kind ``"view"`` or ``"window"`` (a
+        window as of the request time). The server reads them without returning those the
+        service does not list, and training sets compute them the same way; ArtifactError
+        when one names no feature of this manifest."""
+        rt = self.request_transforms[name]
+        out: list[tuple[str, str, str]] = []
+        sources: tuple[tuple[str, dict[str, str], Mapping[str, Any]], ...] = (
+            ("view", rt.view_inputs, self.views),
+            ("window", rt.window_inputs, self.window_sets),
+        )
+        for kind, inputs, known in sources:
+            for inp, ref in inputs.items():
+                src, _, feat = ref.partition(":")
+                spec = known.get(src)
+                if spec is None or feat not in spec.features:
+                    raise ArtifactError(f"'{name}': input {inp} reads unknown {ref}")
+                out.append((kind, src, feat))
         return out
 
     def feature_set(self, spec: RequestTransformSpec) -> Any:
