@@ -24,6 +24,7 @@ from bench.results import Measure
 
 AREA = "window lookup"
 BODIES = 500  # distinct requests the load generator cycles through
+BUSY = (1_000, 4_000, 16_000)  # events of the busy entities
 Query = tuple[str, int]  # (driver, request time in epoch micros)
 
 
@@ -289,6 +290,30 @@ def lookup_rows(run: WindowRun, events: Any, use_wrk: bool, console: Any) -> lis
         Measure(AREA, f"{redis}: p99 ms @1 conn", "ms", r_p99),
         Measure(AREA, parity, "count", bad, feast_bad),
     ]
+
+
+def busy_rows(run: WindowRun, use_wrk: bool, console: Any) -> list[Measure]:
+    """p50/p99 at 1 connection of one entity with :data:`BUSY` events in its windows: a
+    lookup reads and aggregates every event of the longest window, so its cost grows with
+    the entity's traffic (the rows show by how much)."""
+    from bench.repos.windows_repo import events
+    from store.window_state import push
+
+    out: list[Measure] = []
+    for i, n in enumerate(BUSY):
+        driver = f"busy{n}"
+        table = events([driver], (n, n), run.end_us, seed=20 + i, first_trip=(30 + i) * 10**9)
+        push(run.client, run.project, run.window_set, table)
+        body: dict[str, Any] = {"features": run.refs, "entities": {"driver_id": [driver]}}
+        body["request_time"] = run.end_us
+        with console.status(f"a busy entity: {n:,} events in its windows"):
+            r = run_load(run.port, "/get-online-features", [body], 1, run.sizes.seconds, use_wrk)
+        what = f"1 entity x 8 window features, a busy entity ({n:,} events in the last day)"
+        out += [
+            Measure(AREA, f"{what}: p50 ms @1 conn", "ms", r.p50_ms),
+            Measure(AREA, f"{what}: p99 ms @1 conn", "ms", r.p99_ms),
+        ]
+    return out
 
 
 def _rps(measure: str, ours: float, alternative: float | None) -> Measure:
