@@ -44,6 +44,7 @@ __all__ = [
 
 FIELD = b"e"  # the Redis entry's field holding the event
 PAGE = 10_000  # entries per XRANGE call / per JetStream fetch
+MIN_PART = 5_000  # entries per JetStream range read in parallel
 _T = TypeVar("_T")
 
 
@@ -74,6 +75,9 @@ class EventLog(Protocol):
     def read(self, start: str, end: str) -> Iterator[tuple[str, int, bytes]]:
         """(offset, append time in ms since the epoch, event JSON) of the entries in
         ``(start, end]``, in log order."""
+
+    def split(self, start: str, end: str, parts: int) -> list[tuple[str, str]]:
+        """``(start, end]`` as at most ``parts`` consecutive ranges, read in parallel."""
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
         """Append raw events, one entry each; returns their offsets."""
@@ -167,6 +171,11 @@ class RedisStreamLog:
                 return
             lower = _after(page[-1][0].decode())
 
+    def split(self, start: str, end: str, parts: int) -> list[tuple[str, str]]:
+        """One range: entry ids cannot be cut without reading (and XRANGE is fast)."""
+        del parts
+        return [(start, end)]
+
     def append(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
         return append_events(self.client, self.stream, rows)
 
@@ -254,6 +263,14 @@ class JetStreamLog:
                 return
             yield from page
             lo = int(page[-1][0])
+
+    def split(self, start: str, end: str, parts: int) -> list[tuple[str, str]]:
+        """Sequence ranges of at least :data:`MIN_PART` entries each (nats-py spends about
+        60 µs of Python per message, so a long range is read by several workers)."""
+        lo, hi = int(start), int(end)
+        k = max(1, min(parts, (hi - lo) // MIN_PART))
+        cuts = [lo + (hi - lo) * i // k for i in range(k + 1)]
+        return [(str(a), str(b)) for a, b in zip(cuts, cuts[1:], strict=False)]
 
     async def _fetch(self, start: int, end: int) -> list[tuple[str, int, bytes]]:
         """Entries ``(start, end]``, at most :data:`PAGE` of them, by one ephemeral pull

@@ -51,6 +51,7 @@ class _StreamReader(DataSourceStreamReader):
         if not self.stream:
             raise ConfigError("option 'stream' (the stream of raw events) is required")
         self.max_events = int(options.get("maxEventsPerBatch", "50000"))
+        self.parts = int(options.get("readPartitions", "2"))  # one per core of local[2]
         self._log: EventLog | None = None
 
     @property
@@ -73,7 +74,9 @@ class _StreamReader(DataSourceStreamReader):
         return {"id": self.log.end_after(start["id"], count)}
 
     def partitions(self, start: dict[str, str], end: dict[str, str]) -> Sequence[_Range]:
-        return [] if start["id"] == end["id"] else [_Range(start["id"], end["id"])]
+        if start["id"] == end["id"]:
+            return []
+        return [_Range(a, b) for a, b in self.log.split(start["id"], end["id"], self.parts)]
 
     def read(self, partition: InputPartition) -> Iterator[tuple[str, int, str]]:
         assert isinstance(partition, _Range)

@@ -124,7 +124,9 @@ def test_kill_9_and_restart_equals_pushing_every_event_once(
         clear_windows(client, clean)
 
 
-def test_a_range_of_the_log_holds_the_same_entries_every_time(log_url: str) -> None:
+def test_a_range_of_the_log_holds_the_same_entries_every_time(
+    log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The source's contract on both logs: offsets in order, ``(start, end]`` ranges
     re-read identically, batches bounded by ``end_after``, an empty log has no last."""
     stream = f"skewless_test_range_{uuid.uuid4().hex[:10]}"
@@ -148,6 +150,13 @@ def test_a_range_of_the_log_holds_the_same_entries_every_time(log_url: str) -> N
         now_ms = time.time() * 1000
         assert all(now_ms - 600_000 < ms <= now_ms + 1000 for _, ms, _ in first + rest)
         assert list(log.read(offsets[-1], offsets[-1])) == []
+        monkeypatch.setattr("pipelines.event_logs.MIN_PART", 4)
+        for parts in (1, 2, 3):  # ranges read in parallel hold the whole range, in order
+            ranges = log.split(log.initial(), offsets[-1], parts)
+            assert len(ranges) == (1 if log_url.startswith("redis") else parts)
+            assert ranges[0][0] == log.initial() and ranges[-1][1] == offsets[-1]
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+            assert [x for a, b in ranges for x in log.read(a, b)] == first + rest
     finally:
         log.delete()
         log.close()
