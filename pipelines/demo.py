@@ -151,10 +151,13 @@ def _json_value(value: Any) -> Any:
 
 
 def _request_bodies(
-    rows: pa.Table, keys: list[str], fields: list[str], n: int, fault: str | None
+    rows: pa.Table, keys: list[str], fields: list[str], n: int, fault: str | None, at: datetime
 ) -> list[dict[str, Any]]:
     """``n`` requests, each one of the project's own rows (its keys and request fields), so
-    traffic follows the training distribution; ``drift`` scales numeric fields by 3."""
+    traffic follows the training distribution; ``drift`` scales numeric fields by 3. Each
+    asks as of ``at``, the end of the generated events: served at the wall clock instead,
+    the windows would lose the minutes since the top of the hour and the drift checks
+    would depend on when the demo runs."""
     rng = np.random.default_rng(11)
     picks = rng.integers(0, rows.num_rows, n) if rows.num_rows else np.array([], np.int64)
     sample = rows.select([*keys, *fields]).take(picks).to_pylist()
@@ -165,7 +168,8 @@ def _request_bodies(
                 v = row[f]
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     row[f] = type(v)(v * 3)
-        bodies.append({"entities": {c: [_json_value(v)] for c, v in row.items()}})
+        entities = {c: [_json_value(v)] for c, v in row.items()}
+        bodies.append({"entities": entities, "request_time": at.isoformat()})
     return bodies
 
 
@@ -375,7 +379,12 @@ class _DemoRun:
             }
         )
         bodies = _request_bodies(
-            self.state["rows"], self.plan.keys, fields, self.requests, self.fault
+            self.state["rows"],
+            self.plan.keys,
+            fields,
+            self.requests,
+            self.fault,
+            self.start + timedelta(days=self.days),
         )
         # a directory of this run's own: logs of the project's server are never touched
         log_dir = self.base / "logs" / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}"
