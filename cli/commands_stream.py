@@ -4,6 +4,7 @@ window state fresh from a Redis stream or a NATS JetStream stream (pipelines/str
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,8 @@ import typer
 
 from cli.errors import fail, guarded
 from cli.options import DEFAULT_REPO, Repo
+
+PROGRESS_S = 5.0  # seconds between progress lines
 
 
 def register(app: typer.Typer) -> None:
@@ -73,7 +76,7 @@ def register(app: typer.Typer) -> None:
             fail("--trigger-ms and --max-events must be positive")
         from pipelines.event_logs import log_kind
         from pipelines.project import load_project
-        from pipelines.streaming import run_stream
+        from pipelines.streaming import StreamReport, run_stream
 
         if log_url is not None:
             log_kind(log_url)  # an unknown scheme fails before Spark starts
@@ -83,6 +86,18 @@ def register(app: typer.Typer) -> None:
         where = checkpoint or project.data_dir / "checkpoints" / stream
         source = f"{log_url or url} stream {stream}"
         typer.echo(f"streaming {source} -> window state of {repo} (checkpoint {where})")
+        shown = [0.0]
+
+        def progress(batch: int, events: int, so_far: StreamReport, lag: dict[str, float]) -> None:
+            """One line per micro-batch, at most every 5 s (a long run shows it is alive)."""
+            now = time.monotonic()
+            if now - shown[0] >= PROGRESS_S:
+                shown[0] = now
+                typer.echo(
+                    f"batch {batch}: {events:,} events ({so_far.events:,} in all), "
+                    f"append -> written p50 {lag['p50']:,.0f} ms, max {lag['max']:,.0f} ms"
+                )
+
         report = run_stream(
             repo,
             stream,
@@ -93,6 +108,7 @@ def register(app: typer.Typer) -> None:
             available_now=available_now,
             trigger_ms=trigger_ms,
             max_events=max_events,
+            on_batch=progress,
         )
         typer.echo(
             f"{report.events:,} events in {report.batches} micro-batches, "

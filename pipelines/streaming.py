@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,12 +134,14 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
     trigger_ms: int = 100,
     max_events: int = 50_000,
     master: str = "local[2]",
+    on_batch: Callable[[int, int, StreamReport, dict[str, float]], None] | None = None,
 ) -> StreamReport:
     """Run the streaming job for the project at ``repo`` until stopped (or, with
     ``available_now``, until the events appended before the start are written). The
     events are read from ``stream`` in the log at ``log_url`` (a Redis stream, by default
     in the online store's Redis, or NATS JetStream for a ``nats://`` URL); the window
-    state is written to ``redis_url``."""
+    state is written to ``redis_url``. ``on_batch(batch id, events, report, lag summary)``
+    is called after each micro-batch is written (the command prints progress with it)."""
     import redis
 
     from pipelines.project import load_project
@@ -176,9 +178,12 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
         report.batches += 1
         report.events += len(rows)
         report.freshness_ms = lags[-10_000:]
+        lag = _summary(lags)
         (ckpt / "freshness.json").write_text(
-            json.dumps({"batch": batch_id, "events": len(rows), "lag_ms": _summary(lags)})
+            json.dumps({"batch": batch_id, "events": len(rows), "lag_ms": lag})
         )
+        if on_batch is not None:
+            on_batch(batch_id, len(rows), report, lag)
 
     spark = get_spark(master, "skewless-stream")
     spark.dataSource.register(EventLogSource)

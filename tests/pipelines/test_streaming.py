@@ -105,6 +105,7 @@ def test_kill_9_and_restart_equals_pushing_every_event_once(
         restart = _stream(repo, stream, ckpt, redis_url, *via, "--available-now")
         out, _ = restart.communicate(timeout=300)
         assert restart.returncode == 0, out.decode()[-3000:]
+        assert b" in all), append -> written p50 " in out  # progress, batch by batch
 
         WindowState(clean, ws).push(client, rows)
         want = _digest(client, clean)
