@@ -16,7 +16,9 @@ NATS JetStream
     creates the stream with one subject of its name when it is missing); ranges are read
     with an ephemeral pull consumer that starts at ``start + 1`` and acknowledges nothing;
     the append time is the stream's timestamp of the message. Sequences of deleted
-    messages are skipped.
+    messages are skipped. The stream must have retention ``limits``: under ``interest``
+    or ``workqueue`` a read message may be removed, and a batch re-read after a restart
+    would not hold the same events (:meth:`JetStreamLog.last` refuses such a stream).
 """
 
 from __future__ import annotations
@@ -243,6 +245,13 @@ class JetStreamLog:
             info = await js.stream_info(self.stream)
         except NotFoundError:
             raise ConfigError(f"NATS JetStream has no stream '{self.stream}'") from None
+        retention = getattr(info.config.retention, "value", info.config.retention)
+        if retention not in (None, "limits"):
+            raise ConfigError(
+                f"NATS JetStream stream '{self.stream}' has retention '{retention}': the "
+                "streaming job re-reads a micro-batch after a restart, so the stream must "
+                "keep what was read (retention 'limits')"
+            )
         return int(info.state.last_seq)
 
     def initial(self) -> str:

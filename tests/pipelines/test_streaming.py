@@ -187,3 +187,34 @@ def test_a_jetstream_range_skips_deleted_messages() -> None:
     finally:
         log.delete()
         log.close()
+
+
+def test_a_jetstream_stream_that_removes_what_was_read_is_refused() -> None:
+    """Under interest retention a message read without an acknowledgement is gone: a
+    batch re-read after a restart would miss events, so the log refuses the stream."""
+    if not nats_answers(NATS_URL):
+        pytest.skip(f"NATS JetStream does not answer at {NATS_URL} (set NATS_URL)")
+    import asyncio
+
+    import nats
+    from nats.js.api import RetentionPolicy
+
+    from transforms.errors import ConfigError
+
+    stream = f"skewless_test_interest_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        nc = await nats.connect(NATS_URL)
+        await nc.jetstream().add_stream(
+            name=stream, subjects=[stream], retention=RetentionPolicy.INTEREST
+        )
+        await nc.close()
+
+    asyncio.run(create())
+    log = open_log(NATS_URL, stream)
+    try:
+        with pytest.raises(ConfigError, match="has retention 'interest'"):
+            log.last()
+    finally:
+        log.delete()
+        log.close()
