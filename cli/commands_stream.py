@@ -67,6 +67,14 @@ def register(app: typer.Typer) -> None:
                 "(NATS JetStream). Default: the online store's Redis.",
             ),
         ] = None,
+        subject: Annotated[
+            str | None,
+            typer.Option(
+                "--subject",
+                help="NATS JetStream only: read the messages on these subjects (wildcards "
+                "allowed, e.g. 'orders.*'); default: every message of the stream.",
+            ),
+        ] = None,
         repo: Repo = DEFAULT_REPO,
     ) -> None:
         """Consume raw events from a Redis stream or a NATS JetStream stream into the online
@@ -84,7 +92,7 @@ def register(app: typer.Typer) -> None:
         project = load_project(repo)
         url = redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         where = checkpoint or project.data_dir / "checkpoints" / stream
-        source = f"{log_url or url} stream {stream}"
+        source = f"{log_url or url} stream {stream}" + (f" subject {subject}" if subject else "")
         typer.echo(f"streaming {source} -> window state of {repo} (checkpoint {where})")
         shown = [0.0]
 
@@ -104,6 +112,7 @@ def register(app: typer.Typer) -> None:
             where,
             redis_url=url,
             log_url=log_url,
+            subject=subject,
             window_sets=window_set or None,
             available_now=available_now,
             trigger_ms=trigger_ms,

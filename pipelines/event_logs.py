@@ -12,9 +12,11 @@ Redis
     ``XADD <stream> * e <event as JSON>``; ranges are read with ``XRANGE``; the append time
     is the entry id's milliseconds.
 NATS JetStream
-    a message whose body is the event's JSON, on any subject of the stream (:meth:`append`
-    creates the stream with one subject of its name when it is missing); ranges are read
-    with an ephemeral pull consumer that starts at ``start + 1`` and acknowledges nothing;
+    a message whose body is the event's JSON, on any subject of the stream, or on the
+    subjects matching a filter (``--subject orders.*``: a stream often holds other
+    messages too; :meth:`append` creates the stream with one subject of its name when it
+    is missing); ranges are read with an ephemeral pull consumer that starts at
+    ``start + 1`` and acknowledges nothing;
     the append time is the stream's timestamp of the message. Sequences of deleted
     messages are skipped. The stream must have retention ``limits``: under ``interest``
     or ``workqueue`` a read message may be removed, and a batch re-read after a restart
@@ -24,9 +26,10 @@ NATS JetStream
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import urlparse
 
 import orjson
@@ -88,7 +91,11 @@ class EventLog(Protocol):
         """A key that sorts offsets in log order."""
 
     def close(self) -> None:
-        """Release the connection."""
+        """Release the connection (also on leaving a ``with`` block)."""
+
+    def __enter__(self) -> EventLog: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
     def delete(self) -> None:
         """Delete the stream (tests and benchmarks delete the streams they made)."""
@@ -118,11 +125,16 @@ def nats_answers(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def open_log(url: str, stream: str) -> EventLog:
-    """The log at ``url`` (:func:`log_kind` picks Redis or NATS JetStream), stream ``stream``."""
+def open_log(url: str, stream: str, subject: str | None = None) -> EventLog:
+    """The log at ``url`` (:func:`log_kind` picks Redis or NATS JetStream), stream ``stream``;
+    ``subject`` filters a JetStream stream's messages (NATS subject wildcards)."""
     if not stream:
         raise ConfigError("the stream name is required")
-    return JetStreamLog(url, stream) if log_kind(url) == "nats" else RedisStreamLog(url, stream)
+    if log_kind(url) == "nats":
+        return JetStreamLog(url, stream, subject)
+    if subject:
+        raise ConfigError("a subject filter applies to NATS JetStream only (--log-url nats://)")
+    return RedisStreamLog(url, stream)
 
 
 # ---------------------------------------------------------------------- Redis streams
@@ -142,7 +154,20 @@ def _after(entry_id: str) -> str:
     return "(" + entry_id
 
 
-class RedisStreamLog:
+class _Closing:
+    """``with open_log(...) as log:`` closes the log at the end of the block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisStreamLog(_Closing):
     """A Redis stream of raw events (``XADD <stream> * e <json>``)."""
 
     def __init__(self, url: str, stream: str) -> None:
@@ -195,26 +220,50 @@ class RedisStreamLog:
 # ---------------------------------------------------------------------- NATS JetStream
 
 
-class JetStreamLog:
+class _Connection:
+    """A private event loop and the NATS connection opened on it (nats-py is asynchronous)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.nc: Any = None
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        if self.loop is None:
+            return
+        if self.nc is not None:
+            self.loop.run_until_complete(self.nc.close())
+            self.nc = None
+        self.loop.close()
+        self.loop = None
+
+
+class JetStreamLog(_Closing):
     """A NATS JetStream stream of raw events (message body = the event's JSON).
 
     nats-py is asynchronous: the log runs its calls on a private event loop over one
     connection, opened on first use."""
 
-    def __init__(self, url: str, stream: str, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, stream: str, subject: str | None = None, timeout_s: float = 5.0
+    ) -> None:
         self.url = url
         self.stream = stream
+        self.subject = subject or None
         self.timeout = timeout_s
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._nc: Any = None
+        self._conn = _Connection()
+        # closed when the log is garbage-collected or the interpreter exits, if not before
+        self._finalizer = weakref.finalize(self, self._conn.close)
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(coro)
+        return self._conn.run(coro)
 
     async def _js(self) -> Any:
-        if self._nc is None:
+        if self._conn.nc is None:
             import nats
 
             async def quiet(exc: Exception) -> None:  # errors are raised, not logged
@@ -223,7 +272,7 @@ class JetStreamLog:
             if not nats_answers(self.url, self.timeout):
                 raise ConfigError(f"NATS at {self.url} cannot be reached")
             try:
-                self._nc = await asyncio.wait_for(
+                self._conn.nc = await asyncio.wait_for(
                     nats.connect(
                         self.url,
                         connect_timeout=self.timeout,
@@ -235,7 +284,7 @@ class JetStreamLog:
                 )
             except Exception as exc:  # nats-py raises several unrelated types here
                 raise ConfigError(f"NATS at {self.url} cannot be reached: {exc!r}") from None
-        return self._nc.jetstream()
+        return self._conn.nc.jetstream()
 
     async def _last_seq(self) -> int:
         from nats.js.errors import NotFoundError
@@ -295,8 +344,12 @@ class JetStreamLog:
             inactive_threshold=60.0,
             mem_storage=True,
             num_replicas=1,
+            filter_subject=self.subject,
         )
-        info = await js.add_consumer(self.stream, config=config)  # unfiltered, ephemeral
+        info = await js.add_consumer(self.stream, config=config)  # ephemeral
+        if not info.num_pending:  # nothing (matching) from start + 1 on
+            await js.delete_consumer(self.stream, info.name)
+            return []
         sub = await js.pull_subscribe_bind(stream=self.stream, name=info.name)
         out: list[tuple[str, int, bytes]] = []
         try:
@@ -315,6 +368,8 @@ class JetStreamLog:
                         return out
                     ms = int(meta.timestamp.timestamp() * 1000)
                     out.append((str(seq), ms, bytes(m.data)))
+                    if not meta.num_pending:  # the last (matching) message of the stream
+                        return out
                 if out and int(out[-1][0]) >= end:
                     break
         finally:
@@ -331,10 +386,10 @@ class JetStreamLog:
         js = await self._js()
         try:
             info = await js.stream_info(self.stream)
-            subject = (info.config.subjects or [self.stream])[0]
+            subject = self.subject or (info.config.subjects or [self.stream])[0]
         except NotFoundError:
-            await js.add_stream(name=self.stream, subjects=[self.stream])
-            subject = self.stream
+            subject = self.subject or self.stream
+            await js.add_stream(name=self.stream, subjects=[subject])
         out: list[str] = []
         for lo in range(0, len(payloads), 1000):  # acknowledgements awaited per 1,000
             futures = [
@@ -349,13 +404,7 @@ class JetStreamLog:
         return int(offset), 0
 
     def close(self) -> None:
-        if self._loop is None:
-            return
-        if self._nc is not None:
-            self._loop.run_until_complete(self._nc.close())
-            self._nc = None
-        self._loop.close()
-        self._loop = None
+        self._finalizer()
 
     def delete(self) -> None:
         """Delete the stream (tests and benchmarks delete the streams they made)."""

@@ -52,12 +52,13 @@ class _StreamReader(DataSourceStreamReader):
             raise ConfigError("option 'stream' (the stream of raw events) is required")
         self.max_events = int(options.get("maxEventsPerBatch", "50000"))
         self.parts = int(options.get("readPartitions", "2"))  # one per core of local[2]
+        self.subject = options.get("subject") or None  # a JetStream subject filter
         self._log: EventLog | None = None
 
     @property
     def log(self) -> EventLog:
         if self._log is None:
-            self._log = open_log(self.url, self.stream)
+            self._log = open_log(self.url, self.stream, self.subject)
         return self._log
 
     def initialOffset(self) -> dict[str, str]:  # noqa: N802 - Spark's interface
@@ -80,7 +81,7 @@ class _StreamReader(DataSourceStreamReader):
 
     def read(self, partition: InputPartition) -> Iterator[tuple[str, int, str]]:
         assert isinstance(partition, _Range)
-        log = open_log(self.url, self.stream)
+        log = open_log(self.url, self.stream, self.subject)
         try:
             for offset, ms, event in log.read(partition.start, partition.end):
                 yield offset, ms, event.decode()
@@ -129,6 +130,7 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
     *,
     redis_url: str,
     log_url: str | None = None,
+    subject: str | None = None,
     window_sets: Sequence[str] | None = None,
     available_now: bool = False,
     trigger_ms: int = 100,
@@ -139,8 +141,8 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
     """Run the streaming job for the project at ``repo`` until stopped (or, with
     ``available_now``, until the events appended before the start are written). The
     events are read from ``stream`` in the log at ``log_url`` (a Redis stream, by default
-    in the online store's Redis, or NATS JetStream for a ``nats://`` URL); the window
-    state is written to ``redis_url``. ``on_batch(batch id, events, report, lag summary)``
+    in the online store's Redis, or NATS JetStream for a ``nats://`` URL, its messages
+    on ``subject`` when given); the window state is written to ``redis_url``. ``on_batch(batch id, events, report, lag summary)``
     is called after each micro-batch is written (the command prints progress with it)."""
     import redis
 
@@ -153,7 +155,7 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
     if not sets:
         raise ConfigError(f"{repo}: no window set to stream (known: {[w.name for w in project.window_sets]})")  # fmt: skip
     source_url = log_url or redis_url
-    log = open_log(source_url, stream)
+    log = open_log(source_url, stream, subject)
     try:
         last = log.last()  # before Spark starts: a log that cannot be read fails fast
     except BaseException:
@@ -192,6 +194,7 @@ def run_stream(  # noqa: PLR0913 (the stream command's options, keyword-only pas
         .option("url", source_url)
         .option("stream", stream)
         .option("maxEventsPerBatch", str(max_events))
+        .option("subject", subject or "")
         .load()
     )
     writer = events.writeStream.foreachBatch(write_batch).option(

@@ -47,6 +47,10 @@ def skewless(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
             ],
             "NATS at nats://127.0.0.1:1 cannot be reached",
         ),
+        (
+            ["stream", "--repo", "feature_repo", "--stream", "e", "--subject", "trips.*"],
+            "a subject filter applies to NATS JetStream only (--log-url nats://)",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args, message):

@@ -218,3 +218,39 @@ def test_a_jetstream_stream_that_removes_what_was_read_is_refused() -> None:
     finally:
         log.delete()
         log.close()
+
+
+def test_a_jetstream_subject_filter_reads_only_its_messages() -> None:
+    """A stream holding other messages too: with a subject filter the ranges hold only the
+    matching ones, and a range whose tail matches nothing ends at once."""
+    if not nats_answers(NATS_URL):
+        pytest.skip(f"NATS JetStream does not answer at {NATS_URL} (set NATS_URL)")
+    import asyncio
+
+    import nats
+
+    stream = f"skewless_test_subjects_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        nc = await nats.connect(NATS_URL)
+        await nc.jetstream().add_stream(name=stream, subjects=[f"{stream}.*"])
+        await nc.close()
+
+    asyncio.run(create())
+    trips = open_log(NATS_URL, stream, f"{stream}.trips")
+    other = open_log(NATS_URL, stream, f"{stream}.other")
+    try:
+        for i in range(4):
+            trips.append([{"n": i}])
+            other.append([{"other": i}, {"other": i}])
+        assert trips.last() == "12"  # the stream's last sequence, whatever its subject
+        t0 = time.monotonic()
+        got = [json.loads(e) for _, _, e in trips.read(trips.initial(), "12")]
+        assert got == [{"n": i} for i in range(4)]
+        assert [o for o, _, _ in trips.read("3", "12")] == ["4", "7", "10"]
+        assert list(trips.read("10", "12")) == []  # only other messages after 10
+        assert time.monotonic() - t0 < 1.0  # no fetch waited for messages that never come
+    finally:
+        trips.delete()
+        trips.close()
+        other.close()
