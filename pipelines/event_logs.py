@@ -263,6 +263,8 @@ class JetStreamLog(_Closing):
         return self._conn.run(coro)
 
     async def _js(self) -> Any:
+        if self._conn.nc is not None and self._conn.nc.is_closed:
+            self._conn.nc = None  # lost (a NATS restart): connect again
         if self._conn.nc is None:
             import nats
 

@@ -254,3 +254,19 @@ def test_a_jetstream_subject_filter_reads_only_its_messages() -> None:
         trips.delete()
         trips.close()
         other.close()
+
+
+def test_a_lost_nats_connection_is_opened_again() -> None:
+    """The streaming job's driver keeps one log for days: after NATS drops the connection
+    (a restart), the next call connects again instead of failing."""
+    if not nats_answers(NATS_URL):
+        pytest.skip(f"NATS JetStream does not answer at {NATS_URL} (set NATS_URL)")
+    stream = f"skewless_test_reconnect_{uuid.uuid4().hex[:10]}"
+    with open_log(NATS_URL, stream) as log:
+        try:
+            log.append([{"n": 1}])
+            conn = log._conn  # type: ignore[attr-defined]
+            conn.run(conn.nc.close())
+            assert log.last() == "1"
+        finally:
+            log.delete()
