@@ -22,7 +22,7 @@ from typing import Any
 from bench._load import http_request, roundtrip
 from bench._window_run import PY, ROOT, WINDOW_SET, Http, WindowRun, percentiles_ms
 from bench.results import Measure
-from pipelines.event_logs import RedisStreamLog
+from pipelines.event_logs import EventLog
 
 INGEST = "window ingest"
 FRESH = "window freshness"
@@ -183,7 +183,7 @@ def push_freshness_rows(run: WindowRun, console: Any) -> list[Measure]:
 # ------------------------------------------------------------------- the streaming job
 
 
-def _log(run: WindowRun, log_url: str | None, part: str) -> Any:
+def _log(run: WindowRun, log_url: str | None, part: str) -> EventLog:
     """A new stream of the run (a Redis stream in the run's Redis, or NATS JetStream at
     ``log_url``), deleted at the end of the run."""
     from pipelines.event_logs import open_log
@@ -194,12 +194,11 @@ def _log(run: WindowRun, log_url: str | None, part: str) -> Any:
     return log
 
 
-def _stream_job(run: WindowRun, log: Any, checkpoint: Path, *extra: str) -> Any:
+def _stream_job(run: WindowRun, log: EventLog, checkpoint: Path, *extra: str) -> Any:
     """``skewless stream`` on the run's project, in its own process group (Spark's JVM)."""
     cmd = [PY, "-m", "cli.main", "stream", "--repo", str(run.root), "--stream", log.stream]
     cmd += ["--checkpoint", str(checkpoint), "--redis-url", run.redis_url, *extra]
-    if not isinstance(log, RedisStreamLog):
-        cmd += ["--log-url", log.url]
+    cmd += ["--log-url", log.url]
     return subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -210,7 +209,7 @@ def _stream_job(run: WindowRun, log: Any, checkpoint: Path, *extra: str) -> Any:
     )
 
 
-def _append(run: WindowRun, log: Any, n: int) -> float:
+def _append(run: WindowRun, log: EventLog, n: int) -> float:
     """Append ``n`` events (times as epoch micros) in chunks; returns seconds taken."""
     import pyarrow as pa
 
@@ -317,7 +316,7 @@ def stream_freshness(run: WindowRun, console: Any, log_url: str | None) -> list[
                 job.wait()
 
 
-def _trickle(log: Any, total: int, visible: Any, prefix: str) -> list[float]:
+def _trickle(log: EventLog, total: int, visible: Any, prefix: str) -> list[float]:
     """Append ``total`` events at :data:`STREAM_RATE`/s (drivers ``<prefix><n>``),
     polling every pending one."""
     pending: dict[str, float] = {}

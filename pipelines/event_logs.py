@@ -67,6 +67,9 @@ def encode_event(row: Mapping[str, Any]) -> bytes:
 class EventLog(Protocol):
     """A log of raw events read by offset ranges (see the module doc)."""
 
+    url: str  # where the log is (redis://... or nats://...)
+    stream: str  # the stream's name in it
+
     def initial(self) -> str:
         """The offset before the first entry."""
 
@@ -173,6 +176,7 @@ class RedisStreamLog(_Closing):
     def __init__(self, url: str, stream: str) -> None:
         import redis
 
+        self.url = url
         self.stream = stream
         self.client: Any = redis.Redis.from_url(url)
 
